@@ -1,0 +1,57 @@
+# felis — build, test, regenerate. `make test` is the full suite CI runs (as root).
+GO        ?= go
+BIN       := bin/felis
+EXAMPLE   ?= examples/cluster
+NODE      ?= node-1
+# Packages whose concurrency is tested under the race detector.
+RACE_PKGS := ./model/... ./datastore/...
+
+.PHONY: all build example deps test lint vet fmt-check staticcheck unit race golden generate check-generated clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/felis
+
+## example: the main job on the embedded example cluster: the desired snapshot of one node.
+example: build
+	./$(BIN) validate --datastore file:$(EXAMPLE)
+	./$(BIN) snapshot --datastore file:$(EXAMPLE) --node $(NODE)
+
+deps:
+	@./tools/install-deps.sh
+
+## test: everything — lint, generated files current, unit + golden + root kernel tests, race.
+test: deps lint check-generated unit race
+
+lint: fmt-check vet staticcheck
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+staticcheck:
+	$(GO) tool staticcheck ./...
+
+unit:
+	$(GO) test -count=1 ./...
+
+race:
+	$(GO) test -count=1 -race $(RACE_PKGS)
+
+## golden: rewrite the expected golden files (review the diff like code).
+golden:
+	$(GO) test -count=1 ./golden -update
+
+## generate: rebuild generated files (golden files; BPF loaders once they exist).
+generate: golden
+
+## check-generated: fail if regenerating would change committed files.
+check-generated:
+	@$(MAKE) --no-print-directory generate >/dev/null
+	@git diff --exit-code --stat -- golden/ || { echo "generated files are out of date: run 'make generate' and commit"; exit 1; }
+
+clean:
+	rm -rf bin
