@@ -56,6 +56,10 @@ const (
 	Pass  Action = "Pass"
 )
 
+// Return is only a DefaultEndpointToHostAction: hand the packet back to the host's own input
+// rules after the endpoint's egress policy (Felix's RETURN).
+const Return Action = "Return"
+
 // PortRange is an inclusive numeric port range.
 type PortRange struct {
 	Min uint16 `json:"min"`
@@ -281,6 +285,10 @@ type Config struct {
 	VXLANMTU                    int            `json:"vxlanMTU,omitempty"`
 	VXLANTunnelAddr             netip.Addr     `json:"vxlanTunnelAddr,omitzero"`
 	VXLANTunnelMAC              string         `json:"vxlanTunnelMAC,omitempty"`
+	VXLANEnabledV6              bool           `json:"vxlanEnabledV6,omitempty"`
+	VXLANMTUV6                  int            `json:"vxlanMTUV6,omitempty"`
+	VXLANTunnelAddrV6           netip.Addr     `json:"vxlanTunnelAddrV6,omitzero"`
+	VXLANTunnelMACV6            string         `json:"vxlanTunnelMACV6,omitempty"`
 	RouteProtocol               int            `json:"routeProtocol,omitempty"`
 	IPSetsMaxSize               int            `json:"ipSetsMaxSize,omitempty"`
 	ChainInsertMode             string         `json:"chainInsertMode,omitempty"`
