@@ -174,7 +174,15 @@ type Endpoint struct {
 	Ingress             Direction         `json:"ingress"`
 	Egress              Direction         `json:"egress"`
 	Labels              map[string]string `json:"labels,omitempty"` // effective labels (own + inherited)
+	Ports               []NamedPort       `json:"ports,omitempty"`  // named ports, sorted by (Name, Protocol)
 	Hash                string            `json:"hash"`
+}
+
+// NamedPort is a port an endpoint exposes under a name.
+type NamedPort struct {
+	Name     string `json:"name"`
+	Protocol uint8  `json:"protocol"`
+	Port     uint16 `json:"port"`
 }
 
 // HostEndpoint is a local host endpoint with its four policy programs.
