@@ -144,7 +144,10 @@ type Profile struct {
 	ID       string `json:"id"`
 	Inbound  []Rule `json:"inbound,omitempty"`
 	Outbound []Rule `json:"outbound,omitempty"`
-	Hash     string `json:"hash"`
+	// Missing is set when an endpoint lists a profile that does not exist: as in Felix, its
+	// rules are then a single Deny in each direction.
+	Missing bool   `json:"missing,omitempty"`
+	Hash    string `json:"hash"`
 }
 
 // TierPolicies is one tier's slice of an endpoint's policy list, in evaluation order.
