@@ -18,7 +18,7 @@ type object struct {
 	Content string
 }
 
-func equalObject(a, b object) bool { return cmp.Equal(a, b) }
+func equalObject(a, b object) bool      { return cmp.Equal(a, b) }
 func rankObject(_ string, o object) int { return o.Rank }
 
 // randomObjects builds a consistent object graph: keys "r<rank>-<n>", deps on lower ranks.
