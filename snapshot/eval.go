@@ -19,8 +19,9 @@ type Packet struct {
 type Verdict struct {
 	Action Action `json:"action"` // Allow or Deny
 	// Decider says what decided: "rule" (Tier/Policy/Profile and Index set), "tier-default"
-	// (the end of Tier with no rule deciding), or "profile-default" (no profile rule matched,
-	// or the endpoint has neither policies nor profiles).
+	// (the end of Tier with no rule deciding), "profile-default" (no profile rule matched, or
+	// the endpoint has neither policies nor profiles), or "outside" (an address that is not a
+	// felis endpoint: felis does not police that side).
 	Decider string `json:"decider"`
 	Tier    string `json:"tier,omitempty"`
 	Policy  string `json:"policy,omitempty"`
@@ -38,6 +39,8 @@ func (v Verdict) String() string {
 		return fmt.Sprintf("%s by tier %s policy %s rule %d", v.Action, v.Tier, v.Policy, v.Index)
 	case "tier-default":
 		return fmt.Sprintf("%s by end of tier %s", v.Action, v.Tier)
+	case "outside":
+		return "not policed (address outside the cluster's endpoints)"
 	default:
 		return fmt.Sprintf("%s by default (no profile rule matched)", v.Action)
 	}
