@@ -48,6 +48,9 @@ func (s *Snapshot) Finalize() {
 		e := &s.Endpoints[i]
 		slices.SortFunc(e.Addrs, ComparePrefix)
 		slices.SortFunc(e.AllowSpoofedSources, ComparePrefix)
+		slices.SortFunc(e.Ports, func(a, b NamedPort) int {
+			return cmp.Or(strings.Compare(a.Name, b.Name), cmp.Compare(a.Protocol, b.Protocol), cmp.Compare(a.Port, b.Port))
+		})
 		e.Hash = ""
 		e.Hash = hashOf(e)
 	}
