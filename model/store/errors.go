@@ -10,4 +10,7 @@ var (
 	ErrInvalidObject = errors.New("invalid object")
 	// ErrUnknownSource is returned when marking a source that was never registered.
 	ErrUnknownSource = errors.New("unknown source")
+	// ErrStale is returned for an upsert of an object older than the one stored under its
+	// key (an outdated read written back).
+	ErrStale = errors.New("stale object")
 )

@@ -14,6 +14,7 @@ const (
 	indexRevision = "revision"
 	indexNode     = "node"
 	indexSource   = "source"
+	indexKey      = "key"
 )
 
 // idIndexer indexes an object by Key.ID() ("namespace/name" or "name").
@@ -65,6 +66,37 @@ func (revisionIndexer) FromArgs(args ...any) ([]byte, error) {
 		return nil, fmt.Errorf("revision index argument must be uint64, got %T", args[0])
 	}
 	return binary.BigEndian.AppendUint64(nil, rev), nil
+}
+
+// tombstoneKeyIndexer indexes tombstones by their object's kind and ID, so a key's
+// tombstones can be found and dropped when it is deleted again or re-created.
+type tombstoneKeyIndexer struct{}
+
+func (tombstoneKeyIndexer) FromObject(raw any) (bool, []byte, error) {
+	ts, ok := raw.(*tombstone)
+	if !ok {
+		return false, nil, fmt.Errorf("%w: %T is not a tombstone", ErrInvalidObject, raw)
+	}
+	return true, keyBytes(ts.Meta.Key), nil
+}
+
+func (tombstoneKeyIndexer) FromArgs(args ...any) ([]byte, error) {
+	if len(args) != 1 {
+		return nil, fmt.Errorf("key index takes one argument, got %d", len(args))
+	}
+	k, ok := args[0].(model.Key)
+	if !ok {
+		return nil, fmt.Errorf("key index argument must be a model.Key, got %T", args[0])
+	}
+	return keyBytes(k), nil
+}
+
+func keyBytes(k model.Key) []byte {
+	b := make([]byte, 0, len(k.Kind)+len(k.Namespace)+len(k.Name)+3)
+	b = append(b, k.Kind...)
+	b = append(b, 0)
+	b = append(b, k.ID()...)
+	return append(b, 0)
 }
 
 // nodeIndexer indexes objects that belong to a node (workload and host endpoints, blocks).

@@ -52,6 +52,7 @@ func New() *Store {
 		Indexes: map[string]*memdb.IndexSchema{
 			indexID:       {Name: indexID, Unique: true, Indexer: revisionIndexer{}},
 			indexRevision: {Name: indexRevision, Unique: true, Indexer: revisionIndexer{}},
+			indexKey:      {Name: indexKey, Indexer: tombstoneKeyIndexer{}},
 		},
 	}
 	db, err := memdb.NewMemDB(schema)
@@ -136,41 +137,93 @@ func (s *Store) Revision() uint64 {
 	return s.revision
 }
 
-// Batch is one atomic write: objects to insert or replace, keys to delete.
+// Batch is one atomic write: objects to insert or replace, keys to delete. Deletes apply
+// before upserts, so a batch that deletes and upserts the same key leaves the new object.
 type Batch struct {
 	Upserts []model.Object
 	Deletes []model.Key
 }
 
 // Write applies a batch atomically under one new revision, which it returns. Every upserted
-// object is stamped with that revision; the caller must not modify it afterwards. Deleting a
-// missing key is not an error. It returns ErrUnknownKind or ErrInvalidObject (and writes
-// nothing) when an object cannot be stored.
+// object is stamped with that revision; the caller must not modify it afterwards, and must
+// pass a new object (a copy) to change one. Writing the object already stored under its key
+// is a no-op; writing an object older than the stored one fails with ErrStale; writing an
+// object that was stored and then deleted is a caller error the store cannot detect (it
+// would re-stamp an object old views still hold). Deleting a missing key is not an error. A
+// batch that changes nothing returns the current revision and does not notify. It returns
+// ErrUnknownKind, ErrInvalidObject or ErrStale, and then writes and stamps nothing.
 func (s *Store) Write(b Batch) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rev := s.revision + 1
+	return s.writeLocked(b)
+}
+
+// validate checks a whole batch before anything is stamped or written, so a rejected batch
+// leaves its objects untouched.
+func (b Batch) validate() error {
+	for _, k := range b.Deletes {
+		if !knownKind(k.Kind) {
+			return fmt.Errorf("%w: delete %s", ErrUnknownKind, k)
+		}
+	}
+	for i, o := range b.Upserts {
+		if o == nil || o.GetMeta() == nil {
+			return fmt.Errorf("%w: upsert %d is nil", ErrInvalidObject, i)
+		}
+		m := o.GetMeta()
+		if m.Key.Name == "" {
+			return fmt.Errorf("%w: upsert %d (%s): empty name", ErrInvalidObject, i, m.Key)
+		}
+		if !knownKind(m.Key.Kind) {
+			return fmt.Errorf("%w: upsert %s", ErrUnknownKind, m.Key)
+		}
+	}
+	return nil
+}
+
+func (s *Store) writeLocked(b Batch) (uint64, error) {
+	if err := b.validate(); err != nil {
+		return 0, err
+	}
 	txn := s.db.Txn(true)
 	defer txn.Abort()
+	unchanged, err := s.checkRewrites(txn, b)
+	if err != nil {
+		return 0, err
+	}
+	rev := s.revision + 1
+	graveyard, err := txn.First(tableGraveyard, indexID)
+	if err != nil {
+		return 0, err
+	}
+	keepTombstones := graveyard == nil // nothing to drop: skip the per-upsert lookups
 	changed := false
 	for _, k := range b.Deletes {
+		if _, ok := unchanged[k]; ok {
+			continue
+		}
 		ok, err := s.deleteLocked(txn, k, rev)
 		if err != nil {
 			return 0, err
 		}
 		changed = changed || ok
+		keepTombstones = keepTombstones && !ok
 	}
 	for _, o := range b.Upserts {
-		if o == nil || o.GetMeta().Key.Name == "" {
-			return 0, fmt.Errorf("%w: nil object or empty name", ErrInvalidObject)
-		}
 		m := o.GetMeta()
-		if !knownKind(m.Key.Kind) {
-			return 0, fmt.Errorf("%w: %s", ErrUnknownKind, m.Key)
+		if _, ok := unchanged[m.Key]; ok {
+			continue
 		}
 		m.Revision = rev
 		if err := txn.Insert(string(m.Key.Kind), o); err != nil {
 			return 0, fmt.Errorf("insert %s: %w", m.Key, err)
+		}
+		if !keepTombstones {
+			// The key is live again: its tombstones (even one from this batch) say nothing
+			// a consumer needs, since the live object supersedes them.
+			if err := dropTombstones(txn, m.Key); err != nil {
+				return 0, err
+			}
 		}
 		changed = true
 	}
@@ -186,10 +239,39 @@ func (s *Store) Write(b Batch) (uint64, error) {
 	return rev, nil
 }
 
-func (s *Store) deleteLocked(txn *memdb.Txn, k model.Key, rev uint64) (bool, error) {
-	if !knownKind(k.Kind) {
-		return false, fmt.Errorf("%w: %s", ErrUnknownKind, k)
+// checkRewrites handles upserts of objects that were written before (Revision set). Writing
+// the object currently stored under its key is a no-op (re-stamping it would change it under
+// every open view); writing one older than the stored object is refused with ErrStale. A copy
+// of the current object, changed and written back, is an ordinary upsert. It returns the keys
+// to leave alone (nil in the common case of fresh objects).
+func (s *Store) checkRewrites(txn *memdb.Txn, b Batch) (map[model.Key]struct{}, error) {
+	var unchanged map[model.Key]struct{}
+	for _, o := range b.Upserts {
+		m := o.GetMeta()
+		if m.Revision == 0 {
+			continue
+		}
+		raw, err := txn.First(string(m.Key.Kind), indexID, m.Key.ID())
+		if err != nil {
+			return nil, fmt.Errorf("look up %s: %w", m.Key, err)
+		}
+		if raw == nil {
+			continue
+		}
+		if cur := raw.(model.Object); cur == o {
+			if unchanged == nil {
+				unchanged = map[model.Key]struct{}{}
+			}
+			unchanged[m.Key] = struct{}{}
+		} else if cur.GetMeta().Revision > m.Revision {
+			return nil, fmt.Errorf("%w: %s was written at revision %d, the store holds revision %d",
+				ErrStale, m.Key, m.Revision, cur.GetMeta().Revision)
+		}
 	}
+	return unchanged, nil
+}
+
+func (s *Store) deleteLocked(txn *memdb.Txn, k model.Key, rev uint64) (bool, error) {
 	old, err := txn.First(string(k.Kind), indexID, k.ID())
 	if err != nil {
 		return false, err
@@ -200,6 +282,11 @@ func (s *Store) deleteLocked(txn *memdb.Txn, k model.Key, rev uint64) (bool, err
 	if err := txn.Delete(string(k.Kind), old); err != nil {
 		return false, err
 	}
+	// One tombstone per key is enough: any consumer that needed an older one has not
+	// acknowledged this revision either.
+	if err := dropTombstones(txn, k); err != nil {
+		return false, err
+	}
 	ts := &tombstone{Meta: model.Meta{Key: k, Source: old.(model.Object).GetMeta().Source, Revision: rev}}
 	if err := txn.Insert(tableGraveyard, ts); err != nil {
 		return false, err
@@ -207,15 +294,43 @@ func (s *Store) deleteLocked(txn *memdb.Txn, k model.Key, rev uint64) (bool, err
 	return true, nil
 }
 
+// dropTombstones deletes every tombstone of key k.
+func dropTombstones(txn *memdb.Txn, k model.Key) error {
+	for {
+		ts, err := txn.First(tableGraveyard, indexKey, k)
+		if err != nil {
+			return err
+		}
+		if ts == nil {
+			return nil
+		}
+		if err := txn.Delete(tableGraveyard, ts); err != nil {
+			return err
+		}
+	}
+}
+
 // Replace makes the objects owned by source exactly objs: objects of that source that are
 // not in objs are deleted, the others upserted (unchanged ones are left as they are when
-// equal reports them equal; pass nil to always rewrite). One revision, atomically.
+// equal reports them equal; pass nil to always rewrite). One revision, atomically: the
+// comparison and the write happen under the write lock, so a concurrent Write cannot slip
+// in between. Every object must carry Source.Name == source (or Replace could never delete
+// it later); otherwise, and for the reasons Write gives, it returns ErrInvalidObject.
 func (s *Store) Replace(source string, objs []model.Object, equal func(a, b model.Object) bool) (uint64, error) {
-	view := s.View()
 	want := make(map[model.Key]model.Object, len(objs))
-	for _, o := range objs {
-		want[o.GetMeta().Key] = o
+	for i, o := range objs {
+		if o == nil || o.GetMeta() == nil {
+			return 0, fmt.Errorf("%w: replace %q: object %d is nil", ErrInvalidObject, source, i)
+		}
+		m := o.GetMeta()
+		if m.Source.Name != source {
+			return 0, fmt.Errorf("%w: replace %q: %s has source %q", ErrInvalidObject, source, m.Key, m.Source.Name)
+		}
+		want[m.Key] = o
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	view := &View{txn: s.db.Txn(false), revision: s.revision}
 	var b Batch
 	for _, k := range model.Kinds {
 		for o := range view.bySource(k, source) {
@@ -227,14 +342,14 @@ func (s *Store) Replace(source string, objs []model.Object, equal func(a, b mode
 	}
 	for _, o := range objs {
 		if equal != nil {
-			if old, ok := view.Get(o.GetMeta().Key); ok && equal(old, o) {
+			if old, ok := view.Get(o.GetMeta().Key); ok && old != o && equal(old, o) {
 				continue
 			}
 		}
 		b.Upserts = append(b.Upserts, o)
 	}
 	sort.Slice(b.Deletes, func(i, j int) bool { return b.Deletes[i].String() < b.Deletes[j].String() })
-	return s.Write(b)
+	return s.writeLocked(b)
 }
 
 func knownKind(k model.Kind) bool {
