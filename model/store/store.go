@@ -342,7 +342,9 @@ func (s *Store) Replace(source string, objs []model.Object, equal func(a, b mode
 	}
 	for _, o := range objs {
 		if equal != nil {
-			if old, ok := view.Get(o.GetMeta().Key); ok && old != o && equal(old, o) {
+			// Only an equal object of the same source is left alone: an equal one written by
+			// another source stays that source's, and its Replace would delete it.
+			if old, ok := view.Get(o.GetMeta().Key); ok && old.GetMeta().Source.Name == source && equal(old, o) {
 				continue
 			}
 		}
