@@ -1,0 +1,71 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/felis-dev/felis/datastore"
+	_ "github.com/felis-dev/felis/datastore/file" // registers the file: datastore
+	"github.com/felis-dev/felis/derive"
+	"github.com/felis-dev/felis/model/store"
+)
+
+func init() {
+	var (
+		spec        string
+		node        string
+		output      string
+		allPolicies bool
+	)
+	cmd := &cobra.Command{
+		Use:   "snapshot --datastore SRC --node NAME [-o yaml|json] [--all-policies]",
+		Short: "Print the desired dataplane snapshot of a node",
+		Long: `snapshot loads the datastore once, derives the complete desired dataplane state of one
+node (IP sets, active policies and profiles, local endpoints with their tier programs, routes,
+VTEPs, pools, effective configuration) and prints it in canonical form. Invalid resources are
+reported on stderr and left out; the snapshot of the rest is still printed.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if node == "" {
+				return fmt.Errorf("--node is required")
+			}
+			if output != "yaml" && output != "json" {
+				return fmt.Errorf("-o %q: want yaml or json", output)
+			}
+			src, err := datastore.Open(spec)
+			if err != nil {
+				return err
+			}
+			st := store.New()
+			problems, err := src.Load(cmd.Context(), st)
+			for _, p := range problems {
+				fmt.Fprintln(os.Stderr, p.String())
+			}
+			if err != nil {
+				return fmt.Errorf("load %s: %w", spec, err)
+			}
+			snap, err := derive.Derive(st.View(), node, derive.Options{AllPoliciesActive: allPolicies})
+			if err != nil {
+				return fmt.Errorf("derive node %q: %w", node, err)
+			}
+			var out []byte
+			if output == "json" {
+				out, err = snap.JSON()
+			} else {
+				out, err = snap.YAML()
+			}
+			if err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(out)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&spec, "datastore", "file:.", "datastore: file:PATH, kubernetes or etcd:URL")
+	cmd.Flags().StringVar(&node, "node", "", "node to derive the snapshot of (required)")
+	cmd.Flags().StringVarP(&output, "output", "o", "yaml", "output format: yaml or json")
+	cmd.Flags().BoolVar(&allPolicies, "all-policies", false, "treat every policy as active on this node (Calico's AssumeNeededOnEveryNode for all)")
+	rootCmd.AddCommand(cmd)
+}
