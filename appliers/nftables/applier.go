@@ -1,0 +1,106 @@
+package nftables
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/felis-dev/felis/appliers/nftables/render"
+)
+
+// Dataplane is what an Applier drives: the kernel (Kernel) or the in-memory Fake.
+type Dataplane interface {
+	// Observe reads the felis table back: nil when it does not exist.
+	Observe(ctx context.Context) (*render.Table, error)
+	// Apply commits ops as one atomic batch: all or nothing.
+	Apply(ctx context.Context, ops []Op) error
+}
+
+// Applier keeps what it last committed so the hot path diffs in memory; Resync re-reads the
+// dataplane (at start, periodically, after any failure) and so repairs drift.
+type Applier struct {
+	dp     Dataplane
+	last   *render.Table
+	synced bool
+}
+
+// NewApplier returns an applier for dp. It observes nothing until the first Resync or Sync.
+func NewApplier(dp Dataplane) *Applier { return &Applier{dp: dp} }
+
+// Resync reads the dataplane's state and makes it the base of the next Plan.
+func (a *Applier) Resync(ctx context.Context) error {
+	t, err := a.dp.Observe(ctx)
+	if err != nil {
+		a.synced = false
+		return fmt.Errorf("observe nftables: %w", err)
+	}
+	a.last, a.synced = t, true
+	return nil
+}
+
+// Plan returns the ops that turn the last committed (or observed) state into desired. It
+// returns ErrNotSynced before the first Resync and after a failed Apply.
+func (a *Applier) Plan(desired render.Table) ([]Op, error) {
+	if !a.synced {
+		return nil, ErrNotSynced
+	}
+	return Plan(desired, a.last), nil
+}
+
+// Apply commits ops in one batch. On success they become part of the last committed state;
+// on failure the applier forgets that state, so the next Sync re-observes.
+func (a *Applier) Apply(ctx context.Context, ops []Op) error {
+	if len(ops) == 0 {
+		return nil
+	}
+	if err := a.dp.Apply(ctx, ops); err != nil {
+		a.synced = false
+		return err
+	}
+	next, err := applyOps(stateOf(a.last), ops)
+	if err != nil {
+		// The dataplane accepted what our model rejects: trust neither, re-observe next time.
+		a.synced = false
+		return fmt.Errorf("applied ops do not fit the last committed state: %w", err)
+	}
+	if next == nil {
+		a.last = nil
+	} else {
+		t := next.table()
+		a.last = &t
+	}
+	return nil
+}
+
+// Sync plans desired against the last committed state (observing first if needed) and applies
+// the result; it returns the ops it applied.
+func (a *Applier) Sync(ctx context.Context, desired render.Table) ([]Op, error) {
+	if !a.synced {
+		if err := a.Resync(ctx); err != nil {
+			return nil, err
+		}
+	}
+	ops, err := a.Plan(desired)
+	if err != nil {
+		return nil, err
+	}
+	return ops, a.Apply(ctx, ops)
+}
+
+// stateOf indexes a table for applyOps. Observed chains have no rules, so reference checks
+// against them are as strong as the kernel's state allows.
+func stateOf(t *render.Table) *fakeState {
+	if t == nil {
+		return nil
+	}
+	s := &fakeState{sets: map[string]*render.Set{}, maps: map[string]*render.Map{}, chains: map[string]*render.Chain{}}
+	for i := range t.Sets {
+		s.sets[t.Sets[i].Name] = &t.Sets[i]
+	}
+	for i := range t.Maps {
+		s.maps[t.Maps[i].Name] = &t.Maps[i]
+	}
+	for i := range t.Chains {
+		s.chains[t.Chains[i].Name] = &t.Chains[i]
+	}
+	return s
+}

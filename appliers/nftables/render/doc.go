@@ -1,0 +1,4 @@
+// Package render turns a snapshot.Snapshot into the desired felis-owned nftables table: sets,
+// verdict maps and chains as plain data whose String() is nft syntax. It is pure (no kernel
+// imports, no I/O); the parent package diffs and applies what it returns.
+package render

@@ -1,0 +1,246 @@
+package render
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// TableName is the name of the inet table felis owns; it never touches another table.
+const TableName = "felis"
+
+// Dependency levels: an object only references objects of a strictly lower level, so diff
+// creates lower levels first and deletes them last.
+const (
+	LevelSet      = 0 // sets and the rules' anonymous sets
+	LevelPolicy   = 1 // policy and profile chains (reference sets)
+	LevelTier     = 2 // per-endpoint tier chains (jump to policy chains)
+	LevelEndpoint = 3 // per-endpoint chains (jump to tier and profile chains)
+	LevelMap      = 4 // verdict maps (elements jump to endpoint chains)
+	LevelBase     = 5 // base chains (look up maps, jump to endpoint chains)
+)
+
+// Table is the felis table: every slice is sorted by name.
+type Table struct {
+	Sets   []Set
+	Maps   []Map
+	Chains []Chain
+}
+
+// Set is a named nft set of addresses (an interval set) or of address·protocol·port tuples.
+type Set struct {
+	Name     string
+	Family   int       // 4 or 6
+	Concat   bool      // address . inet_proto . inet_service (named ports), not an interval set
+	Elements []Element // sorted by Element.Compare, no duplicates, no overlaps
+	// Drift is set by Observe when the kernel set holds something felis cannot have written
+	// (an interval that is not a prefix): Plan then flushes and refills it.
+	Drift bool
+}
+
+// Element is one set element: a prefix (address sets) or a host address with protocol and
+// port (concatenated sets).
+type Element struct {
+	Prefix netip.Prefix
+	Proto  uint8
+	Port   uint16
+}
+
+// Map is a verdict map from an interface name to a goto into an endpoint chain.
+type Map struct {
+	Name     string
+	Elements []MapElement // sorted by Interface
+}
+
+// MapElement maps one interface name to the chain packets on it continue in.
+type MapElement struct {
+	Interface string
+	Chain     string
+}
+
+// BaseChain is a chain's hook registration; chains without one are regular chains. Every
+// felis base chain has policy accept: drops are explicit rules.
+type BaseChain struct {
+	Type     string // filter or nat
+	Hook     string // prerouting, input, forward, output, postrouting
+	Priority int
+}
+
+// Chain is a chain with its rules. Hash is the content hash of everything else; it is
+// written into every rule's userdata so Observe can tell an unchanged chain without
+// decoding rules. Observed chains carry Name, Base, Level and Hash but no Rules.
+type Chain struct {
+	Name  string
+	Base  *BaseChain
+	Level int
+	Rules []Rule
+	Hash  string
+}
+
+// Rule is a sequence of statements, the last usually a verdict.
+type Rule struct {
+	Stmts []Stmt
+}
+
+// String renders the rule in nft syntax.
+func (r Rule) String() string {
+	parts := make([]string, len(r.Stmts))
+	for i, s := range r.Stmts {
+		parts[i] = s.String()
+	}
+	return strings.Join(parts, " ")
+}
+
+// Compare orders elements by prefix, then protocol, then port.
+func (e Element) Compare(o Element) int {
+	return cmp.Or(comparePrefix(e.Prefix, o.Prefix), cmp.Compare(e.Proto, o.Proto), cmp.Compare(e.Port, o.Port))
+}
+
+func comparePrefix(a, b netip.Prefix) int {
+	return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
+}
+
+// String renders the element as nft does: "10.0.0.1", "10.0.0.0/24", "10.0.0.1 . tcp . 80".
+func (e Element) String() string {
+	a := prefixString(e.Prefix)
+	if e.Proto == 0 && e.Port == 0 {
+		return a
+	}
+	return fmt.Sprintf("%s . %s . %d", a, protoName(e.Proto), e.Port)
+}
+
+func prefixString(p netip.Prefix) string {
+	if p.IsSingleIP() {
+		return p.Addr().String()
+	}
+	return p.String()
+}
+
+// KeyType is the set's nft key type.
+func (s Set) KeyType() string {
+	addr := "ipv4_addr"
+	if s.Family == 6 {
+		addr = "ipv6_addr"
+	}
+	if s.Concat {
+		return addr + " . inet_proto . inet_service"
+	}
+	return addr
+}
+
+// Definition is everything about a set except its elements; a set whose definition changed
+// cannot be updated in place.
+func (s Set) Definition() string {
+	if s.Concat {
+		return "type " + s.KeyType()
+	}
+	return "type " + s.KeyType() + "; flags interval"
+}
+
+// String renders the set in nft syntax.
+func (s Set) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s\n", s.Name, s.KeyType())
+	if !s.Concat {
+		b.WriteString("\t\tflags interval\n")
+	}
+	if s.Drift {
+		b.WriteString("\t\t# drift: holds elements felis did not write\n")
+	}
+	if len(s.Elements) > 0 {
+		els := make([]string, len(s.Elements))
+		for i, e := range s.Elements {
+			els[i] = e.String()
+		}
+		fmt.Fprintf(&b, "\t\telements = { %s }\n", strings.Join(els, ", "))
+	}
+	b.WriteString("\t}\n")
+	return b.String()
+}
+
+// String renders the map in nft syntax.
+func (m Map) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\tmap %s {\n\t\ttype ifname : verdict\n", m.Name)
+	if len(m.Elements) > 0 {
+		els := make([]string, len(m.Elements))
+		for i, e := range m.Elements {
+			els[i] = e.String()
+		}
+		fmt.Fprintf(&b, "\t\telements = { %s }\n", strings.Join(els, ", "))
+	}
+	b.WriteString("\t}\n")
+	return b.String()
+}
+
+// String renders the element as `"cali1234" : goto CHAIN`.
+func (e MapElement) String() string {
+	return fmt.Sprintf("%q : goto %s", e.Interface, e.Chain)
+}
+
+// String renders the hook line of a base chain.
+func (b BaseChain) String() string {
+	return fmt.Sprintf("type %s hook %s priority %d; policy accept;", b.Type, b.Hook, b.Priority)
+}
+
+// String renders the chain in nft syntax, with its level and hash as a comment.
+func (c Chain) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\tchain %s { # level %d hash %s\n", c.Name, c.Level, c.Hash)
+	if c.Base != nil {
+		fmt.Fprintf(&b, "\t\t%s\n", c.Base)
+	}
+	for _, r := range c.Rules {
+		fmt.Fprintf(&b, "\t\t%s\n", r)
+	}
+	b.WriteString("\t}\n")
+	return b.String()
+}
+
+// String renders the whole table in nft syntax, sorted, as `nft list table` would.
+func (t Table) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "table inet %s {\n", TableName)
+	for _, s := range t.Sets {
+		b.WriteString(s.String())
+	}
+	for _, m := range t.Maps {
+		b.WriteString(m.String())
+	}
+	for _, c := range t.Chains {
+		b.WriteString(c.String())
+	}
+	b.WriteString("}\n")
+	return b.String()
+}
+
+// ChainHash is the content hash of a chain: name, hook, level and rule text. It is 16 hex
+// digits, short enough to fit every rule's userdata.
+func ChainHash(c Chain) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\n%d\n", c.Name, c.Level)
+	if c.Base != nil {
+		fmt.Fprintf(h, "%s\n", c.Base)
+	}
+	for _, r := range c.Rules {
+		fmt.Fprintf(h, "%s\n", r)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// Sort puts every slice of the table in canonical order.
+func (t *Table) Sort() {
+	slices.SortFunc(t.Sets, func(a, b Set) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(t.Maps, func(a, b Map) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(t.Chains, func(a, b Chain) int { return cmp.Compare(a.Name, b.Name) })
+	for i := range t.Sets {
+		slices.SortFunc(t.Sets[i].Elements, Element.Compare)
+	}
+	for i := range t.Maps {
+		slices.SortFunc(t.Maps[i].Elements, func(a, b MapElement) int { return cmp.Compare(a.Interface, b.Interface) })
+	}
+}
