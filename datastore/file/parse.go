@@ -137,6 +137,9 @@ func toSyntaxError(err error, first int) syntaxError {
 	line := 0
 	if m := yamlLine.FindStringSubmatch(msg); m != nil {
 		if n, err := strconv.Atoi(m[1]); err == nil {
+			if parserError(msg) {
+				n++ // yaml.v3 reports the parser's (not the scanner's) error marks 0-based
+			}
 			line = n + first - 1
 			msg = strings.TrimPrefix(msg, m[0]+": ")
 		}
@@ -145,6 +148,20 @@ func toSyntaxError(err error, first int) syntaxError {
 		line = first
 	}
 	return syntaxError{Line: line, Reason: "invalid YAML: " + msg}
+}
+
+// parserError recognises the errors yaml.v3's parser (not its scanner) raises.
+func parserError(msg string) bool {
+	for _, s := range []string{
+		"did not find expected key", "did not find expected node content",
+		"did not find expected ',' or ']'", "did not find expected ',' or '}'",
+		"did not find expected '-' indicator", "did not find expected <document start>",
+	} {
+		if strings.HasSuffix(msg, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // documents turns decoded YAML documents into resources, expanding Lists.

@@ -123,7 +123,7 @@ metadata:
 			{1, "v1", "Namespace", `{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"a"}}`},
 			{11, "v1", "Namespace", `{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"c"}}`},
 		},
-		wantErrs: []syntaxError{{Line: 8, Reason: "invalid YAML: did not find expected ',' or ']'"}},
+		wantErrs: []syntaxError{{Line: 9, Reason: "invalid YAML: did not find expected ',' or ']'"}},
 	}, {
 		name: "missing kind, duplicate key, not a mapping",
 		in: `apiVersion: v1
