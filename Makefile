@@ -2,7 +2,7 @@
 GO        ?= go
 BIN       := bin/felis
 EXAMPLE   ?= examples/cluster
-NODE      ?= node-1
+NODE      ?= node-a
 # Packages whose concurrency is tested under the race detector.
 RACE_PKGS := ./model/... ./datastore/...
 
