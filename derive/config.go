@@ -30,8 +30,9 @@ const (
 	// touches routes it does not own. 80 is Felix's own default for the routes it must be able to
 	// recognise (dataplanedefs.DefaultRouteProto): distinct from unspec (0), redirect (1),
 	// kernel (2), boot (3) and static (4). FelixConfiguration deviceRouteProtocol overrides it
-	// exactly as Felix's calculateRouteProtocol does: any value other than 3 (boot, Felix's
-	// default for that field) is used as is; reserved values 0–2 and 4 are rejected.
+	// as Felix's calculateRouteProtocol does (3, boot, Felix's default for that field, keeps
+	// 80; another value replaces it), except that felis also rejects the values it must never
+	// claim (0-2 and 4), since it deletes every route carrying its protocol number.
 	DefaultRouteProtocol = 80
 	rtprotBoot           = 3
 	defaultIPSetsMaxSize = 1048576
