@@ -172,10 +172,11 @@ func (s *Source) Watch(ctx context.Context, st *store.Store, report func(datasto
 		return fmt.Errorf("datastore file:%s: watch: %w", s.root, err)
 	}
 
+	// One rescan right away catches what changed between Load and the watches being set up;
+	// files whose bytes did not change are not decoded again.
 	pending := map[string]bool{}
-	rescan := false
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
+	rescan := true
+	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
 		select {
