@@ -111,9 +111,11 @@ func Pod(p *corev1.Pod) Result {
 	return e.result(res, w)
 }
 
-// hasIPAddress is Calico's HasIPAddress.
+// hasIPAddress is Calico's HasIPAddress, also accepting the plural fields: Kubernetes always
+// sets podIP with podIPs, but hand-written files may give only the plural form.
 func hasIPAddress(p *corev1.Pod) bool {
-	return p.Status.PodIP != "" || p.Annotations[annotationPodIP] != "" || p.Annotations[annotationAWSPodIPs] != ""
+	return p.Status.PodIP != "" || len(p.Status.PodIPs) > 0 || p.Annotations[annotationPodIP] != "" ||
+		p.Annotations[annotationPodIPs] != "" || p.Annotations[annotationAWSPodIPs] != ""
 }
 
 // isFinished is Calico's IsFinished.
