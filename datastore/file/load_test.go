@@ -90,10 +90,10 @@ items:
 `,
 		"c.json": `{"apiVersion": "projectcalico.org/v3", "kind": "Tier",
  "metadata": {"name": "security"}, "spec": {"order": 100}}`,
-		"b/z/deep.yaml": "---\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: p\nspec:\n  cidr: 10.244.0.0/16\n  vxlanMode: Always\n",
-		"b/notes.txt":     "not a resource file",
-		".hidden/x.yaml":  "this is not: [valid",
-		"b/.swap.yaml":    "neither: [is this",
+		"b/z/deep.yaml":  "---\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: p\nspec:\n  cidr: 10.244.0.0/16\n  vxlanMode: Always\n",
+		"b/notes.txt":    "not a resource file",
+		".hidden/x.yaml": "this is not: [valid",
+		"b/.swap.yaml":   "neither: [is this",
 	})
 	objs, problems, notices, err := LoadPath(dir)
 	if err != nil {
