@@ -354,7 +354,9 @@ func TestViewNotMutated(t *testing.T) {
 	opts := cmp.Options{
 		cmpOpts,
 		cmpopts.IgnoreFields(model.Meta{}, "Revision"),
-		cmp.Comparer(func(a, b *selector.Selector) bool { return (a == nil) == (b == nil) && (a == nil || a.String() == b.String()) }),
+		cmp.Comparer(func(a, b *selector.Selector) bool {
+			return (a == nil) == (b == nil) && (a == nil || a.String() == b.String())
+		}),
 	}
 	for _, k := range keys {
 		want := propObject(k, state[k])
