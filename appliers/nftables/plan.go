@@ -101,7 +101,7 @@ func setOps(d diff.Op[string, object]) []Op {
 	if have.Drift {
 		ops := []Op{{Verb: FlushSet, Name: want.Name}}
 		if len(want.Elements) > 0 {
-			ops = append(ops, Op{Verb: AddSetElements, Name: want.Name, Elements: want.Elements})
+			ops = append(ops, Op{Verb: AddSetElements, Name: want.Name, Set: want, Elements: want.Elements})
 		}
 		return ops
 	}
@@ -109,10 +109,10 @@ func setOps(d diff.Op[string, object]) []Op {
 	var ops []Op
 	// Deletes first: in an interval set a new prefix may only fit once an old one is gone.
 	if len(dels) > 0 {
-		ops = append(ops, Op{Verb: DeleteSetElements, Name: want.Name, Elements: dels})
+		ops = append(ops, Op{Verb: DeleteSetElements, Name: want.Name, Set: want, Elements: dels})
 	}
 	if len(adds) > 0 {
-		ops = append(ops, Op{Verb: AddSetElements, Name: want.Name, Elements: adds})
+		ops = append(ops, Op{Verb: AddSetElements, Name: want.Name, Set: want, Elements: adds})
 	}
 	return ops
 }

@@ -1,0 +1,453 @@
+package nftables
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/felis-dev/felis/appliers/nftables/render"
+	gnft "github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// socketBuffer is the send and receive buffer of the netlink socket: one batch of a full
+// resync is several MB, and the kernel acks every message of it.
+const socketBuffer = 128 << 20
+
+// elementChunk bounds the elements per netlink message.
+const elementChunk = 2048
+
+// Kernel is the real dataplane: the felis inet table through nftables netlink.
+type Kernel struct {
+	mu    sync.Mutex
+	opts  kernelOptions
+	conn  *gnft.Conn
+	table *gnft.Table
+}
+
+// KernelOption configures NewKernel.
+type KernelOption func(*kernelOptions)
+
+type kernelOptions struct{ netnsFd int }
+
+// WithNetNSFd targets the network namespace open at fd instead of the caller's.
+func WithNetNSFd(fd int) KernelOption { return func(o *kernelOptions) { o.netnsFd = fd } }
+
+// NewKernel opens a lasting nftables netlink connection. Close releases it.
+func NewKernel(opts ...KernelOption) (*Kernel, error) {
+	o := kernelOptions{netnsFd: -1}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	conn, err := dial(o)
+	if err != nil {
+		return nil, err
+	}
+	return &Kernel{opts: o, conn: conn, table: &gnft.Table{Family: gnft.TableFamilyINet, Name: render.TableName}}, nil
+}
+
+func dial(o kernelOptions) (*gnft.Conn, error) {
+	copts := []gnft.ConnOption{gnft.AsLasting(), gnft.WithSockOptions(func(c *netlink.Conn) error {
+		raw, err := c.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var serr error
+		err = raw.Control(func(fd uintptr) {
+			// FORCE variants pass the sysctl caps (we hold CAP_NET_ADMIN); fall back if not.
+			if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, socketBuffer); e != nil {
+				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, socketBuffer)
+			}
+			if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, socketBuffer); e != nil {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, socketBuffer)
+			}
+		})
+		return cmp.Or(err, serr)
+	})}
+	if o.netnsFd >= 0 {
+		copts = append(copts, gnft.WithNetNSFd(o.netnsFd))
+	}
+	conn, err := gnft.New(copts...)
+	if err != nil {
+		return nil, fmt.Errorf("open nftables netlink: %w", err)
+	}
+	return conn, nil
+}
+
+// Close closes the netlink connection.
+func (k *Kernel) Close() error { return k.conn.CloseLasting() }
+
+// Apply commits ops in one netlink batch: the kernel applies all of them or none. The error
+// names the first op the kernel rejected when it can tell.
+func (k *Kernel) Apply(_ context.Context, ops []Op) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	c := &compiler{conn: k.conn, table: k.table, sets: map[string]*gnft.Set{}}
+	for i, op := range ops {
+		if err := k.queue(c, op); err != nil {
+			// Part of the batch is queued on the connection and go-nftables cannot drop
+			// it: replace the connection so the next batch starts clean.
+			_ = k.conn.CloseLasting()
+			if conn, derr := dial(k.opts); derr == nil {
+				k.conn = conn
+			}
+			return fmt.Errorf("op %d (%s): %w", i, op, err)
+		}
+	}
+	if err := k.conn.Flush(); err != nil {
+		return fmt.Errorf("nftables batch of %d ops (first %s): %w", len(ops), ops[0], err)
+	}
+	return nil
+}
+
+func (k *Kernel) queue(c *compiler, op Op) error {
+	t := k.table
+	switch op.Verb {
+	case AddTable:
+		k.conn.AddTable(t)
+	case AddSet:
+		s := nftSet(t, op.Set)
+		if err := k.conn.AddSet(s, nil); err != nil {
+			return err
+		}
+		c.sets[s.Name] = s
+		for _, ch := range chunks(setElements(op.Set, op.Set.Elements), elementChunk) {
+			if err := k.conn.SetAddElements(s, ch); err != nil {
+				return err
+			}
+		}
+	case DeleteSet:
+		k.conn.DelSet(&gnft.Set{Table: t, Name: op.Name})
+	case FlushSet:
+		k.conn.FlushSet(&gnft.Set{Table: t, Name: op.Name})
+	case AddSetElements, DeleteSetElements:
+		if op.Set == nil {
+			return fmt.Errorf("element op without its set's definition: %w", ErrInvalid)
+		}
+		s := nftSet(t, op.Set)
+		if known := c.sets[s.Name]; known != nil {
+			s = known
+		}
+		for _, ch := range chunks(setElements(op.Set, op.Elements), elementChunk) {
+			var err error
+			if op.Verb == AddSetElements {
+				err = k.conn.SetAddElements(s, ch)
+			} else {
+				err = k.conn.SetDeleteElements(s, ch)
+			}
+			if err != nil {
+				return err
+			}
+		}
+	case AddMap:
+		m := nftMap(t, op.Name)
+		if err := k.conn.AddSet(m, nil); err != nil {
+			return err
+		}
+		c.sets[m.Name] = m
+		for _, ch := range chunks(nftMapElements(op.Map.Elements), elementChunk) {
+			if err := k.conn.SetAddElements(m, ch); err != nil {
+				return err
+			}
+		}
+	case DeleteMap:
+		k.conn.DelSet(&gnft.Set{Table: t, Name: op.Name})
+	case AddMapElements, DeleteMapElements:
+		m := nftMap(t, op.Name)
+		if known := c.sets[m.Name]; known != nil {
+			m = known
+		}
+		for _, ch := range chunks(nftMapElements(op.MapElements), elementChunk) {
+			var err error
+			if op.Verb == AddMapElements {
+				err = k.conn.SetAddElements(m, ch)
+			} else {
+				err = k.conn.SetDeleteElements(m, ch)
+			}
+			if err != nil {
+				return err
+			}
+		}
+	case AddChain, ReplaceChain:
+		ch := nftChain(t, op.Chain)
+		if op.Verb == AddChain {
+			k.conn.AddChain(ch)
+		} else {
+			k.conn.FlushChain(ch)
+		}
+		for i, r := range op.Chain.Rules {
+			rule, err := c.rule(ch, r, ruleUserData(op.Chain, i))
+			if err != nil {
+				return fmt.Errorf("chain %s rule %d: %w", op.Name, i, err)
+			}
+			k.conn.AddRule(rule)
+		}
+	case DeleteChain:
+		k.conn.DelChain(&gnft.Chain{Table: t, Name: op.Name})
+	default:
+		return fmt.Errorf("verb %q: %w", op.Verb, ErrInvalid)
+	}
+	return nil
+}
+
+// Observe reads the felis table back: sets and maps with their elements, chains with their
+// hook, and each chain's level and hash from its rules' userdata (empty when the rules do
+// not carry one consistent hash, i.e. someone edited the chain).
+func (k *Kernel) Observe(context.Context) (*render.Table, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	tables, err := k.conn.ListTablesOfFamily(gnft.TableFamilyINet)
+	if err != nil {
+		return nil, fmt.Errorf("list tables: %w", err)
+	}
+	if !slices.ContainsFunc(tables, func(t *gnft.Table) bool { return t.Name == render.TableName }) {
+		return nil, nil
+	}
+	var out render.Table
+	sets, err := k.conn.GetSets(k.table)
+	if err != nil {
+		return nil, fmt.Errorf("list sets: %w", err)
+	}
+	for _, s := range sets {
+		if s.Anonymous {
+			continue
+		}
+		s.Table = k.table
+		els, err := k.conn.GetSetElements(s)
+		if err != nil {
+			return nil, fmt.Errorf("list elements of %s: %w", s.Name, err)
+		}
+		if s.IsMap {
+			out.Maps = append(out.Maps, observeMap(s.Name, els))
+			continue
+		}
+		out.Sets = append(out.Sets, observeSet(s, els))
+	}
+	chains, err := k.conn.ListChainsOfTableFamily(gnft.TableFamilyINet)
+	if err != nil {
+		return nil, fmt.Errorf("list chains: %w", err)
+	}
+	for _, ch := range chains {
+		if ch.Table.Name != render.TableName {
+			continue
+		}
+		rules, err := k.conn.GetRules(k.table, ch)
+		if err != nil {
+			return nil, fmt.Errorf("list rules of %s: %w", ch.Name, err)
+		}
+		out.Chains = append(out.Chains, observeChain(ch, rules))
+	}
+	out.Sort()
+	return &out, nil
+}
+
+func observeMap(name string, els []gnft.SetElement) render.Map {
+	m := render.Map{Name: name}
+	for _, e := range els {
+		kind, chain := decodeVerdict(e.Val)
+		if kind != expr.VerdictGoto {
+			chain = fmt.Sprintf("%s (verdict %d)", chain, kind) // never desired: replaced
+		}
+		m.Elements = append(m.Elements, render.MapElement{Interface: string(bytes.TrimRight(e.Key, "\x00")), Chain: chain})
+	}
+	return m
+}
+
+// decodeVerdict parses NFTA_DATA_VERDICT's nested attributes: code and chain.
+func decodeVerdict(b []byte) (expr.VerdictKind, string) {
+	var kind expr.VerdictKind
+	var chain string
+	for len(b) >= 4 {
+		l := int(binary.NativeEndian.Uint16(b[0:2]))
+		typ := binary.NativeEndian.Uint16(b[2:4]) &^ (unix.NLA_F_NESTED | unix.NLA_F_NET_BYTEORDER)
+		if l < 4 || l > len(b) {
+			break
+		}
+		v := b[4:l]
+		switch typ {
+		case unix.NFTA_VERDICT_CODE:
+			if len(v) >= 4 {
+				kind = expr.VerdictKind(int32(binary.BigEndian.Uint32(v)))
+			}
+		case unix.NFTA_VERDICT_CHAIN:
+			chain = string(bytes.TrimRight(v, "\x00"))
+		}
+		b = b[min(len(b), (l+3)&^3):]
+	}
+	return kind, chain
+}
+
+func observeSet(s *gnft.Set, els []gnft.SetElement) render.Set {
+	out := render.Set{Name: s.Name}
+	n := s.KeyType.Bytes
+	switch n {
+	case 4, 16:
+		out.Family = 4
+		if n == 16 {
+			out.Family = 6
+		}
+		if !s.Interval {
+			out.Drift = true
+		}
+		var ok bool
+		out.Elements, ok = intervalsToElements(els, int(n))
+		out.Drift = out.Drift || !ok
+	case 12, 24:
+		out.Family, out.Concat = 4, true
+		if n == 24 {
+			out.Family = 6
+		}
+		a := int(n) - 8
+		for _, e := range els {
+			if len(e.Key) != int(n) {
+				out.Drift = true
+				continue
+			}
+			addr, _ := netip.AddrFromSlice(e.Key[:a])
+			out.Elements = append(out.Elements, render.Element{Prefix: netip.PrefixFrom(addr, addr.BitLen()), Proto: e.Key[a], Port: binary.BigEndian.Uint16(e.Key[a+4:])})
+		}
+		slices.SortFunc(out.Elements, render.Element.Compare)
+	default:
+		out.Drift = true
+	}
+	return out
+}
+
+// intervalsToElements rebuilds prefixes from interval elements, which the kernel lists in
+// reverse order with the end markers included. ok is false when an interval is not a prefix.
+func intervalsToElements(els []gnft.SetElement, n int) (out []render.Element, ok bool) {
+	type point struct {
+		addr netip.Addr
+		end  bool
+	}
+	var pts []point
+	for _, e := range els {
+		a, valid := netip.AddrFromSlice(e.Key)
+		if !valid || len(e.Key) != n {
+			return nil, false
+		}
+		pts = append(pts, point{a, e.IntervalEnd})
+	}
+	// At one address an end marker closes the previous interval before a start opens the next.
+	slices.SortFunc(pts, func(x, y point) int {
+		if c := x.addr.Compare(y.addr); c != 0 {
+			return c
+		}
+		if x.end == y.end {
+			return 0
+		}
+		if x.end {
+			return -1
+		}
+		return 1
+	})
+	ok = true
+	var start netip.Addr
+	open := false
+	flush := func(end netip.Addr, top bool) {
+		p, good := rangeToPrefix(start, end, top)
+		if !good {
+			ok = false
+			return
+		}
+		out = append(out, render.Element{Prefix: p})
+	}
+	for _, p := range pts {
+		switch {
+		case p.end && open:
+			flush(p.addr, false)
+			open = false
+		case p.end:
+			// A lone end marker (nft writes one at the bottom of the space): no interval.
+		case open:
+			ok = false // two starts in a row
+			start = p.addr
+		default:
+			start, open = p.addr, true
+		}
+	}
+	if open {
+		flush(netip.Addr{}, true)
+	}
+	return out, ok
+}
+
+// rangeToPrefix returns the prefix covering exactly [start, end) (or [start, top of space]).
+func rangeToPrefix(start, end netip.Addr, top bool) (netip.Prefix, bool) {
+	for bits := 0; bits <= start.BitLen(); bits++ {
+		p := netip.PrefixFrom(start, bits)
+		if p.Masked().Addr() != start {
+			continue
+		}
+		next, ok := prefixEnd(p)
+		if top && !ok || !top && ok && next == end {
+			return p, true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+var hookNames = map[gnft.ChainHook]string{
+	*gnft.ChainHookPrerouting: "prerouting", *gnft.ChainHookInput: "input", *gnft.ChainHookForward: "forward",
+	*gnft.ChainHookOutput: "output", *gnft.ChainHookPostrouting: "postrouting",
+}
+
+func observeChain(ch *gnft.Chain, rules []*gnft.Rule) render.Chain {
+	out := render.Chain{Name: ch.Name, Level: levelFromName(ch.Name)}
+	if ch.Hooknum != nil {
+		b := &render.BaseChain{Type: string(ch.Type), Hook: hookNames[*ch.Hooknum]}
+		if b.Hook == "" {
+			b.Hook = fmt.Sprintf("hook%d", *ch.Hooknum)
+		}
+		if ch.Priority != nil {
+			b.Priority = int(*ch.Priority)
+		}
+		if ch.Policy != nil && *ch.Policy != gnft.ChainPolicyAccept {
+			b.Type += " (policy drop)" // never desired: the chain is re-created
+		}
+		out.Base, out.Level = b, render.LevelBase
+	}
+	hash, level, ok := "", 0, len(rules) > 0
+	for i, r := range rules {
+		c, found := userdata.GetString(r.UserData, userdata.TypeComment)
+		f := strings.Fields(c)
+		if !found || len(f) != 4 || f[0] != "felis" || f[3] != fmt.Sprintf("%d/%d", i, len(rules)) {
+			ok = false
+			break
+		}
+		l, err := strconv.Atoi(f[1])
+		if err != nil || (i > 0 && (f[2] != hash || l != level)) {
+			ok = false
+			break
+		}
+		hash, level = f[2], l
+	}
+	if ok {
+		out.Hash = hash
+		if out.Base == nil {
+			out.Level = level
+		}
+	}
+	return out
+}
+
+// levelFromName recovers a chain's level from its name when its rules no longer say.
+func levelFromName(name string) int {
+	switch {
+	case strings.HasPrefix(name, "pol-"), strings.HasPrefix(name, "prof-"):
+		return render.LevelPolicy
+	case strings.Contains(name, "-t") && strings.Trim(name[strings.LastIndex(name, "-t")+2:], "0123456789") == "":
+		return render.LevelTier
+	}
+	return render.LevelEndpoint
+}
