@@ -153,7 +153,8 @@ func unstamped(o model.Object) model.Object {
 // re-reads only the files that changed (after a quiet period of DefaultDebounce), and writes
 // only the objects that differ. report receives the complete list of problems whenever it
 // changes. A file that stops parsing as YAML keeps its previous objects until it is fixed, so
-// a half-written file never removes resources. Call Load first.
+// a half-written file never removes resources. It returns nil when ctx ends, and an error
+// (leaving the store as it was) when the root disappears or cannot be watched. Call Load first.
 func (s *Source) Watch(ctx context.Context, st *store.Store, report func(datastore.Problems)) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
@@ -166,7 +167,9 @@ func (s *Source) Watch(ctx context.Context, st *store.Store, report func(datasto
 	}
 	rootIsDir := info.IsDir()
 	if rootIsDir {
-		addTree(w, s.root)
+		if err := addTree(w, s.root); err != nil {
+			return fmt.Errorf("datastore file:%s: watch: %w", s.root, err)
+		}
 	} else if err := w.Add(filepath.Dir(s.root)); err != nil {
 		// Watch the directory, not the file: editors replace files by renaming over them.
 		return fmt.Errorf("datastore file:%s: watch: %w", s.root, err)
@@ -175,6 +178,7 @@ func (s *Source) Watch(ctx context.Context, st *store.Store, report func(datasto
 	// One rescan right away catches what changed between Load and the watches being set up;
 	// files whose bytes did not change are not decoded again.
 	pending := map[string]bool{}
+	var watchProblems datastore.Problems // directories that could not be watched
 	rescan := true
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -198,7 +202,9 @@ func (s *Source) Watch(ctx context.Context, st *store.Store, report func(datasto
 			} else if ev.Has(fsnotify.Create) && rootIsDir {
 				if fi, err := os.Lstat(name); err == nil && fi.IsDir() && !hidden(s.root, name) {
 					// Files may have been created before the new directory was watched.
-					addTree(w, name)
+					if err := addTree(w, name); err != nil {
+						watchProblems = append(watchProblems, datastore.Problem{Where: name, Reason: "cannot watch for changes: " + err.Error()})
+					}
 					for _, f := range walkFiles(name) {
 						pending[f] = true
 					}
@@ -217,7 +223,7 @@ func (s *Source) Watch(ctx context.Context, st *store.Store, report func(datasto
 			}
 			return fmt.Errorf("datastore file:%s: watch: %w", s.root, err)
 		case <-timer.C:
-			problems, changed, err := s.reload(st, pending, rescan)
+			problems, changed, err := s.reload(st, pending, rescan, watchProblems)
 			pending, rescan = map[string]bool{}, false
 			if err != nil {
 				return err
@@ -230,10 +236,15 @@ func (s *Source) Watch(ctx context.Context, st *store.Store, report func(datasto
 }
 
 // reload re-reads the pending paths (or everything, on rescan) and applies the difference.
-// changed says whether the problem list differs from the last one.
-func (s *Source) reload(st *store.Store, pending map[string]bool, rescan bool) (datastore.Problems, bool, error) {
+// changed says whether the problem list differs from the last one. When the root itself is
+// gone (an unmounted volume, a deleted checkout) it changes nothing and returns an error:
+// an accident there must not delete every resource.
+func (s *Source) reload(st *store.Store, pending map[string]bool, rescan bool, extra datastore.Problems) (datastore.Problems, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if _, err := os.Stat(s.root); err != nil {
+		return nil, false, fmt.Errorf("datastore file:%s: %w; keeping the resources loaded last", s.root, err)
+	}
 	if s.files == nil {
 		s.files = map[string]*fileState{}
 	}
@@ -280,6 +291,7 @@ func (s *Source) reload(st *store.Store, pending map[string]bool, rescan bool) (
 		return nil, false, err
 	}
 	problems = append(problems, readProblems...)
+	problems = append(problems, extra...)
 	sortProblems(problems)
 	changed := !slices.Equal(problems, s.problems)
 	s.problems = problems
@@ -312,8 +324,11 @@ func (s *Source) readLocked(path string, problems *datastore.Problems) {
 	s.files[path] = st
 }
 
-// addTree watches dir and every non-hidden directory below it.
-func addTree(w *fsnotify.Watcher, dir string) {
+// addTree watches dir and every non-hidden directory below it. It returns the first error
+// other than a directory vanishing meanwhile (which produces its own Remove event), such as
+// running out of inotify watches.
+func addTree(w *fsnotify.Watcher, dir string) error {
+	var first error
 	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || !d.IsDir() {
 			return nil
@@ -321,9 +336,12 @@ func addTree(w *fsnotify.Watcher, dir string) {
 		if p != dir && strings.HasPrefix(d.Name(), ".") {
 			return filepath.SkipDir
 		}
-		_ = w.Add(p) // a directory that vanished meanwhile produces its own Remove event
+		if err := w.Add(p); err != nil && !errors.Is(err, fs.ErrNotExist) && first == nil {
+			first = fmt.Errorf("%s: %w", p, err)
+		}
 		return nil
 	})
+	return first
 }
 
 // walkFiles lists the resource files below dir (none if it cannot be read).

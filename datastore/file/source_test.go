@@ -271,3 +271,30 @@ func TestOpen(t *testing.T) {
 		t.Error(`Open("file:") succeeded; want an error asking for a path`)
 	}
 }
+
+func TestWatchRootRemoved(t *testing.T) {
+	dir := writeTree(t, map[string]string{"tree/a.yaml": gns("a", "10.0.0.0/8")})
+	root := filepath.Join(dir, "tree")
+	st := store.New()
+	src := New(root)
+	src.debounce = 30 * time.Millisecond
+	if _, err := src.Load(context.Background(), st); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- src.Watch(context.Background(), st, nil) }()
+	if err := os.RemoveAll(root); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Watch returned nil after its root was removed; want an error")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Watch did not return after its root was removed")
+	}
+	if diff := cmp.Diff(map[string]uint64{"GlobalNetworkSet a": 1}, revisions(st)); diff != "" {
+		t.Errorf("store after the root vanished (-want +got):\n%s", diff)
+	}
+}
