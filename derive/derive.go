@@ -39,17 +39,22 @@ func Derive(v *store.View, node string, opts Options) (*snapshot.Snapshot, error
 	// that are force-programmed (the hint, or AllPoliciesActive), as Felix's active rules
 	// calculator decides.
 	ranked := rankPolicies(v, tiers(v))
+	localLabels := make([]*selector.Labels, len(locals))
+	for i, le := range locals {
+		localLabels[i] = le.Labels
+	}
+	localIndex := newLabelIndex(localLabels)
 	var active []*rankedPolicy
 	for i := range ranked {
 		rp := &ranked[i]
 		sel := policySelector(rp.Policy)
 		matchedAny := false
-		for _, le := range locals {
-			if sel.EvaluateLabels(le.Labels) {
-				le.Matched = append(le.Matched, rp)
+		localIndex.candidates(sel, func(j int) {
+			if sel.EvaluateLabels(locals[j].Labels) {
+				locals[j].Matched = append(locals[j].Matched, rp)
 				matchedAny = true
 			}
-		}
+		})
 		if matchedAny || opts.AllPoliciesActive || assumedNeeded(rp.Policy) {
 			active = append(active, rp)
 		}
@@ -102,7 +107,7 @@ func Derive(v *store.View, node string, opts Options) (*snapshot.Snapshot, error
 		es := endpointSlices(v, defs)
 		for _, id := range slices.Sorted(maps.Keys(defs)) {
 			d := defs[id]
-			s.IPSets = append(s.IPSets, snapshot.IPSet{ID: id, Type: d.setType(), Source: d.source(), Members: ipSetMembers(d, hs, es)})
+			s.IPSets = append(s.IPSets, snapshot.IPSet{ID: id, Type: d.setType(), Source: d.source(), Members: indexedMembers(d, hs, es)})
 		}
 	}
 

@@ -61,9 +61,15 @@ func hostAddrs(ips []netip.Addr) []netip.Prefix {
 	return out
 }
 
+// holderSet is every holder in the cluster with a label index over them.
+type holderSet struct {
+	items []holder
+	index *labelIndex
+}
+
 // holders lists every workload endpoint, host endpoint and network set in the cluster with
 // its effective labels. Order follows the store (kind, then ID), so results are deterministic.
-func holders(v *store.View, byProfile map[string]map[string]string) []holder {
+func holders(v *store.View, byProfile map[string]map[string]string) *holderSet {
 	var out []holder
 	for w := range store.List[*model.WorkloadEndpoint](v, model.KindWorkloadEndpoint) {
 		out = append(out, holder{labels: effectiveLabels(w.Labels, w.Profiles, byProfile), nets: w.IPNetworks, ports: w.Ports})
@@ -76,5 +82,9 @@ func holders(v *store.View, byProfile map[string]map[string]string) []holder {
 			out = append(out, holder{labels: effectiveLabels(ns.Labels, netSetProfiles(ns), byProfile), nets: ns.Nets})
 		}
 	}
-	return out
+	labels := make([]*selector.Labels, len(out))
+	for i := range out {
+		labels[i] = out[i].labels
+	}
+	return &holderSet{items: out, index: newLabelIndex(labels)}
 }

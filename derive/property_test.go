@@ -369,3 +369,25 @@ func TestViewNotMutated(t *testing.T) {
 		}
 	}
 }
+
+// TestIndexedMembersEqualScan: the label index only narrows the search; every selector set
+// and named-port set equals the exhaustive evaluation over all holders.
+func TestIndexedMembersEqualScan(t *testing.T) {
+	keys := propUniverse()
+	state := map[propKey]int{}
+	for i, k := range keys {
+		state[k] = i % 4
+	}
+	v := freshStore(t, state, keys).View()
+	hs := holders(v, profileLabels(v))
+	exprs := append(slices.Clone(propSelect), "app == 'web' && app == 'db'", "app in {'web', 'db'} && has(tier)",
+		"!has(app) || app == 'cache'", "kind == 'ext' && has(projectcalico.org/namespace)", "app not in {'web'}")
+	for _, e := range exprs {
+		for _, d := range []ipSetDef{selectorSet(sel(e)), namedPortSet(sel(e), "http", model.ProtoTCP)} {
+			want := ipSetMembers(d, hs.items, nil)
+			if diff := cmp.Diff(want, indexedMembers(d, hs, nil), cmpOpts); diff != "" {
+				t.Errorf("%s: indexed members differ from a full scan (-scan +indexed):\n%s", d.source(), diff)
+			}
+		}
+	}
+}

@@ -178,7 +178,8 @@ func TestIPSetMembers(t *testing.T) {
 	objs := []model.Object{nsProfile("ns1", model.Labels{"env": "prod"}), nsProfile("ns2", nil), a, b, c, h, nsNet, gNet}
 
 	v := newStore(t, objs...).View()
-	hs := holders(v, profileLabels(v))
+	set := holders(v, profileLabels(v))
+	hs := set.items
 	member := func(p string) snapshot.Member { return snapshot.Member{Prefix: pfx(p)} }
 	tests := []struct {
 		def  ipSetDef
@@ -201,6 +202,9 @@ func TestIPSetMembers(t *testing.T) {
 		got := ipSetMembers(tt.def, hs, nil)
 		if diff := cmp.Diff(tt.want, got, cmpOpts); diff != "" {
 			t.Errorf("%s (-want +got):\n%s", tt.def.source(), diff)
+		}
+		if diff := cmp.Diff(tt.want, indexedMembers(tt.def, set, nil), cmpOpts); diff != "" {
+			t.Errorf("%s through the label index (-want +got):\n%s", tt.def.source(), diff)
 		}
 	}
 
