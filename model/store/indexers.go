@@ -1,7 +1,6 @@
 package store
 
 import (
-	"encoding/binary"
 	"fmt"
 
 	"github.com/felis-dev/felis/model"
@@ -13,7 +12,6 @@ const (
 	indexID       = "id"
 	indexRevision = "revision"
 	indexNode     = "node"
-	indexSource   = "source"
 	indexKey      = "key"
 )
 
@@ -38,7 +36,8 @@ func (idIndexer) PrefixFromArgs(args ...any) ([]byte, error) {
 	return b[:len(b)-1], nil
 }
 
-// revisionIndexer indexes by the big-endian revision, so LowerBound walks changes in order.
+// revisionIndexer indexes by the revision (see appendRevision), so LowerBound walks changes
+// in order.
 // The object's ID is appended to keep the index unique within a batch.
 type revisionIndexer struct{}
 
@@ -52,9 +51,16 @@ func (revisionIndexer) FromObject(raw any) (bool, []byte, error) {
 	default:
 		return false, nil, fmt.Errorf("%w: %T", ErrInvalidObject, raw)
 	}
-	b := binary.BigEndian.AppendUint64(make([]byte, 0, 9+len(m.Key.Name)), m.Revision)
-	b = append(b, string(m.Key.Kind)+"\x00"+m.Key.ID()+"\x00"...)
-	return true, b, nil
+	b := make([]byte, 0, revisionLen+len(m.Key.Kind)+len(m.Key.Namespace)+len(m.Key.Name)+3)
+	b = appendRevision(b, m.Revision)
+	b = append(b, m.Key.Kind...)
+	b = append(b, 0)
+	b = append(b, m.Key.Namespace...)
+	if m.Key.Namespace != "" {
+		b = append(b, '/')
+	}
+	b = append(b, m.Key.Name...)
+	return true, append(b, 0), nil
 }
 
 func (revisionIndexer) FromArgs(args ...any) ([]byte, error) {
@@ -65,7 +71,21 @@ func (revisionIndexer) FromArgs(args ...any) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("revision index argument must be uint64, got %T", args[0])
 	}
-	return binary.BigEndian.AppendUint64(nil, rev), nil
+	return appendRevision(make([]byte, 0, revisionLen), rev), nil
+}
+
+// revisionLen is the length of an encoded revision.
+const revisionLen = 16
+
+// appendRevision encodes rev big-endian, one nibble per byte. Byte order is revision order,
+// as LowerBound needs, and no radix node has more than 16 children: with one byte per 8 bits
+// the nodes for the low bytes of consecutive revisions hold 256 edges, and every write
+// copies them (several kilobytes per index per write).
+func appendRevision(b []byte, rev uint64) []byte {
+	for shift := 60; shift >= 0; shift -= 4 {
+		b = append(b, byte(rev>>shift)&0xf)
+	}
+	return b
 }
 
 // tombstoneKeyIndexer indexes tombstones by their object's kind and ID, so a key's
@@ -108,15 +128,6 @@ func (nodeIndexer) FromObject(raw any) (bool, []byte, error) {
 }
 
 func (nodeIndexer) FromArgs(args ...any) ([]byte, error) { return stringArg(args) }
-
-// sourceIndexer indexes objects by the datastore source that wrote them.
-type sourceIndexer struct{}
-
-func (sourceIndexer) FromObject(raw any) (bool, []byte, error) {
-	return true, append([]byte(raw.(model.Object).GetMeta().Source.Name), 0), nil
-}
-
-func (sourceIndexer) FromArgs(args ...any) ([]byte, error) { return stringArg(args) }
 
 func stringArg(args []any) ([]byte, error) {
 	if len(args) != 1 {

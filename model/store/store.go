@@ -1,6 +1,7 @@
 package store
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -38,7 +39,6 @@ func New() *Store {
 			Indexes: map[string]*memdb.IndexSchema{
 				indexID:       {Name: indexID, Unique: true, Indexer: idIndexer{}},
 				indexRevision: {Name: indexRevision, Unique: true, Indexer: revisionIndexer{}},
-				indexSource:   {Name: indexSource, Indexer: sourceIndexer{}},
 			},
 		}
 		switch k {
@@ -60,7 +60,10 @@ func New() *Store {
 		panic(fmt.Sprintf("store schema: %v", err)) // a programming error, caught by every test
 	}
 	return &Store{
-		db:        db,
+		// The store never uses memdb's watch channels (Changed is its own notification), so
+		// it writes to a non-primary handle of the database: memdb tracks and closes a
+		// channel per mutated radix node only on the primary, which costs every write.
+		db:        db.Snapshot(),
 		notify:    make(chan struct{}),
 		sources:   map[string]bool{},
 		consumers: map[*Consumer]struct{}{},
@@ -185,30 +188,38 @@ func (s *Store) writeLocked(b Batch) (uint64, error) {
 	if err := b.validate(); err != nil {
 		return 0, err
 	}
-	txn := s.db.Txn(true)
-	defer txn.Abort()
-	unchanged, err := s.checkRewrites(txn, b)
+	// Lookups read the state before the batch (pre), never the write transaction: a read
+	// from a memdb write transaction resets that index's writable-node cache (iradix
+	// Txn.Clone), after which every write copies its whole path again.
+	pre := s.db.Txn(false)
+	unchanged, err := checkRewrites(pre, b)
+	if err != nil {
+		return 0, err
+	}
+	graveyard, err := pre.First(tableGraveyard, indexID)
 	if err != nil {
 		return 0, err
 	}
 	rev := s.revision + 1
-	graveyard, err := txn.First(tableGraveyard, indexID)
-	if err != nil {
-		return 0, err
-	}
-	keepTombstones := graveyard == nil // nothing to drop: skip the per-upsert lookups
-	changed := false
+	txn := s.db.Txn(true)
+	defer txn.Abort()
+	var buried map[model.Key]*tombstone // tombstones this batch wrote
 	for _, k := range b.Deletes {
 		if _, ok := unchanged[k]; ok {
 			continue
 		}
-		ok, err := s.deleteLocked(txn, k, rev)
+		ts, err := deleteObject(pre, txn, k, rev)
 		if err != nil {
-			return 0, err
+			return 0, fmt.Errorf("delete %s: %w", k, err)
 		}
-		changed = changed || ok
-		keepTombstones = keepTombstones && !ok
+		if ts != nil {
+			if buried == nil {
+				buried = map[model.Key]*tombstone{}
+			}
+			buried[k] = ts
+		}
 	}
+	changed := len(buried) > 0
 	for _, o := range b.Upserts {
 		m := o.GetMeta()
 		if _, ok := unchanged[m.Key]; ok {
@@ -218,11 +229,16 @@ func (s *Store) writeLocked(b Batch) (uint64, error) {
 		if err := txn.Insert(string(m.Key.Kind), o); err != nil {
 			return 0, fmt.Errorf("insert %s: %w", m.Key, err)
 		}
-		if !keepTombstones {
-			// The key is live again: its tombstones (even one from this batch) say nothing
-			// a consumer needs, since the live object supersedes them.
-			if err := dropTombstones(txn, m.Key); err != nil {
-				return 0, err
+		// The key is live again: its tombstones (even one from this batch) say nothing a
+		// consumer needs, since the live object supersedes them.
+		if ts, ok := buried[m.Key]; ok {
+			if err := txn.Delete(tableGraveyard, ts); err != nil && !errors.Is(err, memdb.ErrNotFound) {
+				return 0, fmt.Errorf("drop tombstone of %s: %w", m.Key, err)
+			}
+		}
+		if graveyard != nil {
+			if err := dropTombstones(pre, txn, m.Key); err != nil {
+				return 0, fmt.Errorf("drop tombstones of %s: %w", m.Key, err)
 			}
 		}
 		changed = true
@@ -244,14 +260,14 @@ func (s *Store) writeLocked(b Batch) (uint64, error) {
 // every open view); writing one older than the stored object is refused with ErrStale. A copy
 // of the current object, changed and written back, is an ordinary upsert. It returns the keys
 // to leave alone (nil in the common case of fresh objects).
-func (s *Store) checkRewrites(txn *memdb.Txn, b Batch) (map[model.Key]struct{}, error) {
+func checkRewrites(pre *memdb.Txn, b Batch) (map[model.Key]struct{}, error) {
 	var unchanged map[model.Key]struct{}
 	for _, o := range b.Upserts {
 		m := o.GetMeta()
 		if m.Revision == 0 {
 			continue
 		}
-		raw, err := txn.First(string(m.Key.Kind), indexID, m.Key.ID())
+		raw, err := pre.First(string(m.Key.Kind), indexID, m.Key.ID())
 		if err != nil {
 			return nil, fmt.Errorf("look up %s: %w", m.Key, err)
 		}
@@ -271,43 +287,44 @@ func (s *Store) checkRewrites(txn *memdb.Txn, b Batch) (map[model.Key]struct{}, 
 	return unchanged, nil
 }
 
-func (s *Store) deleteLocked(txn *memdb.Txn, k model.Key, rev uint64) (bool, error) {
-	old, err := txn.First(string(k.Kind), indexID, k.ID())
-	if err != nil {
-		return false, err
-	}
-	if old == nil {
-		return false, nil
+// deleteObject deletes the object stored under k and writes its tombstone, which it
+// returns; nil when there was nothing to delete (a missing key, or one this batch already
+// deleted). pre is the state before the batch, txn the batch's write transaction.
+func deleteObject(pre, txn *memdb.Txn, k model.Key, rev uint64) (*tombstone, error) {
+	old, err := pre.First(string(k.Kind), indexID, k.ID())
+	if err != nil || old == nil {
+		return nil, err
 	}
 	if err := txn.Delete(string(k.Kind), old); err != nil {
-		return false, err
+		if errors.Is(err, memdb.ErrNotFound) {
+			return nil, nil
+		}
+		return nil, err
 	}
 	// One tombstone per key is enough: any consumer that needed an older one has not
 	// acknowledged this revision either.
-	if err := dropTombstones(txn, k); err != nil {
-		return false, err
+	if err := dropTombstones(pre, txn, k); err != nil {
+		return nil, err
 	}
 	ts := &tombstone{Meta: model.Meta{Key: k, Source: old.(model.Object).GetMeta().Source, Revision: rev}}
 	if err := txn.Insert(tableGraveyard, ts); err != nil {
-		return false, err
+		return nil, err
 	}
-	return true, nil
+	return ts, nil
 }
 
-// dropTombstones deletes every tombstone of key k.
-func dropTombstones(txn *memdb.Txn, k model.Key) error {
-	for {
-		ts, err := txn.First(tableGraveyard, indexKey, k)
-		if err != nil {
-			return err
-		}
-		if ts == nil {
-			return nil
-		}
-		if err := txn.Delete(tableGraveyard, ts); err != nil {
+// dropTombstones deletes, in txn, every tombstone of key k that pre holds.
+func dropTombstones(pre, txn *memdb.Txn, k model.Key) error {
+	it, err := pre.Get(tableGraveyard, indexKey, k)
+	if err != nil {
+		return err
+	}
+	for ts := it.Next(); ts != nil; ts = it.Next() {
+		if err := txn.Delete(tableGraveyard, ts); err != nil && !errors.Is(err, memdb.ErrNotFound) {
 			return err
 		}
 	}
+	return nil
 }
 
 // Replace makes the objects owned by source exactly objs: objects of that source that are
