@@ -1,0 +1,726 @@
+package derive
+
+import (
+	"cmp"
+	"maps"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/felis-dev/felis/model"
+	"github.com/felis-dev/felis/model/selector"
+	"github.com/felis-dev/felis/model/store"
+	"github.com/felis-dev/felis/snapshot"
+)
+
+// Deriver derives one node's snapshot cycle after cycle. It keeps what it computed —
+// effective labels with a label index, each policy's rule IR, each local endpoint's programs,
+// each IP set's members, the routing — and on every cycle recomputes only what the store's
+// change feed says changed, so a cycle costs what the change costs. Its result always equals
+// the pure Derive of the same view (a property test holds it to that).
+//
+// A Deriver is not safe for concurrent use; the agent owns one per node.
+type Deriver struct {
+	node string
+	opts Options
+	cons *store.Consumer // keeps the tombstones this deriver has not read yet
+
+	rev    uint64
+	primed bool
+
+	profileLabels map[string]map[string]string
+	profileUsers  map[string]map[model.Key]bool // profile -> holders that list it
+	holders       map[model.Key]*hstate
+	byKey         map[string]map[model.Key]bool // label name -> holders with it
+	byKV          map[string]map[model.Key]bool // name "\x00" value -> holders
+
+	tiers    map[string]tierInfo
+	policies map[model.Key]*pstate
+	profiles map[string]*profState // profiles listed by a local endpoint
+
+	locals map[model.Key]*lstate
+	sets   map[string]*sstate
+	setIDs []string // sorted IDs of sets in use
+
+	endpointSlices map[model.Key]*model.EndpointSlice
+
+	routingValid bool
+	config       snapshot.Config
+	routes       []snapshot.Route
+	vteps        []snapshot.VTEP
+	pools        []snapshot.Pool
+	affine       map[string][]netip.Prefix // node -> blocks affine to it, for the borrowed-IP test
+}
+
+// hstate is a holder (anything a rule selector can match) with what indexing needs.
+type hstate struct {
+	holder
+	key      model.Key
+	own      map[string]string
+	profList []string
+	node     string // for workload and host endpoints
+}
+
+// pstate is one policy with its memoized IR.
+type pstate struct {
+	rp      rankedPolicy
+	built   bool
+	ir      snapshot.Policy
+	defs    []ipSetDef
+	err     error
+	matches int  // local endpoints whose labels the selector matches
+	active  bool // its sets are referenced
+}
+
+// profState is one profile in use with its memoized IR.
+type profState struct {
+	users int
+	built bool
+	ir    snapshot.Profile
+	defs  []ipSetDef
+	err   error
+}
+
+// lstate is a local workload or host endpoint.
+type lstate struct {
+	h       *hstate
+	wep     *model.WorkloadEndpoint
+	hep     *model.HostEndpoint
+	matched map[model.Key]bool
+	dirty   bool
+	ep      snapshot.Endpoint
+	hostEP  snapshot.HostEndpoint
+}
+
+// sstate is an IP set in use: its members counted per contribution so that holders can come
+// and go without recomputing the set.
+type sstate struct {
+	def     ipSetDef
+	refs    int
+	counts  map[snapshot.Member]int
+	members []snapshot.Member
+	dirty   bool
+}
+
+// NewDeriver returns a Deriver for node that reads st's change feed.
+func NewDeriver(st *store.Store, node string, opts Options) *Deriver {
+	return &Deriver{node: node, opts: opts, cons: st.RegisterConsumer("derive/" + node)}
+}
+
+// Close releases the Deriver's hold on the store's change feed.
+func (d *Deriver) Close() { d.cons.Close() }
+
+// Derive returns the node's snapshot for view v: the same value Derive(v, node, opts) returns.
+// The first call, a call with an older view, and the call after an error build everything.
+func (d *Deriver) Derive(v *store.View) (*snapshot.Snapshot, error) {
+	if !d.primed || v.Revision() < d.rev {
+		d.reset()
+		d.apply(v, d.everything(v))
+	} else if v.Revision() > d.rev {
+		var changes []model.Key
+		for c := range v.ChangesSince(d.rev) {
+			changes = append(changes, c.Key)
+		}
+		d.apply(v, changes)
+	}
+	d.rev = v.Revision()
+	d.cons.Ack(d.rev)
+	s, err := d.assemble(v)
+	if err != nil {
+		d.primed = false
+		return nil, err
+	}
+	d.primed = true
+	return s, nil
+}
+
+func (d *Deriver) reset() {
+	d.profileLabels = map[string]map[string]string{}
+	d.profileUsers = map[string]map[model.Key]bool{}
+	d.holders = map[model.Key]*hstate{}
+	d.byKey = map[string]map[model.Key]bool{}
+	d.byKV = map[string]map[model.Key]bool{}
+	d.tiers = nil
+	d.policies = map[model.Key]*pstate{}
+	d.profiles = map[string]*profState{}
+	d.locals = map[model.Key]*lstate{}
+	d.sets = map[string]*sstate{}
+	d.setIDs = nil
+	d.endpointSlices = map[model.Key]*model.EndpointSlice{}
+	d.routingValid = false
+}
+
+// everything lists every key in the view, as if all had just changed.
+func (d *Deriver) everything(v *store.View) []model.Key {
+	var keys []model.Key
+	for _, k := range model.Kinds {
+		for o := range v.All(k) {
+			keys = append(keys, o.GetMeta().Key)
+		}
+	}
+	return keys
+}
+
+func isHolderKind(k model.Kind) bool {
+	switch k {
+	case model.KindWorkloadEndpoint, model.KindHostEndpoint, model.KindNetworkSet, model.KindGlobalNetworkSet:
+		return true
+	}
+	return false
+}
+
+// apply folds a list of changed keys (current values read from v) into the state.
+func (d *Deriver) apply(v *store.View, changed []model.Key) {
+	refresh := map[model.Key]bool{}
+	var policyKeys []model.Key
+	tiersChanged := d.tiers == nil
+	slicesChanged := false
+	for _, k := range changed {
+		switch {
+		case k.Kind == model.KindProfile:
+			if p, ok := store.Get[*model.Profile](v, k); ok {
+				d.profileLabels[k.Name] = p.LabelsToApply
+			} else {
+				delete(d.profileLabels, k.Name)
+			}
+			for hk := range d.profileUsers[k.Name] {
+				refresh[hk] = true
+			}
+			if ps, ok := d.profiles[k.Name]; ok {
+				d.dropProfileRefs(ps)
+				ps.built = false
+			}
+		case k.Kind == model.KindTier:
+			tiersChanged = true
+		case k.Kind == model.KindGlobalNetworkPolicy || k.Kind == model.KindNetworkPolicy:
+			policyKeys = append(policyKeys, k)
+		case isHolderKind(k.Kind):
+			refresh[k] = true
+		case k.Kind == model.KindEndpointSlice:
+			slicesChanged = true
+			if es, ok := store.Get[*model.EndpointSlice](v, k); ok {
+				d.endpointSlices[k] = es
+			} else {
+				delete(d.endpointSlices, k)
+			}
+		case k.Kind == model.KindNode || k.Kind == model.KindIPPool || k.Kind == model.KindIPAMBlock ||
+			k.Kind == model.KindBlockAffinity || k.Kind == model.KindFelixConfiguration:
+			d.routingValid = false
+		}
+	}
+	if tiersChanged {
+		d.tiers = tiers(v)
+		for _, ps := range d.policies {
+			d.setTier(ps)
+		}
+		for _, l := range d.locals {
+			l.dirty = true
+		}
+	}
+	for _, k := range sortedKeys(refresh) {
+		d.refreshHolder(v, k)
+	}
+	for _, k := range policyKeys {
+		d.updatePolicy(v, k)
+	}
+	d.updateActivation()
+	if slicesChanged {
+		for _, s := range d.sets {
+			if s.def.Kind == setService {
+				s.dirty = true
+			}
+		}
+	}
+}
+
+func sortedKeys(m map[model.Key]bool) []model.Key {
+	keys := slices.Collect(maps.Keys(m))
+	slices.SortFunc(keys, func(a, b model.Key) int {
+		return cmp.Or(strings.Compare(string(a.Kind), string(b.Kind)), strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+	})
+	return keys
+}
+
+func (d *Deriver) setTier(ps *pstate) {
+	name := tierName(ps.rp.Policy)
+	t, ok := d.tiers[name]
+	if !ok {
+		t = tierInfo{Name: name, DefaultAction: snapshot.Deny}
+	}
+	ps.rp.Tier = t
+}
+
+// newHolder reads a holder from the view, or returns nil when it no longer exists.
+func (d *Deriver) newHolder(v *store.View, k model.Key) *hstate {
+	o, ok := v.Get(k)
+	if !ok {
+		return nil
+	}
+	h := &hstate{key: k}
+	switch x := o.(type) {
+	case *model.WorkloadEndpoint:
+		h.own, h.profList, h.node = x.Labels, x.Profiles, x.Node
+		h.nets, h.ports = x.IPNetworks, x.Ports
+	case *model.HostEndpoint:
+		h.own, h.profList, h.node = x.Labels, x.Profiles, x.Node
+		h.nets, h.ports = hostAddrs(x.ExpectedIPs), x.Ports
+	case *model.NetworkSet:
+		h.own, h.profList = x.Labels, netSetProfiles(x)
+		h.nets = x.Nets
+	default:
+		return nil
+	}
+	h.labels = effectiveLabels(h.own, h.profList, d.profileLabels)
+	return h
+}
+
+// refreshHolder re-reads one holder and moves it through the index, the sets and, when it
+// is local, the policy matches.
+func (d *Deriver) refreshHolder(v *store.View, k model.Key) {
+	old := d.holders[k]
+	h := d.newHolder(v, k)
+	if old != nil {
+		d.unindex(old)
+	}
+	if h != nil {
+		d.holders[k] = h
+		d.index(h)
+	} else {
+		delete(d.holders, k)
+	}
+	for _, s := range d.sets {
+		if s.def.Kind == setService {
+			continue
+		}
+		if old != nil {
+			s.add(contribution(s.def, &old.holder), -1)
+		}
+		if h != nil {
+			s.add(contribution(s.def, &h.holder), +1)
+		}
+	}
+	if k.Kind == model.KindWorkloadEndpoint && (d.isRoutingRelevant(old) || d.isRoutingRelevant(h)) {
+		d.routingValid = false
+	}
+	wasLocal := old != nil && old.node == d.node && (k.Kind == model.KindWorkloadEndpoint || k.Kind == model.KindHostEndpoint)
+	isLocal := h != nil && h.node == d.node && (k.Kind == model.KindWorkloadEndpoint || k.Kind == model.KindHostEndpoint)
+	if wasLocal {
+		l := d.locals[k]
+		for pk := range l.matched {
+			d.policies[pk].matches--
+		}
+		for _, p := range l.h.profList {
+			d.profileUse(p, -1)
+		}
+		delete(d.locals, k)
+	}
+	if isLocal {
+		l := &lstate{h: h, matched: map[model.Key]bool{}, dirty: true}
+		if o, ok := v.Get(k); ok {
+			l.wep, _ = o.(*model.WorkloadEndpoint)
+			l.hep, _ = o.(*model.HostEndpoint)
+		}
+		for pk, ps := range d.policies {
+			if policySelector(ps.rp.Policy).EvaluateLabels(h.labels) {
+				l.matched[pk] = true
+				ps.matches++
+			}
+		}
+		for _, p := range h.profList {
+			d.profileUse(p, +1)
+		}
+		d.locals[k] = l
+	}
+}
+
+// isRoutingRelevant reports whether a workload endpoint affects routes: it is local, or one
+// of its addresses lies outside the blocks affine to its node (a borrowed IP).
+func (d *Deriver) isRoutingRelevant(h *hstate) bool {
+	if h == nil || !d.routingValid {
+		return h != nil
+	}
+	if h.node == d.node {
+		return true
+	}
+	for _, n := range h.nets {
+		inside := false
+		for _, b := range d.affine[h.node] {
+			if b.Contains(n.Addr()) {
+				inside = true
+				break
+			}
+		}
+		if !inside {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *Deriver) index(h *hstate) {
+	for k, v := range h.labels.All() {
+		addTo(d.byKey, k, h.key)
+		addTo(d.byKV, k+"\x00"+v, h.key)
+	}
+	for _, p := range h.profList {
+		addTo(d.profileUsers, p, h.key)
+	}
+}
+
+func (d *Deriver) unindex(h *hstate) {
+	for k, v := range h.labels.All() {
+		removeFrom(d.byKey, k, h.key)
+		removeFrom(d.byKV, k+"\x00"+v, h.key)
+	}
+	for _, p := range h.profList {
+		removeFrom(d.profileUsers, p, h.key)
+	}
+}
+
+func addTo(m map[string]map[model.Key]bool, k string, v model.Key) {
+	s, ok := m[k]
+	if !ok {
+		s = map[model.Key]bool{}
+		m[k] = s
+	}
+	s[v] = true
+}
+
+func removeFrom(m map[string]map[model.Key]bool, k string, v model.Key) {
+	if s, ok := m[k]; ok {
+		delete(s, v)
+		if len(s) == 0 {
+			delete(m, k)
+		}
+	}
+}
+
+// updatePolicy re-reads one policy and re-matches it against the local endpoints.
+func (d *Deriver) updatePolicy(v *store.View, k model.Key) {
+	ps := d.policies[k]
+	if ps != nil {
+		if ps.active {
+			d.dropPolicyRefs(ps)
+		}
+		for _, l := range d.locals {
+			if l.matched[k] {
+				delete(l.matched, k)
+				l.dirty = true
+			}
+		}
+	}
+	p, ok := store.Get[*model.Policy](v, k)
+	if !ok {
+		delete(d.policies, k)
+		return
+	}
+	ps = &pstate{rp: rankedPolicy{Policy: p, ID: p.Key.ID()}}
+	d.setTier(ps)
+	d.policies[k] = ps
+	sel := policySelector(p)
+	for _, l := range d.locals {
+		if sel.EvaluateLabels(l.h.labels) {
+			l.matched[k] = true
+			l.dirty = true
+			ps.matches++
+		}
+	}
+}
+
+// updateActivation makes exactly the policies that apply active, building their IR and
+// referencing their sets; then creates new sets and drops unreferenced ones.
+func (d *Deriver) updateActivation() {
+	for _, ps := range d.policies {
+		want := ps.matches > 0 || d.opts.AllPoliciesActive || assumedNeeded(ps.rp.Policy)
+		switch {
+		case want && !ps.active:
+			d.buildPolicy(ps)
+			for _, def := range ps.defs {
+				d.ref(def, +1)
+			}
+			ps.active = true
+		case !want && ps.active:
+			d.dropPolicyRefs(ps)
+		}
+	}
+	for id, s := range d.sets {
+		if s.refs == 0 {
+			delete(d.sets, id)
+			if i, ok := slices.BinarySearch(d.setIDs, id); ok {
+				d.setIDs = slices.Delete(d.setIDs, i, i+1)
+			}
+		}
+	}
+}
+
+func (d *Deriver) dropPolicyRefs(ps *pstate) {
+	for _, def := range ps.defs {
+		d.ref(def, -1)
+	}
+	ps.active = false
+}
+
+func (d *Deriver) dropProfileRefs(prof *profState) {
+	if prof.built {
+		for _, def := range prof.defs {
+			d.ref(def, -1)
+		}
+	}
+}
+
+func (d *Deriver) profileUse(name string, delta int) {
+	prof, ok := d.profiles[name]
+	if !ok {
+		prof = &profState{}
+		d.profiles[name] = prof
+	}
+	prof.users += delta
+	if prof.users == 0 {
+		d.dropProfileRefs(prof)
+		delete(d.profiles, name)
+	}
+}
+
+func (d *Deriver) buildPolicy(ps *pstate) {
+	if ps.built {
+		return
+	}
+	ir, defs, err := policyIR(ps.rp.Policy)
+	ps.ir, ps.defs, ps.err, ps.built = finalPolicy(ir), uniqueDefs(defs), err, true
+}
+
+func finalPolicy(p snapshot.Policy) snapshot.Policy {
+	tmp := snapshot.Snapshot{Policies: []snapshot.Policy{p}}
+	tmp.Finalize()
+	return tmp.Policies[0]
+}
+
+func uniqueDefs(defs []ipSetDef) []ipSetDef {
+	seen := map[string]bool{}
+	var out []ipSetDef
+	for _, def := range defs {
+		if !seen[def.ID] {
+			seen[def.ID] = true
+			out = append(out, def)
+		}
+	}
+	return out
+}
+
+// ref counts a reference to a set; a new set's members are computed from the label index.
+func (d *Deriver) ref(def ipSetDef, delta int) {
+	s, ok := d.sets[def.ID]
+	if !ok {
+		if delta < 0 {
+			return
+		}
+		s = &sstate{def: def, counts: map[snapshot.Member]int{}, dirty: true}
+		d.sets[def.ID] = s
+		i, _ := slices.BinarySearch(d.setIDs, def.ID)
+		d.setIDs = slices.Insert(d.setIDs, i, def.ID)
+		if def.Kind != setService {
+			for _, hk := range d.candidates(def.Selector) {
+				s.add(contribution(def, &d.holders[hk].holder), +1)
+			}
+		}
+	}
+	s.refs += delta
+}
+
+// candidates returns the holders a selector can possibly match, using the label index when
+// the selector requires a label (the smallest bucket wins), else every holder.
+func (d *Deriver) candidates(sel *selector.Selector) []model.Key {
+	var best map[model.Key]bool
+	bestN := -1
+	var union []model.Key
+	for name, r := range sel.LabelRestrictions() {
+		if !r.MustBePresent {
+			continue
+		}
+		if r.MustHaveOneOfValues != nil {
+			n := 0
+			for _, val := range r.MustHaveOneOfValues {
+				n += len(d.byKV[name.Value()+"\x00"+val.Value()])
+			}
+			if bestN < 0 || n < bestN {
+				bestN, best = n, nil
+				union = union[:0]
+				for _, val := range r.MustHaveOneOfValues {
+					for k := range d.byKV[name.Value()+"\x00"+val.Value()] {
+						union = append(union, k)
+					}
+				}
+			}
+			continue
+		}
+		if s := d.byKey[name.Value()]; bestN < 0 || len(s) < bestN {
+			bestN, best, union = len(s), s, union[:0]
+		}
+	}
+	if bestN < 0 {
+		return slices.Collect(maps.Keys(d.holders))
+	}
+	if best != nil {
+		return slices.Collect(maps.Keys(best))
+	}
+	return union
+}
+
+// contribution is what one holder puts into a selector or named-port set: its addresses
+// (networks for network sets) when the selector matches, or for a named-port set each address
+// crossed with its ports of that name and protocol (an unspecified protocol means TCP).
+func contribution(def ipSetDef, h *holder) []snapshot.Member {
+	if !def.Selector.EvaluateLabels(h.labels) {
+		return nil
+	}
+	var out []snapshot.Member
+	switch def.Kind {
+	case setSelector:
+		for _, n := range h.nets {
+			out = append(out, snapshot.Member{Prefix: n.Masked()})
+		}
+	case setNamedPort:
+		for _, p := range h.ports {
+			proto := cmp.Or(p.Protocol, model.ProtoTCP)
+			if p.Name != def.PortName || proto != def.Protocol {
+				continue
+			}
+			for _, n := range h.nets {
+				a := n.Addr()
+				out = append(out, snapshot.Member{Prefix: netip.PrefixFrom(a, a.BitLen()), Protocol: proto, Port: p.Port})
+			}
+		}
+	}
+	return out
+}
+
+func (s *sstate) add(ms []snapshot.Member, delta int) {
+	for _, m := range ms {
+		n := s.counts[m] + delta
+		if n <= 0 {
+			delete(s.counts, m)
+		} else {
+			s.counts[m] = n
+		}
+		if (n == 0 && delta < 0) || (n == 1 && delta > 0) {
+			s.dirty = true
+		}
+	}
+}
+
+// assemble builds the snapshot from the memoized pieces.
+func (d *Deriver) assemble(v *store.View) (*snapshot.Snapshot, error) {
+	s := &snapshot.Snapshot{Node: d.node}
+	// Profiles may need building (first use, or changed) with the current view.
+	for name, prof := range d.profiles {
+		if !prof.built {
+			p, _ := store.Get[*model.Profile](v, model.Key{Kind: model.KindProfile, Name: name})
+			ir, defs, err := profileIR(name, p)
+			tmp := snapshot.Snapshot{Profiles: []snapshot.Profile{ir}}
+			tmp.Finalize()
+			prof.ir, prof.defs, prof.err, prof.built = tmp.Profiles[0], uniqueDefs(defs), err, true
+			for _, def := range prof.defs {
+				d.ref(def, +1)
+			}
+		}
+	}
+	var active []*pstate
+	for _, ps := range d.policies {
+		if ps.active {
+			if ps.err != nil {
+				return nil, ps.err
+			}
+			active = append(active, ps)
+		}
+	}
+	slices.SortFunc(active, func(a, b *pstate) int { return strings.Compare(a.rp.ID, b.rp.ID) })
+	for _, ps := range active {
+		s.Policies = append(s.Policies, ps.ir)
+	}
+	for _, name := range slices.Sorted(maps.Keys(d.profiles)) {
+		prof := d.profiles[name]
+		if prof.err != nil {
+			return nil, prof.err
+		}
+		s.Profiles = append(s.Profiles, prof.ir)
+	}
+	for _, k := range sortedKeys(boolKeys(d.locals)) {
+		l := d.locals[k]
+		if l.dirty {
+			d.buildLocal(l)
+		}
+		if l.wep != nil {
+			s.Endpoints = append(s.Endpoints, l.ep)
+		} else {
+			s.HostEndpoints = append(s.HostEndpoints, l.hostEP)
+		}
+	}
+	slices.SortFunc(s.Endpoints, func(a, b snapshot.Endpoint) int { return strings.Compare(a.ID, b.ID) })
+	slices.SortFunc(s.HostEndpoints, func(a, b snapshot.HostEndpoint) int { return strings.Compare(a.ID, b.ID) })
+	var slicesList []*model.EndpointSlice
+	for _, k := range sortedKeys(boolKeys(d.endpointSlices)) {
+		slicesList = append(slicesList, d.endpointSlices[k])
+	}
+	for _, id := range d.setIDs {
+		set := d.sets[id]
+		if set.dirty {
+			if set.def.Kind == setService {
+				set.members = ipSetMembers(set.def, nil, slicesList)
+			} else {
+				set.members = snapshot.SortMembers(slices.Collect(maps.Keys(set.counts)))
+			}
+			set.dirty = false
+		}
+		s.IPSets = append(s.IPSets, snapshot.IPSet{ID: id, Type: set.def.setType(), Source: set.def.source(), Members: set.members})
+	}
+	if !d.routingValid {
+		d.config = EffectiveConfig(v, d.node)
+		routes, vteps, pools := Routing(v, d.node, d.config)
+		tmp := snapshot.Snapshot{Routes: routes, VTEPs: vteps, Pools: pools}
+		tmp.Finalize()
+		d.routes, d.vteps, d.pools = tmp.Routes, tmp.VTEPs, tmp.Pools
+		d.affine = map[string][]netip.Prefix{}
+		for b := range store.List[*model.IPAMBlock](v, model.KindIPAMBlock) {
+			if b.AffinityNode != "" {
+				d.affine[b.AffinityNode] = append(d.affine[b.AffinityNode], b.CIDR)
+			}
+		}
+		for b := range store.List[*model.BlockAffinity](v, model.KindBlockAffinity) {
+			d.affine[b.Node] = append(d.affine[b.Node], b.CIDR)
+		}
+		d.routingValid = true
+	}
+	s.Config, s.Routes, s.VTEPs, s.Pools = d.config, d.routes, d.vteps, d.pools
+	return s, nil
+}
+
+func boolKeys[V any](m map[model.Key]V) map[model.Key]bool {
+	out := make(map[model.Key]bool, len(m))
+	for k := range m {
+		out[k] = true
+	}
+	return out
+}
+
+// buildLocal recomputes one local endpoint's snapshot entry from its matched policies.
+func (d *Deriver) buildLocal(l *lstate) {
+	matched := make([]*rankedPolicy, 0, len(l.matched))
+	for pk := range l.matched {
+		matched = append(matched, &d.policies[pk].rp)
+	}
+	slices.SortFunc(matched, func(a, b *rankedPolicy) int {
+		return cmp.Or(compareTiers(a.Tier, b.Tier), compareOrder(a.Policy.Order, b.Policy.Order), strings.Compare(a.ID, b.ID))
+	})
+	le := &localEndpoint{WEP: l.wep, HEP: l.hep, Labels: l.h.labels, Profiles: l.h.profList, Matched: matched}
+	tmp := snapshot.Snapshot{}
+	if l.wep != nil {
+		tmp.Endpoints = []snapshot.Endpoint{workloadEndpoint(le)}
+		tmp.Finalize()
+		l.ep = tmp.Endpoints[0]
+	} else {
+		tmp.HostEndpoints = []snapshot.HostEndpoint{hostEndpoint(le)}
+		tmp.Finalize()
+		l.hostEP = tmp.HostEndpoints[0]
+	}
+	l.dirty = false
+}
