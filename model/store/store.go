@@ -349,21 +349,21 @@ func (s *Store) Replace(source string, objs []model.Object, equal func(a, b mode
 	defer s.mu.Unlock()
 	view := &View{txn: s.db.Txn(false), revision: s.revision}
 	var b Batch
+	owned := map[model.Key]model.Object{}
 	for _, k := range model.Kinds {
 		for o := range view.bySource(k, source) {
 			key := o.GetMeta().Key
+			owned[key] = o
 			if _, ok := want[key]; !ok {
 				b.Deletes = append(b.Deletes, key)
 			}
 		}
 	}
 	for _, o := range objs {
-		if equal != nil {
-			// Only an equal object of the same source is left alone: an equal one written by
-			// another source stays that source's, and its Replace would delete it.
-			if old, ok := view.Get(o.GetMeta().Key); ok && old.GetMeta().Source.Name == source && equal(old, o) {
-				continue
-			}
+		// Only an equal object of the same source is left alone: an equal one written by
+		// another source stays that source's, and its Replace would delete it.
+		if old, ok := owned[o.GetMeta().Key]; ok && equal != nil && equal(old, o) {
+			continue
 		}
 		b.Upserts = append(b.Upserts, o)
 	}
