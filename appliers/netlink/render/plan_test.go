@@ -185,9 +185,11 @@ bridge fdb del 66:aa:00:00:00:02 dev vxlan.calico dst 192.168.56.2 self permanen
 			want: "ip route del 10.65.0.0/26 dev calia proto 80 scope link metric 5\n",
 		},
 		{
-			name:  "route in another table is felis's drift too",
-			drift: func(st *State) { st.Routes = append(st.Routes, Route{Table: 100, Dst: pfx("1.0.0.0/8"), Type: Blackhole, Protocol: 80}) },
-			want:  "ip route del blackhole 1.0.0.0/8 table 100 proto 80\n",
+			name: "route in another table is felis's drift too",
+			drift: func(st *State) {
+				st.Routes = append(st.Routes, Route{Table: 100, Dst: pfx("1.0.0.0/8"), Type: Blackhole, Protocol: 80})
+			},
+			want: "ip route del blackhole 1.0.0.0/8 table 100 proto 80\n",
 		},
 	}
 	for _, tc := range tests {

@@ -112,8 +112,10 @@ func TestRenderCases(t *testing.T) {
 			wantErr: "snapshot routes[7] (vxlan fd10:0:0:1::/122): interface: vxlan-v6.calico is not wanted on this node",
 		},
 		{
-			name:    "defaults: VNI 4096, port 4789, protocol 80, MTU unmanaged",
-			edit:    func(s *snapshot.Snapshot) { s.Config.VXLANVNI, s.Config.VXLANPort, s.Config.RouteProtocol, s.Config.VXLANMTU = 0, 0, 0, 0 },
+			name: "defaults: VNI 4096, port 4789, protocol 80, MTU unmanaged",
+			edit: func(s *snapshot.Snapshot) {
+				s.Config.VXLANVNI, s.Config.VXLANPort, s.Config.RouteProtocol, s.Config.VXLANMTU = 0, 0, 0, 0
+			},
 			want:    func(st State) string { return st.Links[1].String() + "|" + st.Routes[0].String() },
 			wantOut: "vxlan.calico type vxlan id 4096 local 192.168.56.1 dstport 4789 nolearning address 66:aa:00:00:00:01 up addr 10.65.0.1/32|blackhole 10.65.0.0/26 proto 80",
 		},
