@@ -329,6 +329,12 @@ func TestInSyncWithSeveralSources(t *testing.T) {
 	}
 	s.RegisterSource("file")
 	s.RegisterSource("kubernetes")
+	before := s.View()
+	defer func() {
+		if before.InSync() {
+			t.Errorf("a view taken before the sources were in sync reports InSync")
+		}
+	}()
 	steps := []struct {
 		do   func() error
 		want bool
@@ -348,6 +354,9 @@ func TestInSyncWithSeveralSources(t *testing.T) {
 		}
 		if got := s.InSync(); got != st.want {
 			t.Errorf("step %d: InSync() = %v, want %v", i, got, st.want)
+		}
+		if got := s.View().InSync(); got != st.want {
+			t.Errorf("step %d: View().InSync() = %v, want %v", i, got, st.want)
 		}
 		if !closed(changed) {
 			t.Errorf("step %d: no change notification", i)

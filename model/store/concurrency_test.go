@@ -177,3 +177,33 @@ func TestConcurrentWritersReadersAndConsumer(t *testing.T) {
 		t.Errorf("store revision %d, more than the %d batches written", s.Revision(), want)
 	}
 }
+
+// TestViewInSyncIsAtomic: a source writes its initial state and then marks itself in sync
+// while readers take views; a view that reports InSync must hold the whole initial state.
+func TestViewInSyncIsAtomic(t *testing.T) {
+	for range 20 {
+		s := New()
+		s.RegisterSource("file")
+		const initial = 200
+		go func() {
+			for i := range initial {
+				if _, err := s.Write(Batch{Upserts: []model.Object{wep("a", fmt.Sprint("w", i), "n1")}}); err != nil {
+					t.Error(err)
+				}
+			}
+			if err := s.MarkInSync("file"); err != nil {
+				t.Error(err)
+			}
+		}()
+		for {
+			v := s.View()
+			if !v.InSync() {
+				continue
+			}
+			if n := v.Count(model.KindWorkloadEndpoint); n != initial {
+				t.Fatalf("in-sync view at revision %d holds %d endpoints, want %d", v.Revision(), n, initial)
+			}
+			break
+		}
+	}
+}

@@ -106,10 +106,15 @@ func (s *Store) MarkOutOfSync(name string) error {
 	return nil
 }
 
-// InSync reports whether at least one source is registered and all are in sync.
+// InSync reports whether at least one source is registered and all are in sync. To act on
+// a view, use View.InSync: the two calls here and View would race with a source's writes.
 func (s *Store) InSync() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.inSyncLocked()
+}
+
+func (s *Store) inSyncLocked() bool {
 	if len(s.sources) == 0 {
 		return false
 	}
@@ -384,5 +389,5 @@ func knownKind(k model.Kind) bool {
 func (s *Store) View() *View {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return &View{txn: s.db.Txn(false), revision: s.revision}
+	return &View{txn: s.db.Txn(false), revision: s.revision, inSync: s.inSyncLocked()}
 }

@@ -13,10 +13,17 @@ import (
 type View struct {
 	txn      *memdb.Txn
 	revision uint64
+	inSync   bool
 }
 
 // Revision is the store revision this view reads.
 func (v *View) Revision() uint64 { return v.revision }
+
+// InSync reports whether every registered source was in sync when the view was taken (and
+// at least one was registered): only then is the view complete enough to act on. Unlike
+// calling Store.InSync next to Store.View, it cannot pair a complete mark with an older,
+// incomplete view.
+func (v *View) InSync() bool { return v.inSync }
 
 // Get returns the object with the given key.
 func (v *View) Get(k model.Key) (model.Object, bool) {
