@@ -14,7 +14,9 @@ const linearMax = 16
 
 // Labels is an endpoint's effective label set: its own labels plus those inherited from its
 // parents (profiles' LabelsToApply), flattened once and interned so that evaluation does no
-// string work and no allocation. It implements Calico's parser.Labels and is immutable.
+// string work and no allocation. It implements Calico's parser.Labels and is immutable:
+// build a new one when the endpoint or one of its parents changes (Felix looks parents up at
+// evaluation time instead; the verdicts are the same).
 type Labels struct {
 	names  []uniquestr.Handle
 	values []uniquestr.Handle
