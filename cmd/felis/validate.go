@@ -37,7 +37,7 @@ error. The exit status is 1 if there is any problem, else 0.`,
 			return runValidate(cmd.Context(), spec, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
-	cmd.Flags().StringVar(&spec, "datastore", "file:examples", "datastore: file:PATH, kubernetes or etcd:URL")
+	cmd.Flags().StringVar(&spec, "datastore", "file:examples/cluster", "datastore: file:PATH, kubernetes or etcd:URL")
 	return cmd
 }
 

@@ -75,7 +75,7 @@ func TestValidate(t *testing.T) {
 
 func TestValidateCommandDefaults(t *testing.T) {
 	cmd := newValidateCmd()
-	if got := cmd.Flags().Lookup("datastore").DefValue; got != "file:examples" {
+	if got := cmd.Flags().Lookup("datastore").DefValue; got != "file:examples/cluster" {
 		t.Errorf("--datastore default = %q, want file:examples", got)
 	}
 	var out, errOut bytes.Buffer
