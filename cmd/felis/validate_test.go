@@ -76,7 +76,7 @@ func TestValidate(t *testing.T) {
 func TestValidateCommandDefaults(t *testing.T) {
 	cmd := newValidateCmd()
 	if got := cmd.Flags().Lookup("datastore").DefValue; got != "file:examples/cluster" {
-		t.Errorf("--datastore default = %q, want file:examples", got)
+		t.Errorf("--datastore default = %q, want file:examples/cluster", got)
 	}
 	var out, errOut bytes.Buffer
 	cmd.SetOut(&out)
