@@ -16,6 +16,8 @@ import (
 var (
 	interfaceRegex = regexp.MustCompile("^[a-zA-Z0-9_.-]{1,15}$")
 	portNameRegex  = regexp.MustCompile("^[a-zA-Z0-9_.-]{1,128}$")
+	linkLocalV4    = netip.MustParsePrefix("169.254.0.0/16")
+	linkLocalV6    = netip.MustParsePrefix("fe80::/10")
 )
 
 // WorkloadEndpoint mirrors the projectcalico.org/v3 WorkloadEndpoint schema (the official
@@ -364,8 +366,12 @@ func IPPool(p *apiv3.IPPool) Result {
 			e.add("spec.blockSize", "block size %d invalid for IPv4; expected 20-32", out.BlockSize)
 		case !v4 && (out.BlockSize < 116 || out.BlockSize > 128):
 			e.add("spec.blockSize", "block size %d invalid for IPv6; expected 116-128", out.BlockSize)
-		case out.BlockSize < c.Bits():
-			e.add("spec.blockSize", "block size %d is larger than the pool /%d", out.BlockSize, c.Bits())
+		case !s.Disabled && out.BlockSize < c.Bits():
+			// Calico checks this only for enabled pools.
+			e.add("spec.blockSize", "the pool /%d is smaller than its block size /%d; Calico IPAM needs pool >= block", c.Bits(), out.BlockSize)
+		}
+		if c.Masked().Overlaps(linkLocalV4) || c.Masked().Overlaps(linkLocalV6) {
+			e.add("spec.cidr", "pool %s overlaps the link-local range, which Calico forbids", s.CIDR)
 		}
 		if !v4 && s.IPIPMode != "" && s.IPIPMode != apiv3.IPIPModeNever {
 			e.add("spec.ipipMode", "IPIP is not supported on an IPv6 pool")
@@ -380,7 +386,9 @@ func IPPool(p *apiv3.IPPool) Result {
 	if out.VXLANMode != model.EncapNever && out.IPIPMode != model.EncapNever {
 		e.add("spec.vxlanMode", "cannot enable both VXLAN and IPIP on the same pool")
 	}
-	if s.NodeSelector != "" && checkSelector("spec.nodeSelector", s.NodeSelector, &e) {
+	if strings.Contains(s.NodeSelector, "global(") {
+		e.add("spec.nodeSelector", "global() is not valid in an IPPool nodeSelector; use all()")
+	} else if s.NodeSelector != "" && checkSelector("spec.nodeSelector", s.NodeSelector, &e) {
 		out.NodeSelector = parsed("spec.nodeSelector", s.NodeSelector, &e)
 	} else if s.NodeSelector == "" {
 		out.NodeSelector = parsed("spec.nodeSelector", "all()", &e)

@@ -80,6 +80,17 @@ func TestDecodeErrorsNameTheField(t *testing.T) {
 	}
 }
 
+func TestStrictDecodingIgnoresTopLevelStatus(t *testing.T) {
+	r := decodeOK(t, "projectcalico.org/v3", "IPPool", `{"apiVersion":"projectcalico.org/v3","kind":"IPPool","metadata":{"name":"p","resourceVersion":"12","uid":"u","creationTimestamp":"2026-01-01T00:00:00Z"},"spec":{"cidr":"10.0.0.0/16"},"status":{"conditions":[]}}`)
+	if len(r.Objects) != 1 {
+		t.Fatalf("got %d objects", len(r.Objects))
+	}
+	bad := Decode("projectcalico.org/v3", "IPPool", []byte(`{"metadata":{"name":"p"},"spec":{"cidr":"10.0.0.0/16","status":1}}`))
+	if !slices.Equal(fieldsOf(bad.Errors), []string{"spec.status"}) {
+		t.Errorf("status inside spec must stay an error, got %v", bad.Errors)
+	}
+}
+
 func TestResultOfInvalidResourceHasNoObjects(t *testing.T) {
 	r := Decode("projectcalico.org/v3", "GlobalNetworkPolicy", []byte(`{"metadata":{"name":"p"},"spec":{"selector":"a ==","ingress":[{"action":"Allow"}]}}`))
 	if len(r.Errors) == 0 || len(r.Objects) != 0 {

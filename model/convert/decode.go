@@ -14,6 +14,9 @@ import (
 // to name the exact field that failed, because encoding/json's own errors often carry no path
 // (custom unmarshalers such as Calico's ports and protocols report none).
 func decodeJSON(data []byte, v any, strict bool) []FieldError {
+	if strict && bytes.Contains(data, []byte(`"status"`)) {
+		data = withoutStatus(data)
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if strict {
 		dec.DisallowUnknownFields()
@@ -224,4 +227,23 @@ func resourceName(kind string, data []byte) string {
 	var h head
 	_ = json.Unmarshal(data, &h)
 	return resourceText(kind, h.Metadata.Namespace, h.Metadata.Name)
+}
+
+// withoutStatus drops a top-level "status" object: newer Calico versions add status to some
+// kinds, and felis reads only spec, so a dump from a newer cluster must not fail strict
+// decoding for it.
+func withoutStatus(data []byte) []byte {
+	var top map[string]json.RawMessage
+	if json.Unmarshal(data, &top) != nil {
+		return data
+	}
+	if _, ok := top["status"]; !ok {
+		return data
+	}
+	delete(top, "status")
+	out, err := json.Marshal(top)
+	if err != nil {
+		return data
+	}
+	return out
 }

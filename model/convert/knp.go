@@ -288,34 +288,37 @@ func portRange(field string, n int, end *int32, e *errs) (model.Port, bool) {
 }
 
 // simplifyPorts merges numeric ports into the fewest ranges (named ports first, in order),
-// as Calico's SimplifyPorts does.
+// giving the same result as Calico's SimplifyPorts. Calico expands ranges into single
+// numbers; merging sorted intervals instead keeps the cost independent of range sizes.
 func simplifyPorts(ports []model.Port) []model.Port {
 	if len(ports) <= 1 {
 		return ports
 	}
-	var out []model.Port
-	var nums []int
+	var out, nums []model.Port
 	for _, p := range ports {
 		if p.Name != "" {
 			out = append(out, p)
+		} else {
+			nums = append(nums, p)
+		}
+	}
+	if len(nums) == 0 || (len(nums) == 1 && nums[0].Min == nums[0].Max) {
+		return ports // nothing to combine (Calico short-circuits the same way)
+	}
+	sort.Slice(nums, func(i, j int) bool {
+		if nums[i].Min != nums[j].Min {
+			return nums[i].Min < nums[j].Min
+		}
+		return nums[i].Max < nums[j].Max
+	})
+	cur := nums[0]
+	for _, p := range nums[1:] {
+		if int(p.Min) <= int(cur.Max)+1 {
+			cur.Max = max(cur.Max, p.Max)
 			continue
 		}
-		for i := int(p.Min); i <= int(p.Max); i++ {
-			nums = append(nums, i)
-		}
+		out = append(out, cur)
+		cur = p
 	}
-	if len(nums) <= 1 {
-		return ports
-	}
-	sort.Ints(nums)
-	for len(nums) > 0 {
-		first, last := nums[0], nums[0]
-		nums = nums[1:]
-		for len(nums) > 0 && nums[0] <= last+1 {
-			last = nums[0]
-			nums = nums[1:]
-		}
-		out = append(out, model.Port{Min: uint16(first), Max: uint16(last)})
-	}
-	return out
+	return append(out, cur)
 }

@@ -154,6 +154,10 @@ func TestSimplifyPorts(t *testing.T) {
 			[]model.Port{{Name: "x"}, {Min: 1, Max: 3}, {Min: 7, Max: 9}}},
 		{[]model.Port{{Name: "a"}, {Name: "b"}}, []model.Port{{Name: "a"}, {Name: "b"}}},
 		{[]model.Port{{Min: 65535, Max: 65535}, {Min: 65534, Max: 65534}}, []model.Port{{Min: 65534, Max: 65535}}},
+		{[]model.Port{{Min: 10, Max: 20}, {Min: 5, Max: 30}, {Min: 31, Max: 31}, {Min: 40, Max: 50}}, []model.Port{{Min: 5, Max: 31}, {Min: 40, Max: 50}}},
+		{[]model.Port{{Min: 1, Max: 65535}, {Min: 1, Max: 65535}, {Name: "h"}}, []model.Port{{Name: "h"}, {Min: 1, Max: 65535}}},
+		{[]model.Port{{Min: 80, Max: 90}, {Name: "h"}}, []model.Port{{Name: "h"}, {Min: 80, Max: 90}}},
+		{[]model.Port{{Min: 80, Max: 80}, {Name: "h"}}, []model.Port{{Min: 80, Max: 80}, {Name: "h"}}},
 	}
 	for _, tc := range tests {
 		if d := cmp.Diff(tc.want, simplifyPorts(tc.in), cmpOpts); d != "" {
