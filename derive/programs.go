@@ -74,10 +74,29 @@ type rankedPolicy struct {
 	Policy *model.Policy
 	ID     string
 	Tier   tierInfo
+	Sort   string // Felix's tie-break name (see backendName)
+}
+
+// backendName is the name Felix sees for a policy and breaks order ties with: Calico's backend
+// stores a default-tier policy "NAME" as "default.NAME" (Kubernetes-derived and OpenStack
+// policy names excepted), and a namespaced policy as "NAMESPACE/" followed by that.
+func backendName(p *model.Policy) string {
+	name := p.Key.Name
+	formatted := false
+	for _, prefix := range []string{"knp.default.", "kanp.adminnetworkpolicy.", "kbanp.baselineadminnetworkpolicy.", "ossg."} {
+		formatted = formatted || strings.HasPrefix(name, prefix)
+	}
+	if !formatted && !strings.Contains(name, ".") {
+		name = "default." + name
+	}
+	if p.Key.Namespace != "" {
+		name = p.Key.Namespace + "/" + name
+	}
+	return name
 }
 
 // rankPolicies sorts every policy into evaluation order: by tier (compareTiers), then by
-// policy order (missing last), then by ID ("NAMESPACE/NAME" or "NAME"), as Felix's sorter.
+// policy order (missing last), then by the name Felix sees (backendName), as Felix's sorter.
 func rankPolicies(v *store.View, tiers map[string]tierInfo) []rankedPolicy {
 	var out []rankedPolicy
 	for _, k := range []model.Kind{model.KindGlobalNetworkPolicy, model.KindNetworkPolicy} {
@@ -87,11 +106,12 @@ func rankPolicies(v *store.View, tiers map[string]tierInfo) []rankedPolicy {
 			if !ok {
 				t = tierInfo{Name: name, DefaultAction: snapshot.Deny}
 			}
-			out = append(out, rankedPolicy{Policy: p, ID: p.Key.ID(), Tier: t})
+			out = append(out, rankedPolicy{Policy: p, ID: p.Key.ID(), Tier: t, Sort: backendName(p)})
 		}
 	}
 	slices.SortFunc(out, func(a, b rankedPolicy) int {
-		return cmp.Or(compareTiers(a.Tier, b.Tier), compareOrder(a.Policy.Order, b.Policy.Order), strings.Compare(a.ID, b.ID))
+		return cmp.Or(compareTiers(a.Tier, b.Tier), compareOrder(a.Policy.Order, b.Policy.Order),
+			strings.Compare(a.Sort, b.Sort), strings.Compare(a.ID, b.ID))
 	})
 	return out
 }

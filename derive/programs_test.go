@@ -76,6 +76,19 @@ func TestEndpointPrograms(t *testing.T) {
 			egress: snapshot.Direction{Profiles: []string{"kns.ns1"}},
 		},
 		{
+			name: "order ties break on Felix's backend name: default.NAME, NS/default.NAME, NS/knp.default.NAME",
+			objs: []model.Object{
+				gnp("p", "default", f64(5), "all()", allowIn(), nil, model.PolicyTypeIngress),
+				np("ns1", "a", "default", f64(5), "all()", allowIn(), nil, model.PolicyTypeIngress),
+				np("ns1", "knp.default.x", "default", f64(5), "all()", allowIn(), nil, model.PolicyTypeIngress),
+				gnp("ns2", "default", f64(5), "all()", allowIn(), nil, model.PolicyTypeIngress),
+			},
+			ingress: snapshot.Direction{Tiers: []snapshot.TierPolicies{
+				{Tier: "default", DefaultAction: snapshot.Deny, Policies: []string{"ns2", "p", "ns1/a", "ns1/knp.default.x"}},
+			}, Profiles: []string{"kns.ns1"}},
+			egress: snapshot.Direction{Profiles: []string{"kns.ns1"}},
+		},
+		{
 			name: "types: none means both; a tier with no policy for a direction is omitted there",
 			objs: []model.Object{
 				tier("sec", f64(1), ""),
