@@ -109,11 +109,22 @@ func rankPolicies(v *store.View, tiers map[string]tierInfo) []rankedPolicy {
 			out = append(out, rankedPolicy{Policy: p, ID: p.Key.ID(), Tier: t, Sort: backendName(p)})
 		}
 	}
-	slices.SortFunc(out, func(a, b rankedPolicy) int {
-		return cmp.Or(compareTiers(a.Tier, b.Tier), compareOrder(a.Policy.Order, b.Policy.Order),
-			strings.Compare(a.Sort, b.Sort), strings.Compare(a.ID, b.ID))
-	})
+	slices.SortFunc(out, func(a, b rankedPolicy) int { return comparePolicies(&a, &b) })
 	return out
+}
+
+// comparePolicies is Felix's evaluation order of two policies: tier, then policy order
+// (missing last), then backend name. Sort is computed when a caller left it empty.
+func comparePolicies(a, b *rankedPolicy) int {
+	sa, sb := a.Sort, b.Sort
+	if sa == "" {
+		sa = backendName(a.Policy)
+	}
+	if sb == "" {
+		sb = backendName(b.Policy)
+	}
+	return cmp.Or(compareTiers(a.Tier, b.Tier), compareOrder(a.Policy.Order, b.Policy.Order),
+		strings.Compare(sa, sb), strings.Compare(a.ID, b.ID))
 }
 
 // governs reports whether a policy applies in a direction: no types means both.
