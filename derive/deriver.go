@@ -708,9 +708,7 @@ func (d *Deriver) buildLocal(l *lstate) {
 	for pk := range l.matched {
 		matched = append(matched, &d.policies[pk].rp)
 	}
-	slices.SortFunc(matched, func(a, b *rankedPolicy) int {
-		return cmp.Or(compareTiers(a.Tier, b.Tier), compareOrder(a.Policy.Order, b.Policy.Order), strings.Compare(a.ID, b.ID))
-	})
+	slices.SortFunc(matched, comparePolicies)
 	le := &localEndpoint{WEP: l.wep, HEP: l.hep, Labels: l.h.labels, Profiles: l.h.profList, Matched: matched}
 	tmp := snapshot.Snapshot{}
 	if l.wep != nil {
