@@ -20,37 +20,37 @@ var (
 	linkLocalV6    = netip.MustParsePrefix("fe80::/10")
 )
 
-// WorkloadEndpoint mirrors the projectcalico.org/v3 WorkloadEndpoint schema (the official
+// WorkloadEndpointV3 mirrors the projectcalico.org/v3 WorkloadEndpoint schema (the official
 // API module does not ship it; this is the part felis reads).
-type WorkloadEndpoint struct {
+type WorkloadEndpointV3 struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
-	Spec              WorkloadEndpointSpec `json:"spec,omitempty"`
+	Spec              WorkloadEndpointV3Spec `json:"spec,omitempty"`
 }
 
-// WorkloadEndpointSpec mirrors the v3 WorkloadEndpoint spec.
-type WorkloadEndpointSpec struct {
-	Orchestrator               string                 `json:"orchestrator,omitempty"`
-	Workload                   string                 `json:"workload,omitempty"`
-	Node                       string                 `json:"node,omitempty"`
-	ContainerID                string                 `json:"containerID,omitempty"`
-	Pod                        string                 `json:"pod,omitempty"`
-	Endpoint                   string                 `json:"endpoint,omitempty"`
-	ServiceAccountName         string                 `json:"serviceAccountName,omitempty"`
-	IPNetworks                 []string               `json:"ipNetworks,omitempty"`
-	IPNATs                     []IPNAT                `json:"ipNATs,omitempty"`
-	IPv4Gateway                string                 `json:"ipv4Gateway,omitempty"`
-	IPv6Gateway                string                 `json:"ipv6Gateway,omitempty"`
-	Profiles                   []string               `json:"profiles,omitempty"`
-	InterfaceName              string                 `json:"interfaceName,omitempty"`
-	MAC                        string                 `json:"mac,omitempty"`
-	Ports                      []WorkloadEndpointPort `json:"ports,omitempty"`
-	AllowSpoofedSourcePrefixes []string               `json:"allowSpoofedSourcePrefixes,omitempty"`
-	QoSControls                json.RawMessage        `json:"qosControls,omitempty"`
+// WorkloadEndpointV3Spec mirrors the v3 WorkloadEndpoint spec.
+type WorkloadEndpointV3Spec struct {
+	Orchestrator               string                   `json:"orchestrator,omitempty"`
+	Workload                   string                   `json:"workload,omitempty"`
+	Node                       string                   `json:"node,omitempty"`
+	ContainerID                string                   `json:"containerID,omitempty"`
+	Pod                        string                   `json:"pod,omitempty"`
+	Endpoint                   string                   `json:"endpoint,omitempty"`
+	ServiceAccountName         string                   `json:"serviceAccountName,omitempty"`
+	IPNetworks                 []string                 `json:"ipNetworks,omitempty"`
+	IPNATs                     []IPNATV3                `json:"ipNATs,omitempty"`
+	IPv4Gateway                string                   `json:"ipv4Gateway,omitempty"`
+	IPv6Gateway                string                   `json:"ipv6Gateway,omitempty"`
+	Profiles                   []string                 `json:"profiles,omitempty"`
+	InterfaceName              string                   `json:"interfaceName,omitempty"`
+	MAC                        string                   `json:"mac,omitempty"`
+	Ports                      []WorkloadEndpointV3Port `json:"ports,omitempty"`
+	AllowSpoofedSourcePrefixes []string                 `json:"allowSpoofedSourcePrefixes,omitempty"`
+	QoSControls                json.RawMessage          `json:"qosControls,omitempty"`
 }
 
-// WorkloadEndpointPort mirrors a v3 WorkloadEndpoint port.
-type WorkloadEndpointPort struct {
+// WorkloadEndpointV3Port mirrors a v3 WorkloadEndpoint port.
+type WorkloadEndpointV3Port struct {
 	Name     string               `json:"name"`
 	Protocol numorstring.Protocol `json:"protocol"`
 	Port     uint16               `json:"port"`
@@ -58,30 +58,30 @@ type WorkloadEndpointPort struct {
 	HostIP   string               `json:"hostIP"`
 }
 
-// IPNAT mirrors a v3 WorkloadEndpoint 1:1 NAT entry.
-type IPNAT struct {
+// IPNATV3 mirrors a v3 WorkloadEndpoint 1:1 NAT entry.
+type IPNATV3 struct {
 	InternalIP string `json:"internalIP"`
 	ExternalIP string `json:"externalIP"`
 }
 
-// CalicoNode mirrors the projectcalico.org/v3 Node schema (the part felis reads).
-type CalicoNode struct {
+// NodeV3 mirrors the projectcalico.org/v3 Node schema (the part felis reads).
+type NodeV3 struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
-	Spec              CalicoNodeSpec `json:"spec,omitempty"`
+	Spec              NodeV3Spec `json:"spec,omitempty"`
 }
 
-// CalicoNodeSpec mirrors the v3 Node spec.
-type CalicoNodeSpec struct {
-	BGP                  *CalicoNodeBGP `json:"bgp,omitempty"`
-	IPv4VXLANTunnelAddr  string         `json:"ipv4VXLANTunnelAddr,omitempty"`
-	VXLANTunnelMACAddr   string         `json:"vxlanTunnelMACAddr,omitempty"`
-	IPv6VXLANTunnelAddr  string         `json:"ipv6VXLANTunnelAddr,omitempty"`
-	VXLANTunnelMACAddrV6 string         `json:"vxlanTunnelMACAddrV6,omitempty"`
+// NodeV3Spec mirrors the v3 Node spec.
+type NodeV3Spec struct {
+	BGP                  *NodeV3BGP `json:"bgp,omitempty"`
+	IPv4VXLANTunnelAddr  string     `json:"ipv4VXLANTunnelAddr,omitempty"`
+	VXLANTunnelMACAddr   string     `json:"vxlanTunnelMACAddr,omitempty"`
+	IPv6VXLANTunnelAddr  string     `json:"ipv6VXLANTunnelAddr,omitempty"`
+	VXLANTunnelMACAddrV6 string     `json:"vxlanTunnelMACAddrV6,omitempty"`
 }
 
-// CalicoNodeBGP mirrors the v3 Node spec.bgp.
-type CalicoNodeBGP struct {
+// NodeV3BGP mirrors the v3 Node spec.bgp.
+type NodeV3BGP struct {
 	IPv4Address        string `json:"ipv4Address,omitempty"`
 	IPv6Address        string `json:"ipv6Address,omitempty"`
 	IPv4IPIPTunnelAddr string `json:"ipv4IPIPTunnelAddr,omitempty"`
@@ -89,7 +89,7 @@ type CalicoNodeBGP struct {
 
 // decodeWorkloadEndpoint decodes a projectcalico.org/v3 WorkloadEndpoint.
 func decodeWorkloadEndpoint(data []byte) Result {
-	var w WorkloadEndpoint
+	var w WorkloadEndpointV3
 	if fe := decodeJSON(data, &w, false); fe != nil {
 		return Result{Resource: resourceName("WorkloadEndpoint", data), Errors: fe}
 	}
@@ -99,7 +99,7 @@ func decodeWorkloadEndpoint(data []byte) Result {
 // CalicoWorkloadEndpoint converts a v3 WorkloadEndpoint as Calico's WEP update processor
 // does: no IP networks means no endpoint; pcns./pcsa. labels dropped; the service-account
 // label added; only named ports kept.
-func CalicoWorkloadEndpoint(w *WorkloadEndpoint) Result {
+func CalicoWorkloadEndpoint(w *WorkloadEndpointV3) Result {
 	var e errs
 	res := resourceText("WorkloadEndpoint", w.Namespace, w.Name)
 	checkName(&w.ObjectMeta, nameRegex, 253, true, &e)
@@ -410,16 +410,16 @@ func encapMode(field, m string, e *errs) (model.EncapMode, bool) {
 
 // decodeCalicoNode decodes a projectcalico.org/v3 Node.
 func decodeCalicoNode(data []byte) Result {
-	var n CalicoNode
+	var n NodeV3
 	if fe := decodeJSON(data, &n, false); fe != nil {
 		return Result{Resource: resourceName("Node", data), Errors: fe}
 	}
-	return CalicoNodeToModel(&n)
+	return CalicoNode(&n)
 }
 
-// CalicoNodeToModel converts a Calico v3 Node (spec.bgp addresses with prefix length; VXLAN
+// CalicoNode converts a Calico v3 Node (spec.bgp addresses with prefix length; VXLAN
 // tunnel addresses and MACs).
-func CalicoNodeToModel(n *CalicoNode) Result {
+func CalicoNode(n *NodeV3) Result {
 	var e errs
 	res := resourceText("Node", "", n.Name)
 	checkName(&n.ObjectMeta, nameRegex, 253, false, &e)
@@ -495,13 +495,38 @@ func decodeFelixConfiguration(data []byte) Result {
 	if fe := decodeJSON(data, &doc, false); fe != nil {
 		return Result{Resource: res, Errors: fe}
 	}
+	return felixConfiguration(res, &doc.ObjectMeta, doc.Spec)
+}
+
+// FelixConfiguration converts a typed FelixConfiguration; its spec is re-encoded to a map by
+// JSON field name (values as encoding/json renders them, e.g. durations "1m0s"; empty
+// strings dropped as unset).
+func FelixConfiguration(f *apiv3.FelixConfiguration) Result {
+	res := resourceText("FelixConfiguration", "", f.Name)
+	var spec map[string]any
+	raw, err := json.Marshal(f.Spec)
+	if err == nil {
+		err = json.Unmarshal(raw, &spec)
+	}
+	if err != nil {
+		return Result{Resource: res, Errors: []FieldError{{Field: "spec", Reason: "cannot re-encode: " + err.Error()}}}
+	}
+	for k, v := range spec {
+		if v == "" {
+			delete(spec, k) // a few spec strings lack omitempty; empty means unset
+		}
+	}
+	return felixConfiguration(res, &f.ObjectMeta, spec)
+}
+
+// felixConfiguration validates the name and builds the model object.
+func felixConfiguration(res string, meta *metav1.ObjectMeta, spec map[string]any) Result {
 	var e errs
-	checkName(&doc.ObjectMeta, nameRegex, 253, false, &e)
-	spec := doc.Spec
+	checkName(meta, nameRegex, 253, false, &e)
 	if spec == nil {
 		spec = map[string]any{}
 	}
-	return e.result(res, &model.FelixConfiguration{Meta: key(model.KindFelixConfiguration, "", doc.Name), Spec: spec})
+	return e.result(res, &model.FelixConfiguration{Meta: key(model.KindFelixConfiguration, "", meta.Name), Spec: spec})
 }
 
 // decodeBGPConfiguration decodes a projectcalico.org/v3 BGPConfiguration.

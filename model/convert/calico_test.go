@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	apiv3 "github.com/projectcalico/api/pkg/apis/projectcalico/v3"
 
 	"github.com/felis-dev/felis/model"
 )
@@ -77,6 +78,17 @@ func TestCalicoKinds(t *testing.T) {
 				t.Errorf("(-want +got):\n%s", d)
 			}
 		})
+	}
+}
+
+func TestTypedFelixConfiguration(t *testing.T) {
+	on := true
+	f := &apiv3.FelixConfiguration{}
+	f.Name = "default"
+	f.Spec.BPFEnabled = &on
+	got := only(t, FelixConfiguration(f)).(*model.FelixConfiguration)
+	if d := cmp.Diff(map[string]any{"bpfEnabled": true}, got.Spec); d != "" {
+		t.Errorf("spec (-want +got):\n%s", d)
 	}
 }
 

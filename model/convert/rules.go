@@ -149,9 +149,11 @@ func entityRule(path string, er *apiv3.EntityRule, ns string, fam *netFamily, e 
 		if sa.Selector != "" {
 			ok = checkSelector(path+".serviceAccounts.selector", sa.Selector, e) && ok
 		}
+		// Calico drops the whole service-account match when a name cannot be quoted into a
+		// selector (matching everything); felis rejects such names instead of failing open.
 		for i, n := range sa.Names {
-			if n == "" {
-				e.add(idx(path+".serviceAccounts.names", i), "empty service account name")
+			if !nameRegex.MatchString(n) {
+				e.add(idx(path+".serviceAccounts.names", i), "invalid service account name %q; expected a Kubernetes object name", n)
 				ok = false
 			}
 		}
@@ -241,7 +243,7 @@ func serviceAccountSelector(sam *apiv3.ServiceAccountMatch) string {
 	expr := fmt.Sprintf("%s in { '%s' }", labelServiceAccount, strings.Join(sam.Names, "', '"))
 	s, err := parser.Parse(expr)
 	if err != nil {
-		return updated // names with quotes cannot be expressed; Calico drops them the same way
+		return "" // unreachable after validation; Calico returns "" here too
 	}
 	expr = s.String()
 	if updated != "" {

@@ -127,6 +127,7 @@ func TestRuleValidation(t *testing.T) {
 		{"global() combined", `{"action":"Allow","source":{"namespaceSelector":"global() && a == 'b'"}}`, "spec.ingress[0].source.namespaceSelector", "cannot be combined"},
 		{"bad namespaceSelector", `{"action":"Allow","source":{"namespaceSelector":"(("}}`, "spec.ingress[0].source.namespaceSelector", "invalid selector"},
 		{"bad notSelector", `{"action":"Allow","destination":{"notSelector":"!"}}`, "spec.ingress[0].destination.notSelector", "invalid selector"},
+		{"SA name that cannot be quoted", `{"action":"Allow","source":{"serviceAccounts":{"names":["it's"]}}}`, "spec.ingress[0].source.serviceAccounts.names[0]", "invalid service account name"},
 		{"bad SA selector", `{"action":"Allow","source":{"serviceAccounts":{"selector":"a =="}}}`, "spec.ingress[0].source.serviceAccounts.selector", "invalid selector"},
 		{"service without name", `{"action":"Allow","source":{"services":{"namespace":"x"}}}`, "spec.ingress[0].source.services.name", "must specify a service name"},
 		{"service with selector", `{"action":"Allow","source":{"services":{"name":"s"},"selector":"a == 'b'"}}`, "spec.ingress[0].source.services", "selector/notSelector and services"},
