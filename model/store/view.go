@@ -124,9 +124,12 @@ type Change struct {
 }
 
 // ChangesSince iterates, per kind in model.Kinds order and by revision within a kind, every
-// change with a revision greater than rev that this view can see. Deletions are reported only
-// while their tombstone is kept: a consumer registered with RegisterConsumer keeps them until
-// it acknowledges a later revision.
+// change with a revision greater than rev that this view can see, then the deletions. It
+// reports the net effect, one entry per key: its current object if it changed, or its latest
+// deletion if it is gone (a key deleted and re-created shows as an upsert). Applied in order
+// to the state at rev, the changes give this view's state. Deletions are reported only while
+// their tombstone is kept: a consumer registered with RegisterConsumer keeps them until it
+// acknowledges a later revision.
 func (v *View) ChangesSince(rev uint64) iter.Seq[Change] {
 	return func(yield func(Change) bool) {
 		for _, k := range model.Kinds {
