@@ -69,7 +69,7 @@ ip route add 10.65.0.3/32 dev calib proto 80 scope link
 ip route add 10.65.1.0/26 via 10.65.1.1 dev vxlan.calico proto 80 onlink
 ip route add 10.65.2.0/26 via 192.168.56.3 proto 80
 ip route add 10.65.9.9/32 dev vxlan.calico proto 80 scope link
-ip route add fd10::3/128 dev calib proto 80 scope link
+ip route add fd10::3/128 dev calib proto 80
 ip route add fd10:0:0:1::/122 via fd10:0:0:1::1 dev vxlan-v6.calico proto 80 onlink
 `
 	if d := cmp.Diff(want, opStrings(ops)); d != "" {
@@ -83,7 +83,7 @@ ip route del blackhole 10.65.0.0/26 proto 80
 ip route del 10.65.0.2/32 dev calia proto 80 scope link
 ip route del 10.65.0.3/32 dev calib proto 80 scope link
 ip route del 10.65.2.0/26 via 192.168.56.3 proto 80
-ip route del fd10::3/128 dev calib proto 80 scope link
+ip route del fd10::3/128 dev calib proto 80
 `
 	if d := cmp.Diff(wantDown, down); d != "" {
 		t.Errorf("teardown ops (-want +got):\n%s", d)

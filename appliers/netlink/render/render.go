@@ -165,12 +165,6 @@ func route(r snapshot.Route, proto int, devs map[bool]string) (Route, error) {
 		// The remote tunnel address itself: on-link on the device, resolved by the
 		// permanent neighbour entry for that address.
 		out.Dev, out.Scope = vxlanDev(), ScopeLink
-	}
-	if (out.Dev == VXLANDevice || out.Dev == VXLANDeviceV6) && devs[out.Dev == VXLANDeviceV6] != out.Dev {
-		return Route{}, fmt.Errorf("interface: %s is not wanted on this node (VXLAN off for the family, or no tunnel or node address)", out.Dev)
-	}
-	switch r.Type {
-	case snapshot.RouteWorkload, snapshot.RouteVXLAN, snapshot.RouteHost:
 	case snapshot.RouteDirect:
 		if !r.Gateway.IsValid() {
 			return Route{}, errors.New("gateway: a direct route needs the remote node address")
@@ -180,6 +174,12 @@ func route(r snapshot.Route, proto int, devs map[bool]string) (Route, error) {
 		out.Type = Blackhole
 	default:
 		return Route{}, fmt.Errorf("type %q: unknown route type", r.Type)
+	}
+	if (out.Dev == VXLANDevice || out.Dev == VXLANDeviceV6) && devs[out.Dev == VXLANDeviceV6] != out.Dev {
+		return Route{}, fmt.Errorf("interface: %s is not wanted on this node (VXLAN off for the family, or no tunnel or node address)", out.Dev)
+	}
+	if dst.Addr().Is6() {
+		out.Scope = ScopeUniverse // IPv6 routes have no scope: the kernel reports every one as global
 	}
 	return out, nil
 }

@@ -75,7 +75,7 @@ route 10.65.0.3/32 dev calib proto 80 scope link
 route 10.65.1.0/26 via 10.65.1.1 dev vxlan.calico proto 80 onlink
 route 10.65.2.0/26 via 192.168.56.3 proto 80
 route 10.65.9.9/32 dev vxlan.calico proto 80 scope link
-route fd10::3/128 dev calib proto 80 scope link
+route fd10::3/128 dev calib proto 80
 route fd10:0:0:1::/122 via fd10:0:0:1::1 dev vxlan-v6.calico proto 80 onlink
 `
 
