@@ -50,7 +50,9 @@ func waitsForInterface(op render.Op, err error) bool {
 	return false
 }
 
-func isVXLANDevice(name string) bool { return name == render.VXLANDevice || name == render.VXLANDeviceV6 }
+func isVXLANDevice(name string) bool {
+	return name == render.VXLANDevice || name == render.VXLANDeviceV6
+}
 
 // alreadyGone reports whether a delete failed only because its object no longer exists (the
 // kernel removed it with its interface, or someone else did): the desired outcome.

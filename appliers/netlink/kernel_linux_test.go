@@ -1,0 +1,182 @@
+package netlink
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"runtime"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	vnl "github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/felis-dev/felis/appliers/netlink/render"
+)
+
+// newTestNamespace creates a named network namespace for one test and removes it in
+// t.Cleanup, whatever happens; the test's own thread never stays in it.
+func newTestNamespace(t testing.TB) netns.NsHandle {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates a network namespace (run the tests as root, as CI does)")
+	}
+	name := fmt.Sprintf("felis-nl-%d-%s", os.Getpid(), sanitize(t.Name()))
+	if len(name) > 60 {
+		name = name[:60]
+	}
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		t.Fatalf("read current namespace: %v", err)
+	}
+	ns, err := netns.NewNamed(name) // switches this thread into the new namespace
+	if serr := netns.Set(orig); serr != nil {
+		// The thread is stuck in the test namespace: keep it locked so nothing else runs there.
+		t.Fatalf("return to the original namespace: %v", serr)
+	}
+	orig.Close()
+	runtime.UnlockOSThread()
+	if err != nil {
+		t.Fatalf("create namespace %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		ns.Close()
+		if err := netns.DeleteNamed(name); err != nil {
+			t.Errorf("delete namespace %s: %v", name, err)
+		}
+	})
+	return ns
+}
+
+func sanitize(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			b[i] = '-'
+		}
+	}
+	return string(b)
+}
+
+// realKernel is the Netlink kernel of a test namespace plus the by-hand changes the scenario
+// makes behind the applier's back.
+type realKernel struct {
+	*Netlink
+}
+
+func newRealKernel(t testing.TB) *realKernel {
+	t.Helper()
+	ns := newTestNamespace(t)
+	k, err := NewNetlink(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Close)
+	lo, err := k.h.LinkByName("lo")
+	if err == nil {
+		err = k.h.LinkSetUp(lo)
+	}
+	if err != nil {
+		t.Fatalf("lo up: %v", err)
+	}
+	return &realKernel{Netlink: k}
+}
+
+// AddInterface creates a veth pair NAME / NAMEp (a pod's host side and its stand-in peer),
+// both up, with addrs on NAME.
+func (k *realKernel) AddInterface(name string, addrs ...netip.Prefix) error {
+	if err := k.h.LinkAdd(&vnl.Veth{LinkAttrs: vnl.LinkAttrs{Name: name}, PeerName: name + "p"}); err != nil {
+		return fmt.Errorf("ip link add %s type veth peer %sp: %w", name, name, err)
+	}
+	for _, n := range []string{name, name + "p"} {
+		l, err := k.h.LinkByName(n)
+		if err != nil {
+			return err
+		}
+		if err := k.h.LinkSetUp(l); err != nil {
+			return fmt.Errorf("ip link set %s up: %w", n, err)
+		}
+		if n != name {
+			continue
+		}
+		for _, p := range addrs {
+			a := &vnl.Addr{IPNet: ipNet(p)}
+			if p.Addr().Is6() {
+				a.Flags = unix.IFA_F_NODAD
+			}
+			if err := k.h.AddrAdd(l, a); err != nil {
+				return fmt.Errorf("ip addr add %s dev %s: %w", p, n, err)
+			}
+		}
+	}
+	return nil
+}
+
+func (k *realKernel) DeleteInterface(name string) error {
+	l, err := k.h.LinkByName(name)
+	if err != nil {
+		return err
+	}
+	return k.h.LinkDel(l)
+}
+
+func (k *realKernel) SetMTU(name string, mtu int) error {
+	l, err := k.h.LinkByName(name)
+	if err != nil {
+		return err
+	}
+	return k.h.LinkSetMTU(l, mtu)
+}
+
+func (k *realKernel) index(name string) (int, error) {
+	l, err := k.h.LinkByName(name)
+	if err != nil {
+		return 0, err
+	}
+	return l.Attrs().Index, nil
+}
+
+func (k *realKernel) AddRoute(r render.Route) error {
+	nr, err := toNetlinkRoute(r, k.index)
+	if err != nil {
+		return err
+	}
+	return k.h.RouteAdd(nr)
+}
+
+func (k *realKernel) DeleteRoute(r render.Route) error {
+	nr, err := toNetlinkRoute(r, k.index)
+	if err != nil {
+		return err
+	}
+	return k.h.RouteDel(nr)
+}
+
+func (k *realKernel) HasRoute(r render.Route) bool {
+	st, err := k.Observe(context.Background(), r.Protocol, nil, nil)
+	if err != nil {
+		return false
+	}
+	for _, got := range append(st.Routes, st.StrayRoutes...) {
+		if got == r {
+			return true
+		}
+	}
+	return false
+}
+
+// TestScenarioOnKernel runs the scenario against the real kernel in a throwaway namespace and
+// proves the Fake honest: both transcripts (ops, pending ops, failures and observed state
+// after every step) must be identical.
+func TestScenarioOnKernel(t *testing.T) {
+	k := newRealKernel(t)
+	real := scenario(t, k)
+	fake := scenario(t, NewFake())
+	if d := cmp.Diff(fake, real); d != "" {
+		t.Errorf("real kernel and Fake disagree (-fake +real):\n%s", d)
+	}
+}
