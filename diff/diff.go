@@ -129,3 +129,42 @@ func Members[T any](desired, observed []T, compare func(a, b T) int) (adds, dels
 	dels = append(dels, observed[j:]...)
 	return adds, dels
 }
+
+// PlanSorted is Plan for object lists already sorted by key without duplicates (as canonical
+// tables are): a merge join, no maps, for hot paths over large lists. Its result equals
+// Plan's on the same objects.
+func PlanSorted[K cmp.Ordered, V any](desired, observed []V, key func(V) K, equal func(desired, observed V) bool, rank func(K, V) int) []Op[K, V] {
+	var ups, dels []Op[K, V]
+	i, j := 0, 0
+	for i < len(desired) || j < len(observed) {
+		var c int
+		switch {
+		case i == len(desired):
+			c = 1
+		case j == len(observed):
+			c = -1
+		default:
+			c = cmp.Compare(key(desired[i]), key(observed[j]))
+		}
+		switch {
+		case c < 0:
+			k := key(desired[i])
+			ups = append(ups, Op[K, V]{Kind: Add, Key: k, Rank: rank(k, desired[i]), New: desired[i]})
+			i++
+		case c > 0:
+			k := key(observed[j])
+			dels = append(dels, Op[K, V]{Kind: Delete, Key: k, Rank: rank(k, observed[j]), Old: observed[j]})
+			j++
+		default:
+			if !equal(desired[i], observed[j]) {
+				k := key(desired[i])
+				ups = append(ups, Op[K, V]{Kind: Replace, Key: k, Rank: rank(k, desired[i]), Old: observed[j], New: desired[i]})
+			}
+			i++
+			j++
+		}
+	}
+	slices.SortStableFunc(ups, func(a, b Op[K, V]) int { return cmp.Compare(a.Rank, b.Rank) })
+	slices.SortStableFunc(dels, func(a, b Op[K, V]) int { return cmp.Compare(b.Rank, a.Rank) })
+	return append(ups, dels...)
+}

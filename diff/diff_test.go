@@ -218,3 +218,33 @@ func TestMembersOneChange(t *testing.T) {
 		}
 	}
 }
+
+func TestPlanSortedEqualsPlan(t *testing.T) {
+	type kv struct {
+		K string
+		V object
+	}
+	sorted := func(m map[string]object) []kv {
+		var out []kv
+		for k, v := range m {
+			out = append(out, kv{k, v})
+		}
+		slices.SortFunc(out, func(a, b kv) int { return strings.Compare(a.K, b.K) })
+		return out
+	}
+	r := rand.New(rand.NewPCG(9, 10))
+	for i := range 2000 {
+		desired, observed := randomObjects(r), randomObjects(r)
+		want := Plan(desired, observed, equalObject, rankObject)
+		got := PlanSorted(sorted(desired), sorted(observed), func(x kv) string { return x.K },
+			func(d, o kv) bool { return equalObject(d.V, o.V) }, func(_ string, x kv) int { return x.V.Rank })
+		if len(got) != len(want) {
+			t.Fatalf("case %d: PlanSorted gave %d ops, Plan %d", i, len(got), len(want))
+		}
+		for j := range got {
+			if got[j].Kind != want[j].Kind || got[j].Key != want[j].Key || got[j].Rank != want[j].Rank {
+				t.Fatalf("case %d op %d: PlanSorted %v, Plan %v", i, j, got[j], want[j])
+			}
+		}
+	}
+}

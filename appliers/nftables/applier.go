@@ -16,11 +16,14 @@ type Dataplane interface {
 }
 
 // Applier keeps what it last committed so the hot path diffs in memory; Resync re-reads the
-// dataplane (at start, periodically, after any failure) and so repairs drift.
+// dataplane (at start, periodically, after any failure) and so repairs drift. It is not safe
+// for concurrent use.
 type Applier struct {
-	dp     Dataplane
-	last   *render.Table
-	synced bool
+	dp      Dataplane
+	last    *render.Table
+	synced  bool
+	planned *render.Table // the desired table of the last Plan, until Apply commits it
+	ops     []Op          // what that Plan returned
 }
 
 // NewApplier returns an applier for dp. It observes nothing until the first Resync or Sync.
@@ -28,6 +31,7 @@ func NewApplier(dp Dataplane) *Applier { return &Applier{dp: dp} }
 
 // Resync reads the dataplane's state and makes it the base of the next Plan.
 func (a *Applier) Resync(ctx context.Context) error {
+	a.planned, a.ops = nil, nil
 	t, err := a.dp.Observe(ctx)
 	if err != nil {
 		a.synced = false
@@ -38,17 +42,23 @@ func (a *Applier) Resync(ctx context.Context) error {
 }
 
 // Plan returns the ops that turn the last committed (or observed) state into desired. It
-// returns ErrNotSynced before the first Resync and after a failed Apply.
+// returns ErrNotSynced before the first Resync and after a failed Apply. The applier keeps
+// desired (without copying it) as the state Apply will have committed.
 func (a *Applier) Plan(desired render.Table) ([]Op, error) {
 	if !a.synced {
 		return nil, ErrNotSynced
 	}
-	return Plan(desired, a.last), nil
+	ops := Plan(desired, a.last)
+	a.planned, a.ops = &desired, ops
+	return ops, nil
 }
 
-// Apply commits ops in one batch. On success they become part of the last committed state;
-// on failure the applier forgets that state, so the next Sync re-observes.
+// Apply commits ops in one batch. On success the dataplane holds what the last Plan
+// desired (or, for ops from elsewhere, the last state with ops applied); on failure the
+// applier forgets its state, so the next Sync re-observes.
 func (a *Applier) Apply(ctx context.Context, ops []Op) error {
+	planned, fromPlan := a.planned, a.planned != nil && sameOps(ops, a.ops)
+	a.planned, a.ops = nil, nil
 	if len(ops) == 0 {
 		return nil
 	}
@@ -56,19 +66,22 @@ func (a *Applier) Apply(ctx context.Context, ops []Op) error {
 		a.synced = false
 		return err
 	}
+	if fromPlan {
+		a.last = planned
+		return nil
+	}
 	next, err := applyOps(stateOf(a.last), ops)
 	if err != nil {
-		// The dataplane accepted what our model rejects: trust neither, re-observe next time.
 		a.synced = false
-		return fmt.Errorf("applied ops do not fit the last committed state: %w", err)
+		return fmt.Errorf("applied ops do not fit the last committed state (will resync): %w", err)
 	}
-	if next == nil {
-		a.last = nil
-	} else {
-		t := next.table()
-		a.last = &t
-	}
+	t := next.table()
+	a.last = &t
 	return nil
+}
+
+func sameOps(a, b []Op) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // Sync plans desired against the last committed state (observing first if needed) and applies

@@ -8,6 +8,7 @@ import (
 
 	"github.com/felis-dev/felis/appliers/nftables/render"
 	gnft "github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
@@ -322,7 +323,9 @@ func nftSet(t *gnft.Table, s *render.Set) *gnft.Set {
 }
 
 func nftMap(t *gnft.Table, name string) *gnft.Set {
-	return &gnft.Set{Table: t, Name: name, IsMap: true, KeyType: gnft.TypeIFName, DataType: gnft.TypeVerdict}
+	// Interface names are strings, host byte order to nft: without saying so, `nft list`
+	// prints the keys as "".
+	return &gnft.Set{Table: t, Name: name, IsMap: true, KeyType: gnft.TypeIFName, DataType: gnft.TypeVerdict, KeyByteOrder: binaryutil.NativeEndian}
 }
 
 var hooks = map[string]gnft.ChainHook{
@@ -355,4 +358,3 @@ func chunks[T any](s []T, n int) [][]T {
 	}
 	return out
 }
-

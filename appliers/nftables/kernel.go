@@ -237,15 +237,15 @@ func (k *Kernel) Observe(context.Context) (*render.Table, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list chains: %w", err)
 	}
+	udata, err := k.dumpRuleUserData()
+	if err != nil {
+		return nil, fmt.Errorf("list rules: %w", err)
+	}
 	for _, ch := range chains {
 		if ch.Table.Name != render.TableName {
 			continue
 		}
-		rules, err := k.conn.GetRules(k.table, ch)
-		if err != nil {
-			return nil, fmt.Errorf("list rules of %s: %w", ch.Name, err)
-		}
-		out.Chains = append(out.Chains, observeChain(ch, rules))
+		out.Chains = append(out.Chains, observeChain(ch, udata[ch.Name]))
 	}
 	out.Sort()
 	return &out, nil
@@ -402,7 +402,61 @@ var hookNames = map[gnft.ChainHook]string{
 	*gnft.ChainHookOutput: "output", *gnft.ChainHookPostrouting: "postrouting",
 }
 
-func observeChain(ch *gnft.Chain, rules []*gnft.Rule) render.Chain {
+// dumpRuleUserData lists the userdata of every rule in the felis table, by chain, in rule
+// order, with one netlink dump. go-nftables lists rules one chain at a time, and the kernel
+// walks the whole table for each such request: quadratic in the table's size.
+func (k *Kernel) dumpRuleUserData() (map[string][][]byte, error) {
+	cfg := &netlink.Config{}
+	if k.opts.netnsFd >= 0 {
+		cfg.NetNS = k.opts.netnsFd
+	}
+	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.NFTA_RULE_TABLE, Data: []byte(render.TableName + "\x00")}})
+	if err != nil {
+		return nil, err
+	}
+	msgs, err := conn.Execute(netlink.Message{
+		Header: netlink.Header{
+			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETRULE),
+			Flags: netlink.Request | netlink.Dump,
+		},
+		Data: append([]byte{unix.NFPROTO_INET, unix.NFNETLINK_V0, 0, 0}, attrs...),
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][][]byte{}
+	for _, m := range msgs {
+		if len(m.Data) < 4 {
+			continue
+		}
+		ad, err := netlink.NewAttributeDecoder(m.Data[4:])
+		if err != nil {
+			return nil, err
+		}
+		var chain string
+		var ud []byte
+		for ad.Next() {
+			switch ad.Type() {
+			case unix.NFTA_RULE_CHAIN:
+				chain = ad.String()
+			case unix.NFTA_RULE_USERDATA:
+				ud = ad.Bytes()
+			}
+		}
+		if err := ad.Err(); err != nil {
+			return nil, err
+		}
+		out[chain] = append(out[chain], ud)
+	}
+	return out, nil
+}
+
+func observeChain(ch *gnft.Chain, rules [][]byte) render.Chain {
 	out := render.Chain{Name: ch.Name, Level: levelFromName(ch.Name)}
 	if ch.Hooknum != nil {
 		b := &render.BaseChain{Type: string(ch.Type), Hook: hookNames[*ch.Hooknum]}
@@ -419,7 +473,7 @@ func observeChain(ch *gnft.Chain, rules []*gnft.Rule) render.Chain {
 	}
 	hash, level, ok := "", 0, len(rules) > 0
 	for i, r := range rules {
-		c, found := userdata.GetString(r.UserData, userdata.TypeComment)
+		c, found := userdata.GetString(r, userdata.TypeComment)
 		f := strings.Fields(c)
 		if !found || len(f) != 4 || f[0] != "felis" || f[3] != fmt.Sprintf("%d/%d", i, len(rules)) {
 			ok = false

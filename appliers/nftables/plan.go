@@ -8,41 +8,100 @@ import (
 	"github.com/felis-dev/felis/diff"
 )
 
-// object is one diffable object of the table: exactly one field is set.
-type object struct {
-	set   *render.Set
-	m     *render.Map
-	chain *render.Chain
+// Plan returns the ops that turn observed (nil: no felis table) into desired, in an order the
+// kernel accepts within one batch: sets, then chains by level, then maps and base chains are
+// created or rewritten; deletions follow in reverse. Sets and maps change element by element;
+// a chain is rewritten whole, and only when its content hash changed. Both tables are expected
+// sorted, as Render and Observe return them (an unsorted one is sorted on a copy). Plan is pure.
+func Plan(desired render.Table, observed *render.Table) []Op {
+	desired = sorted(desired)
+	var obs render.Table
+	var ops []Op
+	if observed == nil {
+		ops = append(ops, Op{Verb: AddTable})
+	} else {
+		obs = sorted(*observed)
+	}
+	type step struct {
+		rank int
+		del  bool
+		ops  []Op
+	}
+	var steps []step
+	for _, d := range diff.PlanSorted(ptrs(desired.Sets), ptrs(obs.Sets), func(s *render.Set) string { return s.Name }, equalSet,
+		func(string, *render.Set) int { return render.LevelSet }) {
+		steps = append(steps, step{d.Rank, d.Kind == diff.Delete, setOps(d)})
+	}
+	for _, d := range diff.PlanSorted(ptrs(desired.Maps), ptrs(obs.Maps), func(m *render.Map) string { return m.Name }, equalMap,
+		func(string, *render.Map) int { return render.LevelMap }) {
+		steps = append(steps, step{d.Rank, d.Kind == diff.Delete, mapOps(d)})
+	}
+	for _, d := range diff.PlanSorted(ptrs(desired.Chains), ptrs(obs.Chains), func(c *render.Chain) string { return c.Name }, equalChain, chainRank) {
+		steps = append(steps, step{d.Rank, d.Kind == diff.Delete, chainOps(d)})
+	}
+	// Each kind's steps are already in order; merge them: creates and rewrites by ascending
+	// level, then deletes by descending level.
+	slices.SortStableFunc(steps, func(a, b step) int {
+		if a.del != b.del {
+			if a.del {
+				return 1
+			}
+			return -1
+		}
+		if a.del {
+			return cmp.Compare(b.rank, a.rank)
+		}
+		return cmp.Compare(a.rank, b.rank)
+	})
+	for _, s := range steps {
+		ops = append(ops, s.ops...)
+	}
+	return ops
 }
 
-func objects(t *render.Table) map[string]object {
-	out := map[string]object{}
-	if t == nil {
-		return out
-	}
-	for i := range t.Sets {
-		out["set:"+t.Sets[i].Name] = object{set: &t.Sets[i]}
-	}
-	for i := range t.Maps {
-		out["map:"+t.Maps[i].Name] = object{m: &t.Maps[i]}
-	}
-	for i := range t.Chains {
-		out["chain:"+t.Chains[i].Name] = object{chain: &t.Chains[i]}
+func ptrs[T any](s []T) []*T {
+	out := make([]*T, len(s))
+	for i := range s {
+		out[i] = &s[i]
 	}
 	return out
 }
 
-func rank(_ string, o object) int {
-	switch {
-	case o.set != nil:
-		return render.LevelSet
-	case o.m != nil:
-		return render.LevelMap
+// sorted returns t with every list in canonical order, copying only what is out of order.
+func sorted(t render.Table) render.Table {
+	byName := func(name func(int) string, n int) bool {
+		for i := 1; i < n; i++ {
+			if name(i-1) >= name(i) {
+				return false
+			}
+		}
+		return true
 	}
-	if o.chain.Base != nil {
+	ok := byName(func(i int) string { return t.Sets[i].Name }, len(t.Sets)) &&
+		byName(func(i int) string { return t.Maps[i].Name }, len(t.Maps)) &&
+		byName(func(i int) string { return t.Chains[i].Name }, len(t.Chains))
+	for _, s := range t.Sets {
+		ok = ok && slices.IsSortedFunc(s.Elements, render.Element.Compare)
+	}
+	if ok {
+		return t
+	}
+	c := render.Table{Sets: slices.Clone(t.Sets), Maps: slices.Clone(t.Maps), Chains: slices.Clone(t.Chains)}
+	for i := range c.Sets {
+		c.Sets[i].Elements = slices.Clone(c.Sets[i].Elements)
+	}
+	for i := range c.Maps {
+		c.Maps[i].Elements = slices.Clone(c.Maps[i].Elements)
+	}
+	c.Sort()
+	return c
+}
+
+func chainRank(_ string, c *render.Chain) int {
+	if c.Base != nil {
 		return render.LevelBase
 	}
-	return o.chain.Level
+	return c.Level
 }
 
 func sameBase(a, b *render.BaseChain) bool {
@@ -52,54 +111,29 @@ func sameBase(a, b *render.BaseChain) bool {
 	return *a == *b
 }
 
-func equal(d, o object) bool {
-	switch {
-	case d.set != nil:
-		return o.set != nil && !o.set.Drift && d.set.Definition() == o.set.Definition() &&
-			slices.EqualFunc(d.set.Elements, o.set.Elements, func(a, b render.Element) bool { return a.Compare(b) == 0 })
-	case d.m != nil:
-		return o.m != nil && slices.Equal(d.m.Elements, o.m.Elements)
-	}
-	return o.chain != nil && d.chain.Hash == o.chain.Hash && sameBase(d.chain.Base, o.chain.Base)
+func equalSet(d, o *render.Set) bool {
+	return !o.Drift && d.Family == o.Family && d.Concat == o.Concat && slices.Equal(d.Elements, o.Elements)
 }
 
-// Plan returns the ops that turn observed (nil: no felis table) into desired, in an order the
-// kernel accepts within one batch: sets, then chains by level, then maps and base chains are
-// created or rewritten; deletions follow in reverse. Sets and maps change element by element;
-// a chain is rewritten whole, and only when its content hash changed. Plan is pure.
-func Plan(desired render.Table, observed *render.Table) []Op {
-	var ops []Op
-	if observed == nil {
-		ops = append(ops, Op{Verb: AddTable})
-	}
-	for _, d := range diff.Plan(objects(&desired), objects(observed), equal, rank) {
-		switch {
-		case d.New.set != nil || d.Old.set != nil:
-			ops = append(ops, setOps(d)...)
-		case d.New.m != nil || d.Old.m != nil:
-			ops = append(ops, mapOps(d)...)
-		default:
-			ops = append(ops, chainOps(d)...)
-		}
-	}
-	return ops
-}
+func equalMap(d, o *render.Map) bool { return slices.Equal(d.Elements, o.Elements) }
 
-func setOps(d diff.Op[string, object]) []Op {
+func equalChain(d, o *render.Chain) bool { return d.Hash == o.Hash && sameBase(d.Base, o.Base) }
+
+func setOps(d diff.Op[string, *render.Set]) []Op {
 	switch d.Kind {
 	case diff.Add:
-		return []Op{{Verb: AddSet, Name: d.New.set.Name, Set: d.New.set}}
+		return []Op{{Verb: AddSet, Name: d.New.Name, Set: d.New}}
 	case diff.Delete:
-		return []Op{{Verb: DeleteSet, Name: d.Old.set.Name}}
+		return []Op{{Verb: DeleteSet, Name: d.Old.Name}}
 	}
-	want, have := d.New.set, d.Old.set
+	want, have := d.New, d.Old
 	if want.Definition() != have.Definition() {
 		// The kernel cannot change a set's type in place; set names encode their family and
 		// kind, so this only happens to a set someone else altered.
 		return []Op{{Verb: DeleteSet, Name: have.Name}, {Verb: AddSet, Name: want.Name, Set: want}}
 	}
 	if have.Drift {
-		ops := []Op{{Verb: FlushSet, Name: want.Name}}
+		ops := []Op{{Verb: FlushSet, Name: want.Name, Set: want}}
 		if len(want.Elements) > 0 {
 			ops = append(ops, Op{Verb: AddSetElements, Name: want.Name, Set: want, Elements: want.Elements})
 		}
@@ -121,36 +155,36 @@ func compareMapElement(a, b render.MapElement) int {
 	return cmp.Or(cmp.Compare(a.Interface, b.Interface), cmp.Compare(a.Chain, b.Chain))
 }
 
-func mapOps(d diff.Op[string, object]) []Op {
+func mapOps(d diff.Op[string, *render.Map]) []Op {
 	switch d.Kind {
 	case diff.Add:
-		return []Op{{Verb: AddMap, Name: d.New.m.Name, Map: d.New.m}}
+		return []Op{{Verb: AddMap, Name: d.New.Name, Map: d.New}}
 	case diff.Delete:
-		return []Op{{Verb: DeleteMap, Name: d.Old.m.Name}}
+		return []Op{{Verb: DeleteMap, Name: d.Old.Name}}
 	}
-	adds, dels := diff.Members(d.New.m.Elements, d.Old.m.Elements, compareMapElement)
+	adds, dels := diff.Members(d.New.Elements, d.Old.Elements, compareMapElement)
 	var ops []Op
 	// Deletes first: an interface whose target chain changed is deleted and re-added.
 	if len(dels) > 0 {
-		ops = append(ops, Op{Verb: DeleteMapElements, Name: d.New.m.Name, MapElements: dels})
+		ops = append(ops, Op{Verb: DeleteMapElements, Name: d.New.Name, MapElements: dels})
 	}
 	if len(adds) > 0 {
-		ops = append(ops, Op{Verb: AddMapElements, Name: d.New.m.Name, MapElements: adds})
+		ops = append(ops, Op{Verb: AddMapElements, Name: d.New.Name, MapElements: adds})
 	}
 	return ops
 }
 
-func chainOps(d diff.Op[string, object]) []Op {
+func chainOps(d diff.Op[string, *render.Chain]) []Op {
 	switch d.Kind {
 	case diff.Add:
-		return []Op{{Verb: AddChain, Name: d.New.chain.Name, Chain: d.New.chain}}
+		return []Op{{Verb: AddChain, Name: d.New.Name, Chain: d.New}}
 	case diff.Delete:
-		return []Op{{Verb: DeleteChain, Name: d.Old.chain.Name}}
+		return []Op{{Verb: DeleteChain, Name: d.Old.Name}}
 	}
-	if !sameBase(d.New.chain.Base, d.Old.chain.Base) {
+	if !sameBase(d.New.Base, d.Old.Base) {
 		// A hook cannot be changed in place; only base chains have one and nothing
 		// references a base chain, so delete and re-add it.
-		return []Op{{Verb: DeleteChain, Name: d.Old.chain.Name}, {Verb: AddChain, Name: d.New.chain.Name, Chain: d.New.chain}}
+		return []Op{{Verb: DeleteChain, Name: d.Old.Name}, {Verb: AddChain, Name: d.New.Name, Chain: d.New}}
 	}
-	return []Op{{Verb: ReplaceChain, Name: d.New.chain.Name, Chain: d.New.chain}}
+	return []Op{{Verb: ReplaceChain, Name: d.New.Name, Chain: d.New}}
 }

@@ -1,0 +1,302 @@
+package nftables
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"runtime"
+	"testing"
+
+	"github.com/felis-dev/felis/appliers/nftables/internal/fixture"
+	"github.com/felis-dev/felis/appliers/nftables/render"
+	"github.com/felis-dev/felis/snapshot"
+	"github.com/google/go-cmp/cmp"
+	gnft "github.com/google/nftables"
+	"github.com/vishvananda/netns"
+)
+
+// newNetNS creates a throwaway named network namespace, removed when the test ends (even on
+// failure), without moving the test's goroutine into it. Tests skip unless run as root.
+func newNetNS(t testing.TB) netns.NsHandle {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates a network namespace and programs nftables in it (run the tests as root)")
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		t.Fatalf("current netns: %v", err)
+	}
+	defer orig.Close()
+	name := fmt.Sprintf("felis-nft-%d-%x", os.Getpid(), rand.Uint32())
+	ns, err := netns.NewNamed(name)
+	// NewNamed switches this thread into the new namespace; always switch back.
+	if serr := netns.Set(orig); serr != nil {
+		panic(fmt.Sprintf("cannot return to the original netns: %v", serr))
+	}
+	if err != nil {
+		t.Fatalf("create netns %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		ns.Close()
+		if err := netns.DeleteNamed(name); err != nil {
+			t.Errorf("delete netns %s: %v", name, err)
+		}
+	})
+	return ns
+}
+
+func newKernel(t testing.TB) *Kernel {
+	t.Helper()
+	ns := newNetNS(t)
+	k, err := NewKernel(WithNetNSFd(int(ns)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k.Close() })
+	return k
+}
+
+func mustRender(t testing.TB, s snapshot.Snapshot) render.Table {
+	t.Helper()
+	tbl, err := render.Render(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tbl
+}
+
+// withoutRules is what Observe can return for a desired table.
+func withoutRules(t render.Table) string {
+	c := t
+	c.Chains = append([]render.Chain(nil), t.Chains...)
+	for i := range c.Chains {
+		c.Chains[i].Rules = nil
+	}
+	return c.String()
+}
+
+func observeString(t *testing.T, dp Dataplane) string {
+	t.Helper()
+	got, err := dp.Observe(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got == nil {
+		return "<no table>"
+	}
+	return got.String()
+}
+
+// step applies the same ops to the kernel and the fake and checks that both now hold
+// desired, that they read back identically, and that a fresh plan is empty.
+func step(t *testing.T, name string, k *Kernel, f *Fake, desired render.Table, ops []Op) {
+	t.Helper()
+	ctx := context.Background()
+	if err := k.Apply(ctx, ops); err != nil {
+		t.Fatalf("%s: kernel apply: %v\nops:\n%s", name, err, Script(ops))
+	}
+	if err := f.Apply(ctx, ops); err != nil {
+		t.Fatalf("%s: fake apply: %v", name, err)
+	}
+	kernel, fake := observeString(t, k), observeString(t, f)
+	if diff := cmp.Diff(withoutRules(desired), kernel); diff != "" {
+		t.Fatalf("%s: kernel observe != desired (-want +got):\n%s", name, diff)
+	}
+	if diff := cmp.Diff(kernel, fake); diff != "" {
+		t.Fatalf("%s: fake dump differs from the kernel's (-kernel +fake):\n%s", name, diff)
+	}
+	if diff := cmp.Diff(desired.String(), f.Dump()); diff != "" {
+		t.Fatalf("%s: fake full dump != desired (-want +got):\n%s", name, diff)
+	}
+	obs, err := k.Observe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again := Plan(desired, obs); len(again) != 0 {
+		t.Fatalf("%s: plan after apply is not empty:\n%s", name, Script(again))
+	}
+}
+
+func TestKernelRoundTrip(t *testing.T) {
+	k := newKernel(t)
+	f := NewFake()
+	ctx := context.Background()
+
+	snap := fixture.Snapshot()
+	desired := mustRender(t, snap)
+	obs, err := k.Observe(ctx)
+	if err != nil || obs != nil {
+		t.Fatalf("fresh netns: observe = %v, %v; want no table", obs, err)
+	}
+	step(t, "full sync", k, f, desired, Plan(desired, nil))
+
+	// One set member added: exactly one element op.
+	snap.IPSets[2].Members = append(snap.IPSets[2].Members, snapshot.Member{Prefix: netip.MustParsePrefix("10.0.0.3/32")})
+	next := mustRender(t, snap)
+	ops := Plan(next, &desired)
+	want := []string{"add element inet felis s_bbb-4 { 10.0.0.3 }"}
+	if diff := cmp.Diff(want, opStrings(ops)); diff != "" {
+		t.Fatalf("one member added (-want +got):\n%s", diff)
+	}
+	step(t, "set member added", k, f, next, ops)
+	desired = next
+
+	// One member of an interval set removed, one v6 prefix added.
+	snap.IPSets[1].Members = []snapshot.Member{{Prefix: netip.MustParsePrefix("10.0.1.0/24")}, {Prefix: netip.MustParsePrefix("fd00:1::/64")}, {Prefix: netip.MustParsePrefix("fd00:2::/64")}}
+	next = mustRender(t, snap)
+	ops = Plan(next, &desired)
+	want = []string{"delete element inet felis s_aaa-4 { 10.0.2.5 }", "add element inet felis s_aaa-6 { fd00:2::/64 }"}
+	if diff := cmp.Diff(want, opStrings(ops)); diff != "" {
+		t.Fatalf("interval set change (-want +got):\n%s", diff)
+	}
+	step(t, "interval members changed", k, f, next, ops)
+	desired = next
+
+	// One policy rule changed: exactly one chain rewrite.
+	snap.Policies[0].Inbound[0].DstPorts = []snapshot.PortRange{{Min: 8443, Max: 8443}}
+	next = mustRender(t, snap)
+	ops = Plan(next, &desired)
+	if len(ops) != 1 || ops[0].Verb != ReplaceChain || ops[0].Name != "pol-in-default/allow-web" {
+		t.Fatalf("one rule changed: want one replace of pol-in-default/allow-web, got:\n%s", Script(ops))
+	}
+	step(t, "chain rewritten", k, f, next, ops)
+	desired = next
+
+	// An endpoint removed: map elements, its chains, and now-unused profile chains go.
+	snap.Endpoints = snap.Endpoints[:1]
+	snap.Endpoints[0].Ingress.Tiers = snap.Endpoints[0].Ingress.Tiers[1:]
+	next = mustRender(t, snap)
+	ops = Plan(next, &desired)
+	step(t, "endpoint removed", k, f, next, ops)
+	desired = next
+
+	// Everything removed but the base structure, then the full fixture again.
+	empty := mustRender(t, snapshot.Snapshot{})
+	step(t, "emptied", k, f, empty, Plan(empty, &desired))
+	full := mustRender(t, fixture.Snapshot())
+	step(t, "refilled", k, f, full, Plan(full, &empty))
+}
+
+func opStrings(ops []Op) []string {
+	out := make([]string, len(ops))
+	for i, o := range ops {
+		out[i] = o.String()
+	}
+	return out
+}
+
+// TestKernelDriftRepair edits the table behind the applier's back, as an operator with the
+// nft CLI would, and checks that a resync restores exactly what was changed.
+func TestKernelDriftRepair(t *testing.T) {
+	k := newKernel(t)
+	ctx := context.Background()
+	a := NewApplier(k)
+	desired := mustRender(t, fixture.Snapshot())
+	if _, err := a.Sync(ctx, desired); err != nil {
+		t.Fatal(err)
+	}
+
+	// A second client deletes a set element, one rule of a chain, and a map element.
+	conn, err := gnft.New(gnft.WithNetNSFd(k.opts.netnsFd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl := &gnft.Table{Family: gnft.TableFamilyINet, Name: render.TableName}
+	set := &gnft.Set{Table: tbl, Name: "s_bbb-4", Interval: true, KeyType: gnft.TypeIPAddr}
+	if err := conn.SetDeleteElements(set, intervalElements(netip.MustParsePrefix("10.0.0.2/32"))); err != nil {
+		t.Fatal(err)
+	}
+	chain := &gnft.Chain{Table: tbl, Name: "pol-in-hep-web"}
+	rules, err := conn.GetRules(tbl, chain)
+	if err != nil || len(rules) < 2 {
+		t.Fatalf("rules of %s: %v, %v", chain.Name, rules, err)
+	}
+	if err := conn.DelRule(rules[1]); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.SetDeleteElements(nftMap(tbl, render.MapWorkloadIngress), nftMapElements([]render.MapElement{{Interface: "cali2222bbbb", Chain: "wl-in-cali2222bbbb"}})); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Flush(); err != nil {
+		t.Fatalf("drift batch: %v", err)
+	}
+
+	// The hot path does not see it (it trusts what it committed)...
+	if ops, err := a.Plan(desired); err != nil || len(ops) != 0 {
+		t.Fatalf("hot-path plan = %v, %v; want empty", ops, err)
+	}
+	// ...a resync does, and repairs exactly the three edits.
+	if err := a.Resync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ops, err := a.Plan(desired)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"add element inet felis s_bbb-4 { 10.0.0.2 }",
+		fmt.Sprintf("replace chain inet felis pol-in-hep-web # 3 rules, hash %s", chainHash(desired, "pol-in-hep-web")),
+		`add element inet felis wl-in { "cali2222bbbb" : goto wl-in-cali2222bbbb }`,
+	}
+	if diff := cmp.Diff(want, opStrings(ops)); diff != "" {
+		t.Fatalf("repair ops (-want +got):\n%s", diff)
+	}
+	if err := a.Apply(ctx, ops); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(withoutRules(desired), observeString(t, k)); diff != "" {
+		t.Fatalf("after repair (-want +got):\n%s", diff)
+	}
+}
+
+func chainHash(t render.Table, name string) string {
+	for _, c := range t.Chains {
+		if c.Name == name {
+			return c.Hash
+		}
+	}
+	return ""
+}
+
+// TestKernelFailedBatchChangesNothing sends a batch whose last op is invalid (a rule
+// referencing a missing set) and checks the kernel and the fake both keep their state.
+func TestKernelFailedBatchChangesNothing(t *testing.T) {
+	k := newKernel(t)
+	f := NewFake()
+	ctx := context.Background()
+	desired := mustRender(t, fixture.Snapshot())
+	step(t, "full sync", k, f, desired, Plan(desired, nil))
+	before := observeString(t, k)
+
+	bad := render.Chain{Name: "bad", Level: render.LevelPolicy, Rules: []render.Rule{{Stmts: []render.Stmt{render.AddrSet{Family: 4, Set: "missing-4"}, render.Accept}}}}
+	bad.Hash = render.ChainHash(bad)
+	ops := []Op{
+		{Verb: AddSetElements, Name: "s_bbb-4", Set: &desired.Sets[8], Elements: []render.Element{{Prefix: netip.MustParsePrefix("10.9.9.9/32")}}},
+		{Verb: AddChain, Name: "bad", Chain: &bad},
+	}
+	if desired.Sets[8].Name != "s_bbb-4" {
+		t.Fatalf("fixture changed: set 8 is %s", desired.Sets[8].Name)
+	}
+	if err := k.Apply(ctx, ops); err == nil {
+		t.Fatal("kernel accepted a rule referencing a missing set")
+	}
+	if err := f.Apply(ctx, ops); err == nil {
+		t.Fatal("fake accepted a rule referencing a missing set")
+	}
+	if diff := cmp.Diff(before, observeString(t, k)); diff != "" {
+		t.Fatalf("kernel changed after a failed batch (-before +after):\n%s", diff)
+	}
+	if diff := cmp.Diff(before, observeString(t, f)); diff != "" {
+		t.Fatalf("fake changed after a failed batch (-before +after):\n%s", diff)
+	}
+	// The connection is still usable.
+	next := Plan(desired, nil)[1:] // everything but "add table": already there
+	_ = next
+	if err := k.Apply(ctx, []Op{{Verb: AddSetElements, Name: "s_bbb-4", Set: &desired.Sets[8], Elements: []render.Element{{Prefix: netip.MustParsePrefix("10.9.9.9/32")}}}}); err != nil {
+		t.Fatalf("apply after a failed batch: %v", err)
+	}
+}
