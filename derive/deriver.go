@@ -44,9 +44,11 @@ type Deriver struct {
 
 	endpointSlices map[model.Key]*model.EndpointSlice
 
-	routingValid bool
-	config       snapshot.Config
-	routes       []snapshot.Route
+	routingValid     bool // config, base routes, VTEPs, pools are current
+	localRoutesDirty bool // the overlay of local workload routes must be rebuilt
+	config           snapshot.Config
+	baseRoutes       []snapshot.Route // RemoteRouting's routes
+	routes           []snapshot.Route // baseRoutes with the local workload routes laid over
 	vteps        []snapshot.VTEP
 	pools        []snapshot.Pool
 	affine       map[string][]netip.Prefix // node -> blocks affine to it, for the borrowed-IP test
@@ -59,6 +61,7 @@ type hstate struct {
 	own      map[string]string
 	profList []string
 	node     string // for workload and host endpoints
+	iface    string // for workload endpoints
 }
 
 // pstate is one policy with its memoized IR.
@@ -259,7 +262,7 @@ func (d *Deriver) newHolder(v *store.View, k model.Key) *hstate {
 	h := &hstate{key: k}
 	switch x := o.(type) {
 	case *model.WorkloadEndpoint:
-		h.own, h.profList, h.node = x.Labels, x.Profiles, x.Node
+		h.own, h.profList, h.node, h.iface = x.Labels, x.Profiles, x.Node, x.InterfaceName
 		h.nets, h.ports = x.IPNetworks, x.Ports
 	case *model.HostEndpoint:
 		h.own, h.profList, h.node = x.Labels, x.Profiles, x.Node
@@ -299,8 +302,13 @@ func (d *Deriver) refreshHolder(v *store.View, k model.Key) {
 			s.add(contribution(s.def, &h.holder), +1)
 		}
 	}
-	if k.Kind == model.KindWorkloadEndpoint && (d.isRoutingRelevant(old) || d.isRoutingRelevant(h)) {
-		d.routingValid = false
+	if k.Kind == model.KindWorkloadEndpoint && routingFieldsDiffer(old, h) {
+		if old != nil && old.node == d.node || h != nil && h.node == d.node {
+			d.localRoutesDirty = true
+		}
+		if d.isBorrowed(old) || d.isBorrowed(h) {
+			d.routingValid = false
+		}
 	}
 	wasLocal := old != nil && old.node == d.node && (k.Kind == model.KindWorkloadEndpoint || k.Kind == model.KindHostEndpoint)
 	isLocal := h != nil && h.node == d.node && (k.Kind == model.KindWorkloadEndpoint || k.Kind == model.KindHostEndpoint)
@@ -333,13 +341,23 @@ func (d *Deriver) refreshHolder(v *store.View, k model.Key) {
 	}
 }
 
-// isRoutingRelevant reports whether a workload endpoint affects routes: it is local, or one
-// of its addresses lies outside the blocks affine to its node (a borrowed IP).
-func (d *Deriver) isRoutingRelevant(h *hstate) bool {
-	if h == nil || !d.routingValid {
-		return h != nil
+// routingFieldsDiffer reports whether a workload endpoint's change can move a route: it
+// appeared, went, moved node, or changed addresses or interface (labels never matter).
+func routingFieldsDiffer(old, h *hstate) bool {
+	if old == nil || h == nil {
+		return old != h
 	}
-	if h.node == d.node {
+	return old.node != h.node || old.iface != h.iface || !slices.Equal(old.nets, h.nets)
+}
+
+// isBorrowed reports whether a workload endpoint on another node has an address outside the
+// blocks affine to its node, so that RemoteRouting gives it a route of its own. Before the
+// first routing computation every endpoint counts (the routing is rebuilt anyway).
+func (d *Deriver) isBorrowed(h *hstate) bool {
+	if h == nil || h.node == d.node || h.node == "" {
+		return false
+	}
+	if !d.routingValid {
 		return true
 	}
 	for _, n := range h.nets {
@@ -675,10 +693,10 @@ func (d *Deriver) assemble(v *store.View) (*snapshot.Snapshot, error) {
 	}
 	if !d.routingValid {
 		d.config = EffectiveConfig(v, d.node)
-		routes, vteps, pools := Routing(v, d.node, d.config)
-		tmp := snapshot.Snapshot{Routes: routes, VTEPs: vteps, Pools: pools}
+		base, vteps, pools := RemoteRouting(v, d.node, d.config)
+		tmp := snapshot.Snapshot{Routes: base, VTEPs: vteps, Pools: pools}
 		tmp.Finalize()
-		d.routes, d.vteps, d.pools = tmp.Routes, tmp.VTEPs, tmp.Pools
+		d.baseRoutes, d.vteps, d.pools = tmp.Routes, tmp.VTEPs, tmp.Pools
 		d.affine = map[string][]netip.Prefix{}
 		for b := range store.List[*model.IPAMBlock](v, model.KindIPAMBlock) {
 			if b.AffinityNode != "" {
@@ -689,6 +707,21 @@ func (d *Deriver) assemble(v *store.View) (*snapshot.Snapshot, error) {
 			d.affine[b.Node] = append(d.affine[b.Node], b.CIDR)
 		}
 		d.routingValid = true
+		d.localRoutesDirty = true
+	}
+	if d.localRoutesDirty {
+		var weps []*model.WorkloadEndpoint
+		for _, l := range d.locals {
+			if l.wep != nil {
+				weps = append(weps, l.wep)
+			}
+		}
+		// The same order Routing reads them in: by ID.
+		slices.SortFunc(weps, func(a, b *model.WorkloadEndpoint) int { return strings.Compare(a.Key.ID(), b.Key.ID()) })
+		tmp := snapshot.Snapshot{Routes: OverlayRoutes(d.baseRoutes, LocalWorkloadRoutes(weps))}
+		tmp.Finalize()
+		d.routes = tmp.Routes
+		d.localRoutesDirty = false
 	}
 	s.Config, s.Routes, s.VTEPs, s.Pools = d.config, d.routes, d.vteps, d.pools
 	return s, nil

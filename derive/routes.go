@@ -40,16 +40,71 @@ const (
 // When a local workload, a borrowed workload, a tunnel address and a ipamBlock share a
 // destination, the first of those wins, as the routeResolver's longest-match walk decides.
 func Routing(v *store.View, node string, cfg snapshot.Config) (routes []snapshot.Route, vteps []snapshot.VTEP, pools []snapshot.Pool) {
-	r := newRouteResolver(v, node, cfg)
-
+	base, vteps, pools := RemoteRouting(v, node, cfg)
+	var local []*model.WorkloadEndpoint
 	for w := range store.ListOnNode[*model.WorkloadEndpoint](v, model.KindWorkloadEndpoint, node) {
+		local = append(local, w)
+	}
+	return OverlayRoutes(base, LocalWorkloadRoutes(local)), vteps, pools
+}
+
+// LocalWorkloadRoutes are the routes to this node's workloads: each address via its
+// host-side interface. weps must be in ID order: when two endpoints claim one address, the
+// first wins, as in Routing. The result is sorted by destination.
+func LocalWorkloadRoutes(weps []*model.WorkloadEndpoint) []snapshot.Route {
+	seen := map[netip.Prefix]bool{}
+	var out []snapshot.Route
+	for _, w := range weps {
 		if w.InterfaceName == "" {
 			continue
 		}
 		for _, p := range w.IPNetworks {
-			r.add(p.Masked(), routeTarget{kind: targetLocalWorkload, iface: w.InterfaceName})
+			p = p.Masked()
+			if !seen[p] {
+				seen[p] = true
+				out = append(out, snapshot.Route{Dst: p, Type: snapshot.RouteWorkload, Interface: w.InterfaceName})
+			}
 		}
 	}
+	slices.SortFunc(out, func(a, b snapshot.Route) int { return cmpPrefix(a.Dst, b.Dst) })
+	return out
+}
+
+// OverlayRoutes merges two lists sorted by destination into a new one; a local route
+// replaces a base route to the same destination (a local workload wins every other target).
+func OverlayRoutes(base, local []snapshot.Route) []snapshot.Route {
+	out := make([]snapshot.Route, 0, len(base)+len(local))
+	i, j := 0, 0
+	for i < len(base) || j < len(local) {
+		switch {
+		case j == len(local):
+			out = append(out, base[i])
+			i++
+		case i == len(base):
+			out = append(out, local[j])
+			j++
+		default:
+			switch c := cmpPrefix(base[i].Dst, local[j].Dst); {
+			case c < 0:
+				out = append(out, base[i])
+				i++
+			case c > 0:
+				out = append(out, local[j])
+				j++
+			default:
+				out = append(out, local[j])
+				i, j = i+1, j+1
+			}
+		}
+	}
+	return out
+}
+
+// RemoteRouting is Routing without the routes to this node's own workloads: what depends on
+// nodes, pools, blocks, configuration and the workloads of other nodes. Routes are sorted by
+// destination.
+func RemoteRouting(v *store.View, node string, cfg snapshot.Config) (routes []snapshot.Route, vteps []snapshot.VTEP, pools []snapshot.Pool) {
+	r := newRouteResolver(v, node, cfg)
 	for w := range store.List[*model.WorkloadEndpoint](v, model.KindWorkloadEndpoint) {
 		if w.Node == node || w.Node == "" {
 			continue
