@@ -391,3 +391,54 @@ func TestIndexedMembersEqualScan(t *testing.T) {
 		}
 	}
 }
+
+// TestAllPoliciesActiveOnlyAddsPolicies: the option activates more policies (and their IP
+// sets) but never changes an endpoint's programs, which depend on selectors alone.
+func TestAllPoliciesActiveOnlyAddsPolicies(t *testing.T) {
+	keys := propUniverse()
+	for version := range 4 {
+		state := map[propKey]int{}
+		for _, k := range keys {
+			state[k] = version
+		}
+		v := freshStore(t, state, keys).View()
+		for _, n := range propNodes {
+			some, err := Derive(v, n, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			all, err := Derive(v, n, Options{AllPoliciesActive: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(some.Endpoints, all.Endpoints, cmpOpts); diff != "" {
+				t.Errorf("v%d %s: AllPoliciesActive changed endpoint programs (-default +all):\n%s", version, n, diff)
+			}
+			if diff := cmp.Diff(some.HostEndpoints, all.HostEndpoints, cmpOpts); diff != "" {
+				t.Errorf("v%d %s: AllPoliciesActive changed host endpoint programs (-default +all):\n%s", version, n, diff)
+			}
+			for _, p := range some.Policies {
+				q, ok := all.Policy(p.ID)
+				if !ok {
+					t.Errorf("v%d %s: policy %s active by default but not with AllPoliciesActive", version, n, p.ID)
+				} else if diff := cmp.Diff(p, q, cmpOpts); diff != "" {
+					t.Errorf("v%d %s: policy %s differs (-default +all):\n%s", version, n, p.ID, diff)
+				}
+			}
+			if got, want := len(all.Policies), len(propUniverseKinds(keys)); got != want {
+				t.Errorf("v%d %s: AllPoliciesActive gave %d policies, want every one of %d", version, n, got, want)
+			}
+		}
+	}
+}
+
+// propUniverseKinds keeps the policy keys.
+func propUniverseKinds(keys []propKey) []propKey {
+	var out []propKey
+	for _, k := range keys {
+		if k.Kind == model.KindGlobalNetworkPolicy || k.Kind == model.KindNetworkPolicy {
+			out = append(out, k)
+		}
+	}
+	return out
+}
