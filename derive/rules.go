@@ -116,15 +116,13 @@ func (c ruleContext) where(field string) string {
 }
 
 // convertRule turns one rule into the IR plus the IP sets it references. keep is false when
-// the rule can match no packet of either IP family (Felix renders nothing for it). Pure.
+// the rule can match no packet of either IP family (Felix renders nothing for it, but still
+// programs its IP sets). Pure.
 func convertRule(r *model.Rule, c ruleContext) (ir snapshot.Rule, keep bool, sets []ipSetDef, err error) {
 	// Felix renders a rule per IP family and skips it for a family when its ipVersion is the
 	// other one, when a nets/notNets list has entries but none of that family, or when a
 	// notNets list holds that family's catch-all. The IR records the families that remain.
 	v4, v6 := familyApplies(r, 4), familyApplies(r, 6)
-	if !v4 && !v6 {
-		return snapshot.Rule{}, false, nil, nil
-	}
 	ir = snapshot.Rule{
 		Action:      snapshot.Action(r.Action),
 		IPVersion:   r.IPVersion,
@@ -217,6 +215,11 @@ func convertRule(r *model.Rule, c ruleContext) (ir snapshot.Rule, keep bool, set
 	ir.DstNamedPortIPSets, ir.NotDstNamedPortIPSets = ids(dstNamed), ids(notDstNamed)
 	for _, l := range [][]ipSetDef{srcPos, srcNeg, dstPos, dstNeg, srcNamed, notSrcNamed, dstNamed, notDstNamed} {
 		sets = append(sets, l...)
+	}
+	// A rule no family renders still has its IP sets: Felix's rule scanner activates them
+	// before the renderer drops the rule.
+	if !v4 && !v6 {
+		return snapshot.Rule{}, false, sets, nil
 	}
 	return ir, true, sets, nil
 }
@@ -313,8 +316,8 @@ func convertRules(rules []model.Rule, c ruleContext) ([]snapshot.Rule, []ipSetDe
 		}
 		if keep {
 			out = append(out, ir)
-			sets = append(sets, s...)
 		}
+		sets = append(sets, s...)
 	}
 	return out, sets, nil
 }

@@ -128,6 +128,13 @@ func TestConvertRule(t *testing.T) {
 			dropped: true,
 		},
 		{
+			name: "a dropped rule still activates its IP sets",
+			rule: model.Rule{Action: model.ActionAllow, IPVersion: 6, Source: model.EntityRule{Selector: web},
+				Destination: model.EntityRule{Nets: prefixes("10.0.0.0/8")}},
+			dropped:  true,
+			wantSets: []string{web.UniqueID()},
+		},
+		{
 			name: "services: destination with ports, source without",
 			rule: model.Rule{Action: model.ActionAllow,
 				Source:      model.EntityRule{Services: &model.ServiceMatch{Namespace: "a", Name: "client"}},
@@ -147,11 +154,10 @@ func TestConvertRule(t *testing.T) {
 			if keep == tt.dropped {
 				t.Fatalf("keep = %v, want %v", keep, !tt.dropped)
 			}
-			if !keep {
-				return
-			}
-			if diff := cmp.Diff(tt.want, got, cmpOpts); diff != "" {
-				t.Errorf("rule IR (-want +got):\n%s", diff)
+			if keep {
+				if diff := cmp.Diff(tt.want, got, cmpOpts); diff != "" {
+					t.Errorf("rule IR (-want +got):\n%s", diff)
+				}
 			}
 			var gotSets []string
 			for _, s := range sets {
