@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 
 	apiv3 "github.com/projectcalico/api/pkg/apis/projectcalico/v3"
@@ -136,6 +137,10 @@ func CalicoWorkloadEndpoint(w *WorkloadEndpointV3) Result {
 			e.add(idx("spec.ipNetworks", i), "invalid CIDR %q", n)
 			continue
 		}
+		if !p.IsSingleIP() {
+			e.add(idx("spec.ipNetworks", i), "IP network %s contains multiple addresses; expected a /32 or /128", n)
+			continue
+		}
 		out.IPNetworks = append(out.IPNetworks, p)
 	}
 	for i, n := range s.IPNATs {
@@ -146,6 +151,10 @@ func CalicoWorkloadEndpoint(w *WorkloadEndpointV3) Result {
 		}
 		if err2 != nil {
 			e.add(idx("spec.ipNATs", i)+".externalIP", "invalid IP %q", n.ExternalIP)
+		}
+		if err1 == nil && !slices.ContainsFunc(out.IPNetworks, func(p netip.Prefix) bool { return p.Contains(in) }) {
+			e.add(idx("spec.ipNATs", i)+".internalIP", "internal IP %s is not one of the endpoint's ipNetworks", in)
+			continue
 		}
 		if err1 == nil && err2 == nil {
 			out.IPNATs = append(out.IPNATs, model.IPNAT{InternalIP: in, ExternalIP: ex})
@@ -207,10 +216,11 @@ func endpointPort(field, name string, proto numorstring.Protocol, port uint16, e
 // decodeHostEndpoint decodes a projectcalico.org/v3 HostEndpoint.
 func decodeHostEndpoint(data []byte) Result {
 	var h apiv3.HostEndpoint
-	if fe := decodeJSON(data, &h, true); fe != nil {
-		return Result{Resource: resourceName("HostEndpoint", data), Errors: fe}
+	unknown, fatal := decodeCalico(data, &h)
+	if fatal != nil {
+		return Result{Resource: resourceName("HostEndpoint", data), Errors: fatal}
 	}
-	return HostEndpoint(&h)
+	return withErrors(HostEndpoint(&h), unknown)
 }
 
 // HostEndpoint converts a Calico HostEndpoint (Calico's validator: a node, and an interface
@@ -257,10 +267,11 @@ func HostEndpoint(h *apiv3.HostEndpoint) Result {
 // decodeNetworkSet decodes a projectcalico.org/v3 NetworkSet.
 func decodeNetworkSet(data []byte) Result {
 	var n apiv3.NetworkSet
-	if fe := decodeJSON(data, &n, true); fe != nil {
-		return Result{Resource: resourceName("NetworkSet", data), Errors: fe}
+	unknown, fatal := decodeCalico(data, &n)
+	if fatal != nil {
+		return Result{Resource: resourceName("NetworkSet", data), Errors: fatal}
 	}
-	return NetworkSet(&n)
+	return withErrors(NetworkSet(&n), unknown)
 }
 
 // NetworkSet converts a namespaced NetworkSet; Calico's processor adds the
@@ -288,10 +299,11 @@ func NetworkSet(n *apiv3.NetworkSet) Result {
 // decodeGlobalNetworkSet decodes a projectcalico.org/v3 GlobalNetworkSet.
 func decodeGlobalNetworkSet(data []byte) Result {
 	var n apiv3.GlobalNetworkSet
-	if fe := decodeJSON(data, &n, true); fe != nil {
-		return Result{Resource: resourceName("GlobalNetworkSet", data), Errors: fe}
+	unknown, fatal := decodeCalico(data, &n)
+	if fatal != nil {
+		return Result{Resource: resourceName("GlobalNetworkSet", data), Errors: fatal}
 	}
-	return GlobalNetworkSet(&n)
+	return withErrors(GlobalNetworkSet(&n), unknown)
 }
 
 // GlobalNetworkSet converts a GlobalNetworkSet (labels as given).
@@ -327,10 +339,11 @@ func cidrList(field string, in []string, e *errs) []netip.Prefix {
 // decodeIPPool decodes a projectcalico.org/v3 IPPool.
 func decodeIPPool(data []byte) Result {
 	var p apiv3.IPPool
-	if fe := decodeJSON(data, &p, true); fe != nil {
-		return Result{Resource: resourceName("IPPool", data), Errors: fe}
+	unknown, fatal := decodeCalico(data, &p)
+	if fatal != nil {
+		return Result{Resource: resourceName("IPPool", data), Errors: fatal}
 	}
-	return IPPool(&p)
+	return withErrors(IPPool(&p), unknown)
 }
 
 // IPPool converts an IP pool: block size defaults to 26 (IPv4) or 122 (IPv6) and modes to
@@ -488,14 +501,15 @@ type felixConfigurationDoc struct {
 func decodeFelixConfiguration(data []byte) Result {
 	res := resourceName("FelixConfiguration", data)
 	var typed apiv3.FelixConfiguration
-	if fe := decodeJSON(data, &typed, true); fe != nil {
-		return Result{Resource: res, Errors: fe}
+	unknown, fatal := decodeCalico(data, &typed)
+	if fatal != nil {
+		return Result{Resource: res, Errors: fatal}
 	}
 	var doc felixConfigurationDoc
 	if fe := decodeJSON(data, &doc, false); fe != nil {
 		return Result{Resource: res, Errors: fe}
 	}
-	return felixConfiguration(res, &doc.ObjectMeta, doc.Spec)
+	return withErrors(felixConfiguration(res, &doc.ObjectMeta, doc.Spec), unknown)
 }
 
 // FelixConfiguration converts a typed FelixConfiguration; its spec is re-encoded to a map by
@@ -532,10 +546,11 @@ func felixConfiguration(res string, meta *metav1.ObjectMeta, spec map[string]any
 // decodeBGPConfiguration decodes a projectcalico.org/v3 BGPConfiguration.
 func decodeBGPConfiguration(data []byte) Result {
 	var b apiv3.BGPConfiguration
-	if fe := decodeJSON(data, &b, true); fe != nil {
-		return Result{Resource: resourceName("BGPConfiguration", data), Errors: fe}
+	unknown, fatal := decodeCalico(data, &b)
+	if fatal != nil {
+		return Result{Resource: resourceName("BGPConfiguration", data), Errors: fatal}
 	}
-	return BGPConfiguration(&b)
+	return withErrors(BGPConfiguration(&b), unknown)
 }
 
 // BGPConfiguration converts a BGPConfiguration (felis reads only its service CIDRs).
@@ -575,10 +590,11 @@ func BGPConfiguration(b *apiv3.BGPConfiguration) Result {
 // decodeBlockAffinity decodes a projectcalico.org/v3 BlockAffinity.
 func decodeBlockAffinity(data []byte) Result {
 	var b apiv3.BlockAffinity
-	if fe := decodeJSON(data, &b, true); fe != nil {
-		return Result{Resource: resourceName("BlockAffinity", data), Errors: fe}
+	unknown, fatal := decodeCalico(data, &b)
+	if fatal != nil {
+		return Result{Resource: resourceName("BlockAffinity", data), Errors: fatal}
 	}
-	return BlockAffinity(&b)
+	return withErrors(BlockAffinity(&b), unknown)
 }
 
 // BlockAffinity converts a BlockAffinity (node, CIDR, state).

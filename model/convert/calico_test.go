@@ -120,6 +120,8 @@ func TestCalicoKindValidation(t *testing.T) {
 		{"WorkloadEndpoint", `{"metadata":{"name":"w","namespace":"ns"},"spec":{"ipNetworks":["10.0.0.1"]}}`, "spec.node"},
 		{"WorkloadEndpoint", `{"metadata":{"name":"w","namespace":"ns"},"spec":{"node":"n","ipNetworks":["10.0.0.1/40"]}}`, "spec.ipNetworks[0]"},
 		{"WorkloadEndpoint", `{"metadata":{"name":"w","namespace":"ns"},"spec":{"node":"n","ipNetworks":["10.0.0.1"],"mac":"xx"}}`, "spec.mac"},
+		{"WorkloadEndpoint", `{"metadata":{"name":"w","namespace":"ns"},"spec":{"node":"n","ipNetworks":["10.0.0.0/24"]}}`, "spec.ipNetworks[0]"},
+		{"WorkloadEndpoint", `{"metadata":{"name":"w","namespace":"ns"},"spec":{"node":"n","ipNetworks":["10.0.0.1"],"ipNATs":[{"internalIP":"10.0.0.2","externalIP":"1.1.1.1"}]}}`, "spec.ipNATs[0].internalIP"},
 		{"WorkloadEndpoint", `{"metadata":{"name":"w","namespace":"ns"},"spec":{"node":"n","ipNetworks":["10.0.0.1"],"interfaceName":"much-too-long-interface"}}`, "spec.interfaceName"},
 		{"WorkloadEndpoint", `{"metadata":{"name":"w","namespace":"ns"},"spec":{"node":"n","ipNetworks":["10.0.0.1"],"ports":[{"name":"p","protocol":"ICMP","port":1}]}}`, "spec.ports[0].protocol"},
 		{"WorkloadEndpoint", `{"metadata":{"name":"w"},"spec":{"node":"n","ipNetworks":["10.0.0.1"]}}`, "metadata.namespace"},

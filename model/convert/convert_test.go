@@ -91,6 +91,13 @@ func TestStrictDecodingIgnoresTopLevelStatus(t *testing.T) {
 	}
 }
 
+func TestUnknownFieldDoesNotHideOtherErrors(t *testing.T) {
+	r := Decode("projectcalico.org/v3", "GlobalNetworkPolicy", []byte(`{"metadata":{"name":"p"},"spec":{"selectr":"a == 'b'","ingress":[{"action":"Alow"}]}}`))
+	if want := []string{"spec.selectr", "spec.ingress[0].action"}; !slices.Equal(fieldsOf(r.Errors), want) || len(r.Objects) != 0 {
+		t.Errorf("got %v, want errors at %v and no objects", r.Errors, want)
+	}
+}
+
 func TestResultOfInvalidResourceHasNoObjects(t *testing.T) {
 	r := Decode("projectcalico.org/v3", "GlobalNetworkPolicy", []byte(`{"metadata":{"name":"p"},"spec":{"selector":"a ==","ingress":[{"action":"Allow"}]}}`))
 	if len(r.Errors) == 0 || len(r.Objects) != 0 {

@@ -37,6 +37,33 @@ func decodeJSON(data []byte, v any, strict bool) []FieldError {
 	return found
 }
 
+// decodeCalico decodes a Calico resource strictly. Unknown fields are returned as unknown
+// (the resource is invalid, but v is filled leniently so the rest can still be validated and
+// every problem reported at once); any other decoding failure is fatal.
+func decodeCalico(data []byte, v any) (unknown, fatal []FieldError) {
+	fe := decodeJSON(data, v, true)
+	if fe == nil {
+		return nil, nil
+	}
+	rv := reflect.ValueOf(v).Elem()
+	rv.Set(reflect.Zero(rv.Type()))
+	if decodeJSON(data, v, false) != nil {
+		return nil, fe
+	}
+	return fe, nil
+}
+
+// withErrors puts earlier errors in front of a result's own; any error voids the objects.
+func withErrors(r Result, earlier []FieldError) Result {
+	if len(earlier) == 0 {
+		return r
+	}
+	r.Errors = append(append([]FieldError{}, earlier...), r.Errors...)
+	r.Objects = nil
+	r.Skipped = false
+	return r
+}
+
 var unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
 
 // locate checks the generic JSON value doc against type t and records every mismatch.

@@ -164,10 +164,11 @@ func checkRuleServices(ingress, egress []apiv3.Rule, global bool, e *errs) {
 // decodeGlobalNetworkPolicy decodes a projectcalico.org/v3 GlobalNetworkPolicy.
 func decodeGlobalNetworkPolicy(data []byte) Result {
 	var p apiv3.GlobalNetworkPolicy
-	if fe := decodeJSON(data, &p, true); fe != nil {
-		return Result{Resource: resourceName("GlobalNetworkPolicy", data), Errors: fe}
+	unknown, fatal := decodeCalico(data, &p)
+	if fatal != nil {
+		return Result{Resource: resourceName("GlobalNetworkPolicy", data), Errors: fatal}
 	}
-	return GlobalNetworkPolicy(&p)
+	return withErrors(GlobalNetworkPolicy(&p), unknown)
 }
 
 // GlobalNetworkPolicy converts a Calico GlobalNetworkPolicy.
@@ -241,10 +242,11 @@ func policySelector(expr string, e *errs) *selector.Selector {
 // decodeNetworkPolicy decodes a projectcalico.org/v3 NetworkPolicy.
 func decodeNetworkPolicy(data []byte) Result {
 	var p apiv3.NetworkPolicy
-	if fe := decodeJSON(data, &p, true); fe != nil {
-		return Result{Resource: resourceName("NetworkPolicy", data), Errors: fe}
+	unknown, fatal := decodeCalico(data, &p)
+	if fatal != nil {
+		return Result{Resource: resourceName("NetworkPolicy", data), Errors: fatal}
 	}
-	return NetworkPolicy(&p)
+	return withErrors(NetworkPolicy(&p), unknown)
 }
 
 // NetworkPolicy converts a Calico (namespaced) NetworkPolicy.
@@ -288,10 +290,11 @@ func namespacedPolicySelector(sel, saSel, ns string) string {
 // decodeTier decodes a projectcalico.org/v3 Tier.
 func decodeTier(data []byte) Result {
 	var t apiv3.Tier
-	if fe := decodeJSON(data, &t, true); fe != nil {
-		return Result{Resource: resourceName("Tier", data), Errors: fe}
+	unknown, fatal := decodeCalico(data, &t)
+	if fatal != nil {
+		return Result{Resource: resourceName("Tier", data), Errors: fatal}
 	}
-	return Tier(&t)
+	return withErrors(Tier(&t), unknown)
 }
 
 // Tier converts a Calico Tier. Its default action is Deny unless Pass (Calico's tier
@@ -319,10 +322,11 @@ func Tier(t *apiv3.Tier) Result {
 // decodeProfile decodes a projectcalico.org/v3 Profile.
 func decodeProfile(data []byte) Result {
 	var p apiv3.Profile
-	if fe := decodeJSON(data, &p, true); fe != nil {
-		return Result{Resource: resourceName("Profile", data), Errors: fe}
+	unknown, fatal := decodeCalico(data, &p)
+	if fatal != nil {
+		return Result{Resource: resourceName("Profile", data), Errors: fatal}
 	}
-	return Profile(&p)
+	return withErrors(Profile(&p), unknown)
 }
 
 // Profile converts a Calico Profile (rules converted with no namespace, as Calico's profile
