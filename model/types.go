@@ -296,7 +296,7 @@ type Node struct {
 }
 
 // IPAMBlock is an IPAM block with its affinity (crd.projectcalico.org/v1 IPAMBlock).
-// Key.Name is the block's CIDR with "/" replaced by "-", as Calico names it.
+// Key.Name is Calico's name for the block: its CIDR with dots, colons and "/" as "-" (10-0-0-0-26).
 type IPAMBlock struct {
 	Meta
 	CIDR         netip.Prefix
