@@ -11,6 +11,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // TestPrefix begins the name of every namespace a test harness creates
@@ -57,13 +58,39 @@ type Harness struct {
 var (
 	harnessSeq atomic.Int64
 	sweepOnce  sync.Once
+	runDirOnce sync.Once
+	runDirErr  error
 )
+
+// prepareRunDir makes RunDir a shared mount point of its own, as `ip netns add` does, before any
+// namespace is bind-mounted there. Otherwise a later `ip netns add` (by anyone) bind-mounts
+// RunDir over itself, hiding our mounts beneath: their names could then no longer be removed.
+func prepareRunDir() error {
+	if err := os.MkdirAll(RunDir, 0o755); err != nil {
+		return fmt.Errorf("netns: create %s: %w", RunDir, err)
+	}
+	err := unix.Mount("", RunDir, "none", unix.MS_SHARED|unix.MS_REC, "")
+	if errors.Is(err, unix.EINVAL) { // not a mount point yet
+		if err := unix.Mount(RunDir, RunDir, "none", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("netns: mount --rbind %s %s: %w", RunDir, RunDir, err)
+		}
+		err = unix.Mount("", RunDir, "none", unix.MS_SHARED|unix.MS_REC, "")
+	}
+	if err != nil {
+		return fmt.Errorf("netns: mount --make-rshared %s: %w", RunDir, err)
+	}
+	return nil
+}
 
 // NewHarness returns an empty harness. The first call in a process also sweeps leftovers of
 // crashed earlier runs (see Sweep). It fails with ErrNotRoot when not running as root.
 func NewHarness(opts Options) (*Harness, error) {
 	if os.Geteuid() != 0 {
 		return nil, ErrNotRoot
+	}
+	runDirOnce.Do(func() { runDirErr = prepareRunDir() })
+	if runDirErr != nil {
+		return nil, runDirErr
 	}
 	sweepOnce.Do(func() { _, _ = Sweep() })
 	h := &Harness{
@@ -201,6 +228,11 @@ func (h *Harness) newNamespace(label string) (*Namespace, error) {
 		"net/ipv6/conf/default/disable_ipv6": "0",
 		"net/ipv6/conf/all/accept_dad":       "0",
 		"net/ipv6/conf/default/accept_dad":   "0",
+		// IPv6 starts an interface's addresses (joining their solicited-node groups) after a
+		// random delay of up to router_solicitation_delay once the link comes up: the first neighbour
+		// solicitations of a fresh pod would then be lost for up to a second.
+		"net/ipv6/conf/all/router_solicitation_delay":     "0",
+		"net/ipv6/conf/default/router_solicitation_delay": "0",
 	}); err != nil {
 		return nil, err
 	}

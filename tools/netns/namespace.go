@@ -254,7 +254,9 @@ func removeNamed(name string) error {
 	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 		errs = append(errs, fmt.Errorf("netns: unmount %s: %w", path, err))
 	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := os.Remove(path); errors.Is(err, unix.EBUSY) {
+		errs = append(errs, fmt.Errorf("netns: remove %s: %w (its mount is hidden under a later bind mount of %s, as `ip netns add` makes when %s is not yet a mount point; it stays until reboot)", path, err, RunDir, RunDir))
+	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, fmt.Errorf("netns: remove %s: %w", path, err))
 	}
 	return errors.Join(errs...)
@@ -381,4 +383,56 @@ func processExists(pid int) bool {
 func ipNet(p netip.Prefix) *net.IPNet {
 	a := p.Addr().Unmap()
 	return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(p.Bits(), a.BitLen())}
+}
+
+// waitOperUp polls until the named link reports operational state UP, for at most five seconds:
+// a fresh veth or bridge port drops packets until the kernel's link watcher has marked it up,
+// which can take up to a second.
+func (n *Namespace) waitOperUp(name string) error {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		link, err := n.nl.LinkByName(name)
+		if err != nil {
+			return fmt.Errorf("netns: %s: find %s: %w", n.Name, name, err)
+		}
+		if link.Attrs().OperState == netlink.OperUp {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("netns: %s: %s is still %s after 5s", n.Name, name, link.Attrs().OperState)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// waitIPv6Ready polls until the named link has a link-local IPv6 address and no tentative one,
+// for at most five seconds: until then neighbour discovery on it can lose its first exchange.
+func (n *Namespace) waitIPv6Ready(name string) error {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		link, err := n.nl.LinkByName(name)
+		if err != nil {
+			return fmt.Errorf("netns: %s: find %s: %w", n.Name, name, err)
+		}
+		addrs, err := n.nl.AddrList(link, netlink.FAMILY_V6)
+		if err != nil {
+			return fmt.Errorf("netns: %s: list addresses of %s: %w", n.Name, name, err)
+		}
+		linkLocal, tentative := false, false
+		for _, a := range addrs {
+			if a.IP.IsLinkLocalUnicast() {
+				linkLocal = true
+			}
+			if a.Flags&unix.IFA_F_TENTATIVE != 0 {
+				tentative = true
+			}
+		}
+		if linkLocal && !tentative {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("netns: %s: IPv6 on %s not ready after 5s (addresses %v)", n.Name, name, addrs)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

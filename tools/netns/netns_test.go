@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // hostLinks lists `ip -o link` of the host namespace with counters stripped, sorted.
@@ -138,13 +140,43 @@ func testOneNode(t *testing.T, h *Harness) {
 			}
 		}
 	}
-	// A drop: a route-less destination via the node's uplink stand-in goes nowhere.
-	r := a.Probe(TCP, netip.MustParseAddrPort("192.0.2.10:80"))
-	if r.Outcome != Timeout && r.Outcome != Unreachable {
-		t.Errorf("probe to a black hole: got %s, want Timeout or Unreachable", r)
+	// Rejected and dropped traffic: the node answers ICMP unreachable for one range and
+	// silently blackholes another; the helpers must tell the two apart.
+	for _, r := range []struct {
+		dst  string
+		kind int
+	}{
+		{"192.0.2.0/24", unix.RTN_UNREACHABLE}, {"2001:db8:1::/48", unix.RTN_UNREACHABLE},
+		{"198.51.100.0/24", unix.RTN_BLACKHOLE}, {"2001:db8:2::/48", unix.RTN_BLACKHOLE},
+	} {
+		if err := node.Netlink().RouteAdd(&netlink.Route{Dst: ipNet(netip.MustParsePrefix(r.dst)), Type: r.kind}); err != nil {
+			t.Fatalf("add %s route: %v", r.dst, err)
+		}
 	}
-	if r.Elapsed > 3*time.Second {
-		t.Errorf("probe took %s with a 1s timeout", r.Elapsed)
+	// The kernel rate-limits ICMP errors per destination (about one a second after a small
+	// burst), so only the first probe towards the unreachable range is sure to see the error;
+	// later ones may time out. Both count as denied.
+	for _, dst := range []string{"192.0.2.10", "2001:db8:1::10"} {
+		for i, proto := range []Protocol{ICMP, TCP, UDP} {
+			r := a.Probe(proto, netip.AddrPortFrom(netip.MustParseAddr(dst), 80))
+			if i == 0 && r.Outcome != Unreachable {
+				t.Errorf("got %s, want Unreachable", r)
+			}
+			if err := r.Denied(); err != nil {
+				t.Errorf("Denied(): %v", err)
+			}
+		}
+	}
+	for _, dst := range []string{"198.51.100.10", "2001:db8:2::10"} {
+		for _, proto := range []Protocol{ICMP, TCP, UDP} {
+			r := a.Probe(proto, netip.AddrPortFrom(netip.MustParseAddr(dst), 80))
+			if r.Outcome != Timeout {
+				t.Errorf("got %s, want Timeout", r)
+			}
+			if r.Elapsed > 3*time.Second {
+				t.Errorf("%s took longer than 3s with a 1s timeout", r)
+			}
+		}
 	}
 
 	// Exec and Start run binaries inside the namespace.

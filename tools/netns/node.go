@@ -3,6 +3,7 @@ package netns
 import (
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -83,6 +84,9 @@ func (h *Harness) NewNode(name string) (*Node, error) {
 		return nil, fmt.Errorf("netns: node %s: set %sp up: %w", name, UplinkName, err)
 	}
 	if err := n.configureUplink(true); err != nil {
+		return nil, err
+	}
+	if err := n.waitOperUp(UplinkName); err != nil {
 		return nil, err
 	}
 	return n, nil
@@ -242,5 +246,35 @@ func (u *Underlay) NewNodeOnSubnet(k int, name string) (*Node, error) {
 	if err := n.configureUplink(false); err != nil {
 		return nil, err
 	}
+	if err := u.waitOperUp(port); err != nil {
+		return nil, err
+	}
+	if err := u.waitOperUp(s.bridge); err != nil { // a bridge gets carrier with its first port
+		return nil, err
+	}
+	if err := n.waitOperUp(UplinkName); err != nil {
+		return nil, err
+	}
+	for _, gw := range []netip.Addr{n.Gateway4, n.Gateway6} {
+		if err := n.waitReachable(gw); err != nil {
+			return nil, err
+		}
+	}
 	return n, nil
+}
+
+// waitReachable pings addr until it answers, for at most five seconds. A node joining the
+// underlay sometimes loses its first neighbour solicitations (the kernel retries only after a
+// second), so nodes are handed out only once their router answers, as a booted node's would.
+func (n *Node) waitReachable(addr netip.Addr) error {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r := n.ProbeTimeout(ICMP, netip.AddrPortFrom(addr, 0), 300*time.Millisecond)
+		if r.Outcome == Allowed {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("netns: node %s: underlay router %s unreachable after 5s: %s", n.NodeName, addr, r)
+		}
+	}
 }

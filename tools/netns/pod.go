@@ -165,6 +165,20 @@ func (p *Pod) wire(opts PodOptions) error {
 	if err := node.nl.LinkSetUp(hostLink); err != nil {
 		return fmt.Errorf("set %s up: %w", p.HostInterface, err)
 	}
+	if err := node.waitOperUp(p.HostInterface); err != nil {
+		return err
+	}
+	if err := p.waitOperUp(PodInterfaceName); err != nil {
+		return err
+	}
+	if p.IPv6.IsValid() {
+		if err := node.waitIPv6Ready(p.HostInterface); err != nil {
+			return err
+		}
+		if err := p.waitIPv6Ready(PodInterfaceName); err != nil {
+			return err
+		}
+	}
 	if opts.SkipHostWiring {
 		return nil
 	}

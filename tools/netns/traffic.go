@@ -94,8 +94,10 @@ func (r Result) Allowed() error {
 }
 
 // Denied returns nil if the traffic was dropped (Timeout) or rejected (Unreachable). It fails
-// for Allowed, and for Refused: the packet reached the destination, which only lacked a listener,
-// so policy did not stop it.
+// for Allowed, and for Refused: that is what a destination without a listener answers, so it
+// cannot show that policy stopped the traffic (a policy that rejects with TCP reset or ICMP
+// port-unreachable needs Outcome == Refused checked explicitly). The kernel rate-limits ICMP
+// errors per destination, so a rejected flow probed repeatedly may show as Timeout.
 func (r Result) Denied() error {
 	switch r.Outcome {
 	case Timeout, Unreachable:
