@@ -1,8 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
-	"os"
+	"io"
 
 	"github.com/spf13/cobra"
 
@@ -28,39 +29,8 @@ VTEPs, pools, effective configuration) and prints it in canonical form. Invalid 
 reported on stderr and left out; the snapshot of the rest is still printed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if node == "" {
-				return fmt.Errorf("--node is required")
-			}
-			if output != "yaml" && output != "json" {
-				return fmt.Errorf("-o %q: want yaml or json", output)
-			}
-			src, err := datastore.Open(spec)
-			if err != nil {
-				return err
-			}
-			st := store.New()
-			problems, err := src.Load(cmd.Context(), st)
-			for _, p := range problems {
-				fmt.Fprintln(os.Stderr, p.String())
-			}
-			if err != nil {
-				return fmt.Errorf("load %s: %w", spec, err)
-			}
-			snap, err := derive.Derive(st.View(), node, derive.Options{AllPoliciesActive: allPolicies})
-			if err != nil {
-				return fmt.Errorf("derive node %q: %w", node, err)
-			}
-			var out []byte
-			if output == "json" {
-				out, err = snap.JSON()
-			} else {
-				out, err = snap.YAML()
-			}
-			if err != nil {
-				return err
-			}
-			_, err = cmd.OutOrStdout().Write(out)
-			return err
+			return runSnapshot(cmd.Context(), spec, node, output, derive.Options{AllPoliciesActive: allPolicies},
+				cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	cmd.Flags().StringVar(&spec, "datastore", "file:.", "datastore: file:PATH, kubernetes or etcd:URL")
@@ -68,4 +38,42 @@ reported on stderr and left out; the snapshot of the rest is still printed.`,
 	cmd.Flags().StringVarP(&output, "output", "o", "yaml", "output format: yaml or json")
 	cmd.Flags().BoolVar(&allPolicies, "all-policies", false, "treat every policy as active on this node (Calico's AssumeNeededOnEveryNode for all)")
 	rootCmd.AddCommand(cmd)
+}
+
+// runSnapshot loads spec, derives node and writes the snapshot to out; every invalid
+// resource is reported on errOut and the snapshot of the rest is still written.
+func runSnapshot(ctx context.Context, spec, node, output string, opts derive.Options, out, errOut io.Writer) error {
+	if node == "" {
+		return fmt.Errorf("--node is required")
+	}
+	if output != "yaml" && output != "json" {
+		return fmt.Errorf("-o %q: want yaml or json", output)
+	}
+	src, err := datastore.Open(spec)
+	if err != nil {
+		return err
+	}
+	st := store.New()
+	problems, err := src.Load(ctx, st)
+	for _, p := range problems {
+		fmt.Fprintln(errOut, p.String())
+	}
+	if err != nil {
+		return fmt.Errorf("load %s: %w", spec, err)
+	}
+	snap, err := derive.Derive(st.View(), node, opts)
+	if err != nil {
+		return fmt.Errorf("derive node %q: %w", node, err)
+	}
+	var data []byte
+	if output == "json" {
+		data, err = snap.JSON()
+	} else {
+		data, err = snap.YAML()
+	}
+	if err != nil {
+		return err
+	}
+	_, err = out.Write(data)
+	return err
 }
