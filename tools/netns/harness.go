@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -270,4 +271,34 @@ func createNamed(name string) (vnetns.NsHandle, error) {
 	}()
 	r := <-ch
 	return r.handle, r.err
+}
+
+// Attach opens an existing named namespace (for example one a felis-netns "up" created) so the
+// harness can run code, probes and listeners in it. Close releases it but never deletes it.
+func (h *Harness) Attach(name string) (*Namespace, error) {
+	h.mu.Lock()
+	closed := h.closed
+	h.mu.Unlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	handle, err := vnetns.GetFromPath(filepath.Join(RunDir, name))
+	if err != nil {
+		return nil, fmt.Errorf("netns: open namespace %s: %w", name, err)
+	}
+	nl, err := netlink.NewHandleAt(handle)
+	if err != nil {
+		_ = handle.Close()
+		return nil, fmt.Errorf("netns: netlink handle in %s: %w", name, err)
+	}
+	n := &Namespace{Name: name, h: h, handle: handle, nl: nl}
+	if err := h.addCleanup(func() error {
+		nl.Close()
+		return handle.Close()
+	}); err != nil {
+		nl.Close()
+		_ = handle.Close()
+		return nil, err
+	}
+	return n, nil
 }

@@ -254,12 +254,51 @@ func removeNamed(name string) error {
 	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 		errs = append(errs, fmt.Errorf("netns: unmount %s: %w", path, err))
 	}
-	if err := os.Remove(path); errors.Is(err, unix.EBUSY) {
-		errs = append(errs, fmt.Errorf("netns: remove %s: %w (its mount is hidden under a later bind mount of %s, as `ip netns add` makes when %s is not yet a mount point; it stays until reboot)", path, err, RunDir, RunDir))
-	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+	err := os.Remove(path)
+	if errors.Is(err, unix.EBUSY) {
+		err = removeHidden(path)
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, fmt.Errorf("netns: remove %s: %w", path, err))
 	}
 	return errors.Join(errs...)
+}
+
+// removeHidden removes a name whose bind mount is hidden under a later bind mount of RunDir
+// over itself (what `ip netns add` does when RunDir is not yet a mount point): unlink says
+// EBUSY because the name is still a mount point beneath. On a throwaway thread it enters a
+// private copy of the mount namespace, peels off the copies of both mounts there, and unlinks
+// the name; the kernel then detaches the hidden mount in every namespace (Linux >= 3.18).
+// Nothing else is unmounted outside that private copy.
+func removeHidden(path string) error {
+	ch := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends in its own mount namespace
+		if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+			ch <- fmt.Errorf("netns: remove %s: unshare mount namespace: %w", path, err)
+			return
+		}
+		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+			ch <- fmt.Errorf("netns: remove %s: make private copy: %w", path, err)
+			return
+		}
+		for range 8 { // the overlays of RunDir, then the netns mounts of path, in this copy only
+			if unix.Unmount(RunDir, unix.MNT_DETACH) != nil {
+				break
+			}
+		}
+		for range 8 {
+			if unix.Unmount(path, unix.MNT_DETACH) != nil {
+				break
+			}
+		}
+		if err := os.Remove(path); err != nil {
+			ch <- fmt.Errorf("netns: remove %s (hidden under a bind mount of %s): %w", path, RunDir, err)
+			return
+		}
+		ch <- nil
+	}()
+	return <-ch
 }
 
 // killProcessesIn SIGKILLs every process (other than this one) living in the network namespace

@@ -190,6 +190,9 @@ func (u *Underlay) AddSubnet() (int, error) {
 	return k, nil
 }
 
+// SubnetCount returns how many subnets the underlay has.
+func (u *Underlay) SubnetCount() int { return len(u.subnets) }
+
 // Subnets returns the IPv4 and IPv6 prefixes of subnet k.
 func (u *Underlay) Subnets(k int) (netip.Prefix, netip.Prefix) { return subnetAddrs(k) }
 
