@@ -70,7 +70,8 @@ type holderSet struct {
 // holders lists every workload endpoint, host endpoint and network set in the cluster with
 // its effective labels. Order follows the store (kind, then ID), so results are deterministic.
 func holders(v *store.View, byProfile map[string]map[string]string) *holderSet {
-	var out []holder
+	n := v.Count(model.KindWorkloadEndpoint) + v.Count(model.KindHostEndpoint) + v.Count(model.KindNetworkSet) + v.Count(model.KindGlobalNetworkSet)
+	out := make([]holder, 0, n)
 	for w := range store.List[*model.WorkloadEndpoint](v, model.KindWorkloadEndpoint) {
 		out = append(out, holder{labels: effectiveLabels(w.Labels, w.Profiles, byProfile), nets: w.IPNetworks, ports: w.Ports})
 	}
