@@ -210,20 +210,6 @@ func (s spans) subtract(t spans) spans {
 // subsetOf reports s ⊆ t.
 func (s spans) subsetOf(t spans) bool { return s.subtract(t).empty() }
 
-func (s spans) overlaps(t spans) bool {
-	i, j := 0, 0
-	for i < len(s) && j < len(t) {
-		if s[i].hi.cmp(t[j].lo) < 0 {
-			i++
-		} else if t[j].hi.cmp(s[i].lo) < 0 {
-			j++
-		} else {
-			return true
-		}
-	}
-	return false
-}
-
 var (
 	fullV4    = spans{{u128{}, u128{0, 1<<32 - 1}}}
 	fullV6    = spans{{u128{}, u128{^uint64(0), ^uint64(0)}}}
@@ -250,8 +236,6 @@ func (a addrSet) subtract(b addrSet) addrSet {
 }
 
 func (a addrSet) subsetOf(b addrSet) bool { return a.v4.subsetOf(b.v4) && a.v6.subsetOf(b.v6) }
-
-func (a addrSet) overlaps(b addrSet) bool { return a.v4.overlaps(b.v4) || a.v6.overlaps(b.v6) }
 
 func (a addrSet) fam(v4 bool) spans {
 	if v4 {
