@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -31,7 +32,9 @@ const elementChunk = 2048
 type Kernel struct {
 	mu    sync.Mutex
 	opts  kernelOptions
-	conn  *gnft.Conn
+	conn  *gnft.Conn    // reads (and dumps) through go-nftables
+	raw   *netlink.Conn // batches, sent by sendBatch
+	seq   uint32        // last sequence number used on raw
 	table *gnft.Table
 }
 
@@ -53,27 +56,41 @@ func NewKernel(opts ...KernelOption) (*Kernel, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Kernel{opts: o, conn: conn, table: &gnft.Table{Family: gnft.TableFamilyINet, Name: render.TableName}}, nil
+	cfg := &netlink.Config{}
+	if o.netnsFd >= 0 {
+		cfg.NetNS = o.netnsFd
+	}
+	raw, err := netlink.Dial(unix.NETLINK_NETFILTER, cfg)
+	if err == nil {
+		err = bigBuffers(raw)
+	}
+	if err != nil {
+		_ = conn.CloseLasting()
+		return nil, fmt.Errorf("open nftables netlink: %w", err)
+	}
+	return &Kernel{opts: o, conn: conn, raw: raw, table: &gnft.Table{Family: gnft.TableFamilyINet, Name: render.TableName}}, nil
+}
+
+// bigBuffers sizes the socket for a full-table batch (several MB in one sendmsg).
+func bigBuffers(c *netlink.Conn) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = raw.Control(func(fd uintptr) {
+		// The FORCE variants pass the sysctl caps (we hold CAP_NET_ADMIN); fall back if not.
+		for _, o := range [][2]int{{unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}, {unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}} {
+			if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[0], socketBuffer); e != nil {
+				serr = cmp.Or(serr, unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[1], socketBuffer))
+			}
+		}
+	})
+	return cmp.Or(err, serr)
 }
 
 func dial(o kernelOptions) (*gnft.Conn, error) {
-	copts := []gnft.ConnOption{gnft.AsLasting(), gnft.WithSockOptions(func(c *netlink.Conn) error {
-		raw, err := c.SyscallConn()
-		if err != nil {
-			return err
-		}
-		var serr error
-		err = raw.Control(func(fd uintptr) {
-			// FORCE variants pass the sysctl caps (we hold CAP_NET_ADMIN); fall back if not.
-			if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, socketBuffer); e != nil {
-				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, socketBuffer)
-			}
-			if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, socketBuffer); e != nil {
-				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, socketBuffer)
-			}
-		})
-		return cmp.Or(err, serr)
-	})}
+	copts := []gnft.ConnOption{gnft.AsLasting(), gnft.WithSockOptions(bigBuffers)}
 	if o.netnsFd >= 0 {
 		copts = append(copts, gnft.WithNetNSFd(o.netnsFd))
 	}
@@ -84,52 +101,74 @@ func dial(o kernelOptions) (*gnft.Conn, error) {
 	return conn, nil
 }
 
-// Close closes the netlink connection.
-func (k *Kernel) Close() error { return k.conn.CloseLasting() }
+// Close closes the netlink connections.
+func (k *Kernel) Close() error { return errors.Join(k.conn.CloseLasting(), k.raw.Close()) }
 
 // Apply commits ops in one netlink batch: the kernel applies all of them or none. The error
-// names the first op the kernel rejected when it can tell.
+// names the op the kernel rejected and its errno.
 func (k *Kernel) Apply(_ context.Context, ops []Op) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	c := &compiler{conn: k.conn, table: k.table, sets: map[string]*gnft.Set{}}
+	rec, enc, err := newRecorder()
+	if err != nil {
+		return err
+	}
+	c := &compiler{conn: enc, table: k.table, sets: map[string]*gnft.Set{}}
+	var msgs []netlink.Message
+	var opOf []int
 	for i, op := range ops {
 		if err := k.queue(c, op); err != nil {
-			// Part of the batch is queued on the connection and go-nftables cannot drop
-			// it: replace the connection so the next batch starts clean.
-			_ = k.conn.CloseLasting()
-			if conn, derr := dial(k.opts); derr == nil {
-				k.conn = conn
-			}
 			return fmt.Errorf("op %d (%s): %w", i, op, err)
 		}
+		if err := enc.Flush(); err != nil {
+			return fmt.Errorf("op %d (%s): marshal: %w", i, op, err)
+		}
+		for _, m := range rec.take() {
+			msgs = append(msgs, m)
+			opOf = append(opOf, i)
+		}
 	}
-	if err := k.conn.Flush(); err != nil {
-		return fmt.Errorf("nftables batch of %d ops (first %s): %w", len(ops), ops[0], err)
+	if len(msgs) == 0 {
+		return nil
+	}
+	seq := k.seq + 1
+	k.seq += uint32(len(msgs)) + 3
+	errs, err := sendBatch(k.raw, msgs, opOf, seq)
+	if err != nil {
+		return fmt.Errorf("nftables batch of %d ops: %w", len(ops), err)
+	}
+	if len(errs) > 0 {
+		e := errs[0]
+		what := "an unknown message"
+		if e.op >= 0 {
+			what = fmt.Sprintf("op %d (%s)", e.op, ops[e.op])
+		}
+		return fmt.Errorf("nftables batch of %d ops rolled back: kernel rejected %s: %w", len(ops), what, e.errno)
 	}
 	return nil
 }
 
 func (k *Kernel) queue(c *compiler, op Op) error {
 	t := k.table
+	conn := c.conn
 	switch op.Verb {
 	case AddTable:
-		k.conn.AddTable(t)
+		conn.AddTable(t)
 	case AddSet:
 		s := nftSet(t, op.Set)
-		if err := k.conn.AddSet(s, nil); err != nil {
+		if err := conn.AddSet(s, nil); err != nil {
 			return err
 		}
 		c.sets[s.Name] = s
 		for _, ch := range chunks(setElements(op.Set, op.Set.Elements), elementChunk) {
-			if err := k.conn.SetAddElements(s, ch); err != nil {
+			if err := conn.SetAddElements(s, ch); err != nil {
 				return err
 			}
 		}
 	case DeleteSet:
-		k.conn.DelSet(&gnft.Set{Table: t, Name: op.Name})
+		conn.DelSet(&gnft.Set{Table: t, Name: op.Name})
 	case FlushSet:
-		k.conn.FlushSet(&gnft.Set{Table: t, Name: op.Name})
+		conn.FlushSet(&gnft.Set{Table: t, Name: op.Name})
 	case AddSetElements, DeleteSetElements:
 		if op.Set == nil {
 			return fmt.Errorf("element op without its set's definition: %w", ErrInvalid)
@@ -141,9 +180,9 @@ func (k *Kernel) queue(c *compiler, op Op) error {
 		for _, ch := range chunks(setElements(op.Set, op.Elements), elementChunk) {
 			var err error
 			if op.Verb == AddSetElements {
-				err = k.conn.SetAddElements(s, ch)
+				err = conn.SetAddElements(s, ch)
 			} else {
-				err = k.conn.SetDeleteElements(s, ch)
+				err = conn.SetDeleteElements(s, ch)
 			}
 			if err != nil {
 				return err
@@ -151,17 +190,17 @@ func (k *Kernel) queue(c *compiler, op Op) error {
 		}
 	case AddMap:
 		m := nftMap(t, op.Name)
-		if err := k.conn.AddSet(m, nil); err != nil {
+		if err := conn.AddSet(m, nil); err != nil {
 			return err
 		}
 		c.sets[m.Name] = m
 		for _, ch := range chunks(nftMapElements(op.Map.Elements), elementChunk) {
-			if err := k.conn.SetAddElements(m, ch); err != nil {
+			if err := conn.SetAddElements(m, ch); err != nil {
 				return err
 			}
 		}
 	case DeleteMap:
-		k.conn.DelSet(&gnft.Set{Table: t, Name: op.Name})
+		conn.DelSet(&gnft.Set{Table: t, Name: op.Name})
 	case AddMapElements, DeleteMapElements:
 		m := nftMap(t, op.Name)
 		if known := c.sets[m.Name]; known != nil {
@@ -170,9 +209,9 @@ func (k *Kernel) queue(c *compiler, op Op) error {
 		for _, ch := range chunks(nftMapElements(op.MapElements), elementChunk) {
 			var err error
 			if op.Verb == AddMapElements {
-				err = k.conn.SetAddElements(m, ch)
+				err = conn.SetAddElements(m, ch)
 			} else {
-				err = k.conn.SetDeleteElements(m, ch)
+				err = conn.SetDeleteElements(m, ch)
 			}
 			if err != nil {
 				return err
@@ -181,19 +220,19 @@ func (k *Kernel) queue(c *compiler, op Op) error {
 	case AddChain, ReplaceChain:
 		ch := nftChain(t, op.Chain)
 		if op.Verb == AddChain {
-			k.conn.AddChain(ch)
+			conn.AddChain(ch)
 		} else {
-			k.conn.FlushChain(ch)
+			conn.FlushChain(ch)
 		}
 		for i, r := range op.Chain.Rules {
 			rule, err := c.rule(ch, r, ruleUserData(op.Chain, i))
 			if err != nil {
 				return fmt.Errorf("chain %s rule %d: %w", op.Name, i, err)
 			}
-			k.conn.AddRule(rule)
+			conn.AddRule(rule)
 		}
 	case DeleteChain:
-		k.conn.DelChain(&gnft.Chain{Table: t, Name: op.Name})
+		conn.DelChain(&gnft.Chain{Table: t, Name: op.Name})
 	default:
 		return fmt.Errorf("verb %q: %w", op.Verb, ErrInvalid)
 	}

@@ -2,11 +2,13 @@ package nftables
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"os"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/felis-dev/felis/appliers/nftables/internal/fixture"
@@ -15,6 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	gnft "github.com/google/nftables"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // newNetNS creates a throwaway named network namespace, removed when the test ends (even on
@@ -281,8 +284,12 @@ func TestKernelFailedBatchChangesNothing(t *testing.T) {
 	if desired.Sets[8].Name != "s_bbb-4" {
 		t.Fatalf("fixture changed: set 8 is %s", desired.Sets[8].Name)
 	}
-	if err := k.Apply(ctx, ops); err == nil {
+	err := k.Apply(ctx, ops)
+	if err == nil {
 		t.Fatal("kernel accepted a rule referencing a missing set")
+	}
+	if want := "kernel rejected op 1 (add chain inet felis bad"; !strings.Contains(err.Error(), want) || !errors.Is(err, unix.ENOENT) {
+		t.Fatalf("kernel error = %v; want it to contain %q and wrap ENOENT", err, want)
 	}
 	if err := f.Apply(ctx, ops); err == nil {
 		t.Fatal("fake accepted a rule referencing a missing set")
@@ -294,8 +301,6 @@ func TestKernelFailedBatchChangesNothing(t *testing.T) {
 		t.Fatalf("fake changed after a failed batch (-before +after):\n%s", diff)
 	}
 	// The connection is still usable.
-	next := Plan(desired, nil)[1:] // everything but "add table": already there
-	_ = next
 	if err := k.Apply(ctx, []Op{{Verb: AddSetElements, Name: "s_bbb-4", Set: &desired.Sets[8], Elements: []render.Element{{Prefix: netip.MustParsePrefix("10.9.9.9/32")}}}}); err != nil {
 		t.Fatalf("apply after a failed batch: %v", err)
 	}
