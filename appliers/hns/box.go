@@ -99,11 +99,12 @@ type entry struct {
 	allow bool
 }
 
-// restrict returns prog limited to the packets of x, in order, stopping after the first entry
-// that covers x (everything later is shadowed inside x).
-func restrict(prog []entry, x box) []entry {
+// restrictRev returns rev (a list held back to front) limited to the packets of x, front to
+// back, stopping after the first entry that covers x (everything later is shadowed inside x).
+func restrictRev(rev []entry, x box) []entry {
 	var out []entry
-	for _, e := range prog {
+	for i := len(rev) - 1; i >= 0; i-- {
+		e := rev[i]
 		if y, ok := e.b.intersect(x); ok {
 			out = append(out, entry{y, e.allow})
 		}

@@ -3,6 +3,7 @@ package hns
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/felis-dev/felis/snapshot"
 )
@@ -38,6 +39,7 @@ func (c *compiler) setLocal(b *box, a addrSet) {
 
 // program compiles a direction: tiers, then profiles, then the final Block.
 func (c *compiler) program(d snapshot.Direction) ([]entry, error) {
+	// Lists are built back to front, so they are held reversed: prepending is appending.
 	block := []entry{{b: c.catchAll()}}
 	next := block
 	var err error
@@ -78,12 +80,14 @@ func (c *compiler) program(d snapshot.Direction) ([]entry, error) {
 			return nil, err
 		}
 	}
+	slices.Reverse(next)
 	return next, nil
 }
 
-// rules compiles a rule list given where Pass goes and what follows the list.
+// rules compiles a rule list given where Pass goes and what follows the list (both reversed,
+// as is the result).
 func (c *compiler) rules(rules []snapshot.Rule, pass, fall []entry, where string) ([]entry, error) {
-	rest := fall
+	rest := slices.Clip(fall) // appending must copy, never write into a list shared with pass
 	for i := len(rules) - 1; i >= 0; i-- {
 		r := &rules[i]
 		if r.Action != snapshot.Allow && r.Action != snapshot.Deny && r.Action != snapshot.Pass {
@@ -91,7 +95,11 @@ func (c *compiler) rules(rules []snapshot.Rule, pass, fall []entry, where string
 		}
 		pos, exc, err := c.match(r)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %s %s/%s %s rule %d: %w", where, r.Origin.Kind, r.Origin.Namespace, r.Origin.Name, r.Origin.Direction, r.Origin.Index, err)
+			name := r.Origin.Name
+			if r.Origin.Namespace != "" {
+				name = r.Origin.Namespace + "/" + name
+			}
+			return nil, fmt.Errorf("%s: %s %s %s rule %d: %w", where, r.Origin.Kind, name, r.Origin.Direction, r.Origin.Index, err)
 		}
 		if len(pos) == 0 {
 			continue
@@ -100,22 +108,22 @@ func (c *compiler) rules(rules []snapshot.Rule, pass, fall []entry, where string
 		for _, b := range pos {
 			for _, e := range exc {
 				if x, ok := b.intersect(e); ok {
-					exp = append(exp, restrict(rest, x)...)
+					exp = append(exp, restrictRev(rest, x)...)
 				}
 			}
 			switch r.Action {
 			case snapshot.Pass:
-				exp = append(exp, restrict(pass, b)...)
+				exp = append(exp, restrictRev(pass, b)...)
 			default:
 				exp = append(exp, entry{b: b, allow: r.Action == snapshot.Allow})
 			}
 		}
-		out := make([]entry, 0, len(exp)+len(rest))
-		out = append(append(out, exp...), rest...)
-		if len(out) > c.maxEntries {
+		for k := len(exp) - 1; k >= 0; k-- {
+			rest = append(rest, exp[k])
+		}
+		if len(rest) > c.maxEntries {
 			return nil, fmt.Errorf("%s: flattening needs more than %d entries: %w", where, c.maxEntries, ErrPriorityLimit)
 		}
-		rest = out
 	}
 	return rest, nil
 }
@@ -274,8 +282,14 @@ func (c *compiler) memberBoxes(id string, src bool) []box {
 	return out
 }
 
+// optimizeLimit is the longest list optimize works on.
+const optimizeLimit = 5000
+
 // optimize removes entries that cannot decide anything and merges neighbours.
 func optimize(prog []entry) []entry {
+	if len(prog) > optimizeLimit {
+		return prog // the pairwise passes below are quadratic; long lists go out as they are
+	}
 	// 1. An entry covered by an earlier one never matches first.
 	kept := make([]entry, 0, len(prog))
 	for _, e := range prog {

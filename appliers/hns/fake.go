@@ -188,7 +188,9 @@ func (f *Fake) Dump() string {
 			}
 		}
 	}
-	slices.SortFunc(routes, func(a, b RemoteSubnetRoute) int { return snapshot.ComparePrefix(a.DestinationPrefix, b.DestinationPrefix) })
+	slices.SortFunc(routes, func(a, b RemoteSubnetRoute) int {
+		return snapshot.ComparePrefix(a.DestinationPrefix, b.DestinationPrefix)
+	})
 	for _, r := range routes {
 		b.WriteString(r.String() + "\n")
 	}
