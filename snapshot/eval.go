@@ -26,7 +26,7 @@ type Verdict struct {
 	Tier    string `json:"tier,omitempty"`
 	Policy  string `json:"policy,omitempty"`
 	Profile string `json:"profile,omitempty"`
-	Index   int    `json:"index"` // 0-based rule index within the policy/profile direction, when Decider is "rule"
+	Index   int    `json:"index"` // 0-based index of the rule in its resource's direction (Rule.Origin), when Decider is "rule"
 }
 
 // String renders the verdict as a short explanation.
@@ -119,7 +119,7 @@ tiers:
 				}
 				switch rules[i].Action {
 				case Allow, Deny:
-					return Verdict{Action: rules[i].Action, Decider: "rule", Tier: t.Tier, Policy: id, Index: i}
+					return Verdict{Action: rules[i].Action, Decider: "rule", Tier: t.Tier, Policy: id, Index: rules[i].Origin.Index}
 				case Pass:
 					continue tiers
 				}
@@ -146,7 +146,7 @@ profiles:
 			}
 			switch rules[i].Action {
 			case Allow, Deny:
-				return Verdict{Action: rules[i].Action, Decider: "rule", Profile: id, Index: i}
+				return Verdict{Action: rules[i].Action, Decider: "rule", Profile: id, Index: rules[i].Origin.Index}
 			case Pass:
 				// Pass in a profile ends that profile; the next one is consulted.
 				continue profiles
