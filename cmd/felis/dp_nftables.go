@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/felis-dev/felis/appliers"
+	"github.com/felis-dev/felis/appliers/nftables"
+	"github.com/felis-dev/felis/appliers/nftables/render"
+	"github.com/felis-dev/felis/snapshot"
+)
+
+func init() {
+	policyDataplanes["nftables"] = func() (appliers.Dataplane, error) {
+		k, err := nftables.NewKernel()
+		if err != nil {
+			return nil, err
+		}
+		return &nftDataplane{kernel: k, applier: nftables.NewApplier(k)}, nil
+	}
+}
+
+// nftDataplane drives the nftables applier from snapshots: render, then sync the felis table.
+type nftDataplane struct {
+	kernel  *nftables.Kernel
+	applier *nftables.Applier
+}
+
+func (d *nftDataplane) Name() string { return "nftables" }
+
+func (d *nftDataplane) Sync(ctx context.Context, desired *snapshot.Snapshot, full bool) (appliers.Result, error) {
+	table, err := render.Render(*desired)
+	if err != nil {
+		return appliers.Result{}, fmt.Errorf("render: %w", err)
+	}
+	if full {
+		if err := d.applier.Resync(ctx); err != nil {
+			return appliers.Result{}, err
+		}
+	}
+	ops, err := d.applier.Sync(ctx, table)
+	if err != nil {
+		return appliers.Result{}, err
+	}
+	return nftResult(ops), nil
+}
+
+func (d *nftDataplane) Pending(ctx context.Context, desired *snapshot.Snapshot) ([]string, error) {
+	table, err := render.Render(*desired)
+	if err != nil {
+		return nil, fmt.Errorf("render: %w", err)
+	}
+	observed, err := d.kernel.Observe(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, op := range nftables.Plan(table, observed) {
+		out = append(out, op.String())
+	}
+	return out, nil
+}
+
+func nftResult(ops []nftables.Op) appliers.Result {
+	r := appliers.Result{Counts: map[string]int{}}
+	for _, op := range ops {
+		r.Ops = append(r.Ops, op.String())
+		r.Counts[string(op.Verb)]++
+	}
+	return r
+}
