@@ -53,7 +53,8 @@ func TenantScale(n int) Spec {
 // Generate builds the cluster's objects: nodes, namespace profiles, endpoints, policies,
 // network sets and a default FelixConfiguration.
 func Generate(s Spec) []model.Object {
-	g := &gen{s: s, rng: rand.New(rand.NewPCG(s.Seed, s.Seed^0x9e3779b97f4a7c15))}
+	g := &gen{s: s, rng: rand.New(rand.NewPCG(s.Seed, s.Seed^0x9e3779b97f4a7c15)),
+		nodeBlock: map[string]uint32{}, nodeUsed: map[string]uint32{}}
 	g.nodes()
 	g.namespaces()
 	g.endpoints()
@@ -64,10 +65,12 @@ func Generate(s Spec) []model.Object {
 }
 
 type gen struct {
-	s      Spec
-	rng    *rand.Rand
-	objs   []model.Object
-	nextV4 uint32
+	s         Spec
+	rng       *rand.Rand
+	objs      []model.Object
+	nextBlock uint32            // next /26 block of 10.0.0.0/8 to hand out
+	nodeBlock map[string]uint32 // node -> its current block
+	nodeUsed  map[string]uint32 // node -> addresses used in its current block
 }
 
 func meta(kind model.Kind, ns, name string) model.Meta {
@@ -115,10 +118,28 @@ func nsProfile(ns string) *model.Profile {
 	}
 }
 
-// addr hands out pod addresses from 10.0.0.0/8 in order.
-func (g *gen) addr() netip.Prefix {
-	g.nextV4++
-	v := 10<<24 | g.nextV4
+// BlockSize is the prefix length of the IPAM blocks synth allocates pod addresses from.
+const BlockSize = 26
+
+// addr allocates a pod address on node from the node's IPAM block, as Calico IPAM does:
+// each node gets /26 blocks of 10.0.0.0/8 with affinity to it, a new one when one is full.
+func (g *gen) addr(node string) netip.Prefix {
+	const perBlock = 1 << (32 - BlockSize)
+	used, ok := g.nodeUsed[node]
+	if !ok || used == perBlock {
+		g.nodeBlock[node] = g.nextBlock
+		g.nodeUsed[node] = 0
+		used = 0
+		base := 10<<24 | g.nextBlock*perBlock
+		cidr := netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(base >> 24), byte(base >> 16), byte(base >> 8), byte(base)}), BlockSize)
+		g.objs = append(g.objs, &model.IPAMBlock{
+			Meta: meta(model.KindIPAMBlock, "", fmt.Sprintf("%d-%d-%d-%d-%d", base>>24, byte(base>>16), byte(base>>8), byte(base), BlockSize)),
+			CIDR: cidr, AffinityNode: node,
+		})
+		g.nextBlock++
+	}
+	g.nodeUsed[node] = used + 1
+	v := 10<<24 | g.nodeBlock[node]*perBlock + used
 	return netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), 32)
 }
 
@@ -165,7 +186,8 @@ func (g *gen) endpoints() {
 			labels[fmt.Sprintf("label%d", g.rng.IntN(g.s.LabelKeys))] = "true"
 		}
 		ns := g.nsName(i % max(g.s.Namespaces, 1))
-		g.objs = append(g.objs, Endpoint(ns, fmt.Sprintf("pod-%d", i), g.node(i), g.addr(), labels))
+		node := g.node(i)
+		g.objs = append(g.objs, Endpoint(ns, fmt.Sprintf("pod-%d", i), node, g.addr(node), labels))
 	}
 }
 
@@ -221,7 +243,7 @@ func (g *gen) tenants() {
 			if local < g.s.LocalEndpoints && (t*g.s.TenantEndpoints+e)%max(1, g.s.Tenants*g.s.TenantEndpoints/max(g.s.LocalEndpoints, 1)) == 0 {
 				node, local = LocalNode, local+1
 			}
-			g.objs = append(g.objs, Endpoint(ns, fmt.Sprintf("pod-%d", e), node, g.addr(), model.Labels{"app": "web"}))
+			g.objs = append(g.objs, Endpoint(ns, fmt.Sprintf("pod-%d", e), node, g.addr(node), model.Labels{"app": "web"}))
 		}
 		// The namespace isolates itself: only its own pods may connect.
 		g.objs = append(g.objs, &model.Policy{

@@ -66,3 +66,34 @@ func TestDeterministic(t *testing.T) {
 		}
 	}
 }
+
+func TestAddressesInAffineBlocks(t *testing.T) {
+	s := PolicyScale()
+	s.Endpoints, s.Policies, s.RemoteNodes = 3_000, 10, 9
+	objs := Generate(s)
+	blocks := map[string][]model.IPAMBlock{}
+	for _, o := range objs {
+		if b, ok := o.(*model.IPAMBlock); ok {
+			blocks[b.AffinityNode] = append(blocks[b.AffinityNode], *b)
+		}
+	}
+	seen := map[string]bool{}
+	for _, o := range objs {
+		w, ok := o.(*model.WorkloadEndpoint)
+		if !ok {
+			continue
+		}
+		a := w.IPNetworks[0].Addr()
+		if seen[a.String()] {
+			t.Fatalf("address %s handed out twice", a)
+		}
+		seen[a.String()] = true
+		inside := false
+		for _, b := range blocks[w.Node] {
+			inside = inside || b.CIDR.Contains(a)
+		}
+		if !inside {
+			t.Fatalf("%s on %s: %s is in no block affine to its node", w.Key, w.Node, a)
+		}
+	}
+}
