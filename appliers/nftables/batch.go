@@ -48,7 +48,8 @@ func (r *recorder) take() []netlink.Message {
 
 func newRecorder() (*recorder, *gnft.Conn, error) {
 	r := &recorder{}
-	c, err := gnft.New(gnft.WithTestDial(r.dial))
+	// Lasting: the test dialer is dialled once, not on every Flush (it seeds a PRNG each time).
+	c, err := gnft.New(gnft.AsLasting(), gnft.WithTestDial(r.dial))
 	return r, c, err
 }
 

@@ -140,7 +140,7 @@ func applyOps(state *fakeState, ops []Op) (*fakeState, error) {
 	s := state.clone()
 	for i, op := range ops {
 		if err := s.apply(&s, op); err != nil {
-			return nil, fmt.Errorf("op %d (%s): %w", i, op, err)
+			return nil, fmt.Errorf("op %d (%s): %w", i, op.short(), err)
 		}
 	}
 	return s, nil

@@ -35,6 +35,8 @@ type Kernel struct {
 	conn  *gnft.Conn    // reads (and dumps) through go-nftables
 	raw   *netlink.Conn // batches, sent by sendBatch
 	seq   uint32        // last sequence number used on raw
+	rec   *recorder     // captures what enc marshals
+	enc   *gnft.Conn    // go-nftables as a marshaller only
 	table *gnft.Table
 }
 
@@ -68,7 +70,13 @@ func NewKernel(opts ...KernelOption) (*Kernel, error) {
 		_ = conn.CloseLasting()
 		return nil, fmt.Errorf("open nftables netlink: %w", err)
 	}
-	return &Kernel{opts: o, conn: conn, raw: raw, table: &gnft.Table{Family: gnft.TableFamilyINet, Name: render.TableName}}, nil
+	rec, enc, err := newRecorder()
+	if err != nil {
+		_ = conn.CloseLasting()
+		_ = raw.Close()
+		return nil, err
+	}
+	return &Kernel{opts: o, conn: conn, raw: raw, rec: rec, enc: enc, table: &gnft.Table{Family: gnft.TableFamilyINet, Name: render.TableName}}, nil
 }
 
 // bigBuffers sizes the socket for a full-table batch (several MB in one sendmsg).
@@ -102,26 +110,28 @@ func dial(o kernelOptions) (*gnft.Conn, error) {
 }
 
 // Close closes the netlink connections.
-func (k *Kernel) Close() error { return errors.Join(k.conn.CloseLasting(), k.raw.Close()) }
+func (k *Kernel) Close() error {
+	return errors.Join(k.conn.CloseLasting(), k.enc.CloseLasting(), k.raw.Close())
+}
 
 // Apply commits ops in one netlink batch: the kernel applies all of them or none. The error
 // names the op the kernel rejected and its errno.
 func (k *Kernel) Apply(_ context.Context, ops []Op) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	rec, enc, err := newRecorder()
-	if err != nil {
-		return err
-	}
+	rec, enc := k.rec, k.enc
 	c := &compiler{conn: enc, table: k.table, sets: map[string]*gnft.Set{}}
 	var msgs []netlink.Message
 	var opOf []int
 	for i, op := range ops {
 		if err := k.queue(c, op); err != nil {
-			return fmt.Errorf("op %d (%s): %w", i, op, err)
+			_ = enc.Flush() // drop what this batch queued
+			rec.take()
+			return fmt.Errorf("op %d (%s): %w", i, op.short(), err)
 		}
 		if err := enc.Flush(); err != nil {
-			return fmt.Errorf("op %d (%s): marshal: %w", i, op, err)
+			rec.take()
+			return fmt.Errorf("op %d (%s): marshal: %w", i, op.short(), err)
 		}
 		for _, m := range rec.take() {
 			msgs = append(msgs, m)
@@ -141,7 +151,7 @@ func (k *Kernel) Apply(_ context.Context, ops []Op) error {
 		e := errs[0]
 		what := "an unknown message"
 		if e.op >= 0 {
-			what = fmt.Sprintf("op %d (%s)", e.op, ops[e.op])
+			what = fmt.Sprintf("op %d (%s)", e.op, ops[e.op].short())
 		}
 		return fmt.Errorf("nftables batch of %d ops rolled back: kernel rejected %s: %w", len(ops), what, e.errno)
 	}

@@ -159,6 +159,17 @@ func TestKernelRoundTrip(t *testing.T) {
 	step(t, "interval members changed", k, f, next, ops)
 	desired = next
 
+	// A set's first IPv6 member: the set appears and the one rule that can now match with it.
+	snap.IPSets[2].Members = append(snap.IPSets[2].Members, snapshot.Member{Prefix: netip.MustParsePrefix("fd00::2/128")})
+	next = mustRender(t, snap)
+	ops = Plan(next, &desired)
+	if got := opStrings(ops); len(got) != 2 || !strings.HasPrefix(got[0], "add set inet felis s_bbb-6 { type ipv6_addr; flags interval; }; add element inet felis s_bbb-6 { fd00::2 }") ||
+		!strings.HasPrefix(got[1], "replace chain inet felis pol-in-default/allow-web ") {
+		t.Fatalf("first member of a family: want add set s_bbb-6 then replace pol-in-default/allow-web, got:\n%s", Script(ops))
+	}
+	step(t, "set gains a family", k, f, next, ops)
+	desired = next
+
 	// One policy rule changed: exactly one chain rewrite.
 	snap.Policies[0].Inbound[0].DstPorts = []snapshot.PortRange{{Min: 8443, Max: 8443}}
 	next = mustRender(t, snap)

@@ -95,6 +95,25 @@ func mapElements(es []render.MapElement) string {
 	return "{ " + strings.Join(parts, ", ") + " }"
 }
 
+// short is the op's String cut to a length fit for an error message.
+func (o Op) short() string {
+	s := o.String()
+	if len(s) > 160 {
+		return s[:150] + fmt.Sprintf("... (%d elements)", len(o.Elements)+len(o.MapElements)+elementCount(o))
+	}
+	return s
+}
+
+func elementCount(o Op) int {
+	switch {
+	case o.Set != nil && o.Verb == AddSet:
+		return len(o.Set.Elements)
+	case o.Map != nil:
+		return len(o.Map.Elements)
+	}
+	return 0
+}
+
 // Script renders ops one per line, the form `felis plan` prints.
 func Script(ops []Op) string {
 	var b strings.Builder

@@ -43,10 +43,10 @@ const (
 var (
 	ctEstablished = CTState{States: []string{"established", "related"}}
 	ctInvalid     = CTState{States: []string{"invalid"}}
-	ctUntracked   = CTState{States: []string{"untracked"}}
-	// Neighbour discovery and MLD are exempt from policy and anti-spoofing, as in Felix.
-	ndFromWorkload = ICMPv6Types{Types: []uint8{130, 131, 132, 133, 135, 136, 143}}
-	ndToWorkload   = ICMPv6Types{Types: []uint8{130, 131, 132, 134, 135, 136, 143}}
+	// Conntrack leaves neighbour discovery and MLD untracked, so the base chains' "ct state
+	// untracked accept" exempts them from policy and anti-spoofing before dispatch, as Felix
+	// exempts them explicitly.
+	ctUntracked = CTState{States: []string{"untracked"}}
 )
 
 // SetName is the nft set holding family's members of the snapshot IP set id.
@@ -80,6 +80,7 @@ func safeName(s string) string {
 type builder struct {
 	snap     snapshot.Snapshot
 	ipSets   map[string]snapshot.IPSetType
+	nonEmpty map[string]bool // nft set names that have elements
 	policies map[string]*snapshot.Policy
 	profiles map[string]*snapshot.Profile
 	chains   map[string]Chain
@@ -94,6 +95,7 @@ func Render(snap snapshot.Snapshot) (Table, error) {
 	b := &builder{
 		snap:     snap,
 		ipSets:   map[string]snapshot.IPSetType{},
+		nonEmpty: map[string]bool{},
 		policies: map[string]*snapshot.Policy{},
 		profiles: map[string]*snapshot.Profile{},
 		chains:   map[string]Chain{},
@@ -119,7 +121,12 @@ func Render(snap snapshot.Snapshot) (Table, error) {
 	if err != nil {
 		return Table{}, err
 	}
-	t.Sets = sets
+	for _, s := range sets {
+		if len(s.Elements) > 0 || strings.HasPrefix(s.Name, SetPoolsNAT) || strings.HasPrefix(s.Name, SetPoolsAll) {
+			b.nonEmpty[s.Name] = true
+			t.Sets = append(t.Sets, s)
+		}
+	}
 	for _, ep := range snap.Endpoints {
 		if err := b.workload(ep); err != nil {
 			return Table{}, err
@@ -145,7 +152,10 @@ func Render(snap snapshot.Snapshot) (Table, error) {
 	return t, nil
 }
 
-// renderSets builds one nft set per snapshot IP set and family, plus the pool sets.
+// renderSets builds one nft set per snapshot IP set and family, plus the pool sets. Render
+// keeps only the non-empty ones (and the pool sets): the kernel looks sets up by walking a
+// list, so every set costs, and many IP sets hold one family only. A rule matching an empty
+// set cannot match and is left out; a negated match on one is always true and is dropped.
 func renderSets(snap snapshot.Snapshot) ([]Set, error) {
 	var out []Set
 	for _, s := range snap.IPSets {
@@ -246,8 +256,7 @@ func (b *builder) workload(ep snapshot.Endpoint) error {
 		return fmt.Errorf("WorkloadEndpoint %s: interface: empty", ep.ID)
 	}
 	in, out := "wl-in-"+safeName(ep.Interface), "wl-out-"+safeName(ep.Interface)
-	inPre := []Rule{{Stmts: []Stmt{NfProto{6}, L4Proto{Proto: 58}, ndToWorkload, Accept}}}
-	outPre := []Rule{{Stmts: []Stmt{NfProto{6}, L4Proto{Proto: 58}, ndFromWorkload, Accept}}}
+	var inPre, outPre []Rule
 	for _, fam := range []int{4, 6} {
 		var allowed []netip.Prefix
 		for _, p := range slices.Concat(ep.Addrs, ep.AllowSpoofedSources) {

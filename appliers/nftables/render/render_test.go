@@ -89,8 +89,9 @@ func rulesOf(t *testing.T, r snapshot.Rule, sets ...snapshot.IPSet) []string {
 }
 
 func TestRuleTranslation(t *testing.T) {
-	ipSet := snapshot.IPSet{ID: "s:x", Type: snapshot.IPSetNet}
-	npSet := snapshot.IPSet{ID: "n:y", Type: snapshot.IPSetIPPort}
+	ipSet := snapshot.IPSet{ID: "s:x", Type: snapshot.IPSetNet, Members: []snapshot.Member{{Prefix: netip.MustParsePrefix("10.0.0.0/8")}, {Prefix: netip.MustParsePrefix("fd00::/8")}}}
+	npSet := snapshot.IPSet{ID: "n:y", Type: snapshot.IPSetIPPort, Members: []snapshot.Member{{Prefix: netip.MustParsePrefix("10.0.0.1/32"), Protocol: 6, Port: 80}}}
+	emptySet := snapshot.IPSet{ID: "s:e", Type: snapshot.IPSetIP}
 	tests := []struct {
 		name string
 		rule snapshot.Rule
@@ -114,6 +115,11 @@ func TestRuleTranslation(t *testing.T) {
 			[]string{"meta nfproto ipv4 meta l4proto icmp icmp type 3 icmp code 4 accept"}},
 		{"not icmp type+code is two rules", snapshot.Rule{Action: snapshot.Deny, Protocol: u8(58), NotICMP: &snapshot.ICMPMatch{Type: 128, Code: u8(0)}}, nil,
 			[]string{"meta nfproto ipv6 meta l4proto ipv6-icmp icmpv6 type != 128 drop", "meta nfproto ipv6 meta l4proto ipv6-icmp icmpv6 type 128 icmpv6 code != 0 drop"}},
+		{"empty set: a match never matches, the rule goes", snapshot.Rule{Action: snapshot.Allow, SrcIPSets: []string{"s:e"}}, []snapshot.IPSet{emptySet}, nil},
+		{"empty set: a negated match always matches, the statement goes", snapshot.Rule{Action: snapshot.Deny, Protocol: u8(17), NotDstIPSets: []string{"s:e"}, IPVersion: 6},
+			[]snapshot.IPSet{emptySet}, []string{"meta nfproto ipv6 meta l4proto udp drop"}},
+		{"empty named-port set: only the numeric ports remain", snapshot.Rule{Action: snapshot.Allow, Protocol: u8(6), IPVersion: 6, DstPorts: []snapshot.PortRange{{Min: 80, Max: 80}}, DstNamedPortIPSets: []string{"n:y"}},
+			[]snapshot.IPSet{npSet}, []string{"meta nfproto ipv6 meta l4proto tcp th dport 80 accept"}},
 		{"not protocol", snapshot.Rule{Action: snapshot.Deny, NotProtocol: u8(17)}, nil, []string{"meta l4proto != udp drop"}},
 	}
 	for _, tt := range tests {

@@ -2,6 +2,7 @@ package render
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -92,6 +93,9 @@ func (b *builder) matches(r snapshot.Rule) ([][]Stmt, error) {
 	var out [][]Stmt
 	for _, fam := range fams {
 		groups, err := b.groups(r, fam)
+		if errors.Is(err, errNever) {
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -132,27 +136,27 @@ func (b *builder) groups(r snapshot.Rule, fam int) ([][][]Stmt, error) {
 			fixed(AddrList{Family: fam, Dst: dst, Neg: true, Prefixes: ps})
 		}
 		var s []Stmt
-		for _, id := range sets {
-			st, err := b.setMatch(id, fam, dst, false)
-			if err != nil {
-				return nil, err
+		add := func(ids []string, neg bool) error {
+			for _, id := range ids {
+				st, err := b.setMatch(id, fam, dst, neg)
+				if err != nil {
+					return err
+				}
+				if st != nil {
+					s = append(s, st)
+				}
 			}
-			s = append(s, st)
+			return nil
 		}
-		for _, id := range notSets {
-			st, err := b.setMatch(id, fam, dst, true)
-			if err != nil {
-				return nil, err
-			}
-			s = append(s, st)
+		if err := add(sets, false); err != nil {
+			return nil, err
+		}
+		if err := add(notSets, true); err != nil {
+			return nil, err
 		}
 		if dst {
-			for _, id := range r.DstServiceIPSets {
-				st, err := b.setMatch(id, fam, dst, false)
-				if err != nil {
-					return nil, err
-				}
-				s = append(s, st)
+			if err := add(r.DstServiceIPSets, false); err != nil {
+				return nil, err
 			}
 		}
 		fixed(s...)
@@ -163,6 +167,9 @@ func (b *builder) groups(r snapshot.Rule, fam int) ([][][]Stmt, error) {
 		}
 		for _, id := range named {
 			st, err := b.setMatch(id, fam, dst, false)
+			if errors.Is(err, errNever) {
+				continue // this alternative never matches; the others may
+			}
 			if err != nil {
 				return nil, err
 			}
@@ -170,17 +177,15 @@ func (b *builder) groups(r snapshot.Rule, fam int) ([][][]Stmt, error) {
 		}
 		if len(alts) > 0 {
 			groups = append(groups, alts)
+		} else if len(ports)+len(named) > 0 {
+			return nil, errNever
 		}
 		s = nil
 		if len(notPorts) > 0 {
 			s = append(s, PortList{Dst: dst, Neg: true, Ranges: NormalizePorts(notPorts)})
 		}
-		for _, id := range notNamed {
-			st, err := b.setMatch(id, fam, dst, true)
-			if err != nil {
-				return nil, err
-			}
-			s = append(s, st)
+		if err := add(notNamed, true); err != nil {
+			return nil, err
 		}
 		fixed(s...)
 	}
@@ -204,6 +209,11 @@ func (b *builder) groups(r snapshot.Rule, fam int) ([][][]Stmt, error) {
 	return groups, nil
 }
 
+// errNever reports that a rule variant can never match (it needs a member of an empty set).
+var errNever = errors.New("matches nothing")
+
+// setMatch returns the match on set id for family fam: nil when it is always true (a negated
+// empty set), errNever when it is always false (an empty set).
 func (b *builder) setMatch(id string, fam int, dst, neg bool) (Stmt, error) {
 	t, ok := b.ipSets[id]
 	if !ok {
@@ -211,6 +221,12 @@ func (b *builder) setMatch(id string, fam int, dst, neg bool) (Stmt, error) {
 	}
 	if fam == 0 {
 		return nil, fmt.Errorf("IP set %s: referenced by a rule without an IP family", id)
+	}
+	if !b.nonEmpty[SetName(id, fam)] {
+		if neg {
+			return nil, nil
+		}
+		return nil, errNever
 	}
 	if t == snapshot.IPSetIPPort {
 		return TupleSet{Family: fam, Dst: dst, Neg: neg, Set: SetName(id, fam)}, nil
