@@ -2,6 +2,7 @@ package netns
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	vnetns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 func TestSkipHostWiring(t *testing.T) {
@@ -213,5 +215,49 @@ func TestCleanupAfterPanic(t *testing.T) {
 	pid, _ := strconv.Atoi(m[2])
 	if processExists(pid) {
 		t.Errorf("process %d started by the child still runs", pid)
+	}
+}
+
+// TestRemoveHidden reproduces, inside a private mount namespace (so nobody else's view of
+// RunDir changes), what a concurrent `ip netns add` does when RunDir is not a mount point yet:
+// bind-mount RunDir over itself, hiding our namespace mount. Close must still remove the name.
+func TestRemoveHidden(t *testing.T) {
+	if os.Getenv("FELIS_NETNS_HIDDEN_CHILD") == "1" {
+		h, err := NewHarness(Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := h.newNamespace("hidden")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// In this private mount namespace only: a second layer over RunDir, as `ip netns add` makes.
+		if err := unix.Mount(RunDir, RunDir, "none", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(n.Path()); err == nil || !errors.Is(err, unix.EBUSY) {
+			t.Fatalf("plain remove of a hidden name: got %v, want EBUSY (the test does not reproduce the problem)", err)
+		}
+		if err := h.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		if _, err := os.Stat(n.Path()); !os.IsNotExist(err) {
+			t.Fatalf("%s still exists after Close (stat: %v)", n.Path(), err)
+		}
+		fmt.Println("HIDDEN-OK")
+		return
+	}
+	RequireRoot(t)
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skipf("skipping: needs unshare(1) from util-linux to make a private mount namespace")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "unshare", "--mount", "--propagation", "private",
+		os.Args[0], "-test.run=^TestRemoveHidden$", "-test.v")
+	cmd.Env = append(os.Environ(), "FELIS_NETNS_HIDDEN_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "HIDDEN-OK") {
+		t.Fatalf("child failed: %v\n%s", err, out)
 	}
 }

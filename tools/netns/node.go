@@ -129,7 +129,7 @@ func (n *Node) configureUplink(onlink bool) error {
 // Underlay is a namespace holding one bridge per subnet that joins nodes by veth, and routing
 // between its subnets: the network between Kubernetes nodes. Subnet k is 192.168.(56+k).0/24
 // and fd00:(56+k)::/64; the underlay is the router at .254 / ::254 on each, and node i of a
-// subnet gets .i / ::i.
+// subnet gets .i / ::i. Its methods are not safe for concurrent use.
 type Underlay struct {
 	*Namespace
 	subnets []*underlaySubnet
