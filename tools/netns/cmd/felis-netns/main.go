@@ -31,18 +31,22 @@ type Topology struct {
 
 // NodeSpec is one node of a Topology.
 type NodeSpec struct {
+	// Name is the node name (felis's --node).
 	Name string `json:"name"`
 	// Subnet is the underlay subnet index (0 = 192.168.56.0/24, 1 = 192.168.57.0/24, ...).
-	Subnet int       `json:"subnet"`
-	Pods   []PodSpec `json:"pods"`
+	Subnet int `json:"subnet"`
+	// Pods to wire to this node.
+	Pods []PodSpec `json:"pods"`
 }
 
 // PodSpec is one pod of a NodeSpec.
 type PodSpec struct {
-	Namespace string     `json:"namespace"`
-	Name      string     `json:"name"`
-	IPv4      netip.Addr `json:"ipv4"`
-	IPv6      netip.Addr `json:"ipv6"`
+	// Namespace and Name identify the pod (Kubernetes namespace and name).
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	// IPv4 and IPv6 are its addresses; either may be left out.
+	IPv4 netip.Addr `json:"ipv4"`
+	IPv6 netip.Addr `json:"ipv6"`
 }
 
 const usage = `felis-netns builds network namespaces to try felis by hand (as root).
