@@ -316,3 +316,29 @@ func TestKernelFailedBatchChangesNothing(t *testing.T) {
 		t.Fatalf("apply after a failed batch: %v", err)
 	}
 }
+
+// TestKernelIntervalEdges round-trips interval sets at the edges of the address space and
+// with adjacent prefixes, which the kernel stores as shared or missing end markers.
+func TestKernelIntervalEdges(t *testing.T) {
+	k := newKernel(t)
+	f := NewFake()
+	members := func(ps ...string) []snapshot.Member {
+		var out []snapshot.Member
+		for _, p := range ps {
+			out = append(out, snapshot.Member{Prefix: netip.MustParsePrefix(p)})
+		}
+		return out
+	}
+	s := snapshot.Snapshot{IPSets: []snapshot.IPSet{
+		{ID: "s:all", Type: snapshot.IPSetNet, Members: members("0.0.0.0/0", "::/0")},
+		{ID: "s:edges", Type: snapshot.IPSetNet, Members: members("0.0.0.0/32", "10.0.0.0/25", "10.0.0.128/25", "10.0.1.0/24",
+			"128.0.0.0/2", "255.255.255.255/32", "::/128", "fd00::/64", "fd00:0:0:1::/64", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128")},
+	}}
+	desired := mustRender(t, s)
+	step(t, "edges", k, f, desired, Plan(desired, nil))
+
+	// Remove one of two adjacent prefixes: the shared boundary must survive for the other.
+	s.IPSets[1].Members = members("0.0.0.0/32", "10.0.0.128/25", "10.0.1.0/24", "128.0.0.0/2", "255.255.255.255/32", "::/128", "fd00:0:0:1::/64")
+	next := mustRender(t, s)
+	step(t, "adjacent removed", k, f, next, Plan(next, &desired))
+}
