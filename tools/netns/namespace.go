@@ -164,13 +164,24 @@ func (n *Namespace) Start(ctx context.Context, name string, args ...string) (*Pr
 	if err := n.h.addCleanup(p.Stop); err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("netns: %s: start %s: %w", n.Name, name, err)
-	}
+	// Pdeathsig fires when the forking OS thread ends, not the process: fork from a locked
+	// thread that lives exactly as long as the child.
+	started := make(chan error, 1)
 	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			close(p.done)
+			return
+		}
+		started <- nil
 		p.waitErr = cmd.Wait()
 		close(p.done)
 	}()
+	if err := <-started; err != nil {
+		return nil, fmt.Errorf("netns: %s: start %s: %w", n.Name, name, err)
+	}
 	return p, nil
 }
 
