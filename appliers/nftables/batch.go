@@ -103,7 +103,7 @@ func sendBatch(conn *netlink.Conn, msgs []netlink.Message, opOf []int, seq uint3
 		return nil, err
 	}
 	var errs []batchError
-	buf := make([]byte, 1<<16)
+	buf := make([]byte, 1<<20)
 	for {
 		var n int
 		var rerr error

@@ -66,6 +66,11 @@ func NewKernel(opts ...KernelOption) (*Kernel, error) {
 	if err == nil {
 		err = bigBuffers(raw)
 	}
+	if err == nil {
+		// Error replies then carry the rejected message's header only, not the whole
+		// (possibly huge) message, so sendBatch's buffer always holds them.
+		err = raw.SetOption(netlink.CapAcknowledge, true)
+	}
 	if err != nil {
 		_ = conn.CloseLasting()
 		return nil, fmt.Errorf("open nftables netlink: %w", err)

@@ -311,6 +311,16 @@ func TestKernelFailedBatchChangesNothing(t *testing.T) {
 	if diff := cmp.Diff(before, observeString(t, f)); diff != "" {
 		t.Fatalf("fake changed after a failed batch (-before +after):\n%s", diff)
 	}
+	// A rejected message that is large (thousands of elements): the error still names it.
+	var many []render.Element
+	for i := range 3000 {
+		many = append(many, render.Element{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 200, byte(i >> 8), byte(i)}), 32)})
+	}
+	err = k.Apply(ctx, []Op{{Verb: DeleteSetElements, Name: "s_bbb-4", Set: &desired.Sets[8], Elements: many}})
+	if err == nil || !strings.Contains(err.Error(), "kernel rejected op 0 (delete element inet felis s_bbb-4") || !errors.Is(err, unix.ENOENT) {
+		t.Fatalf("deleting 3000 missing elements: err = %v, want op 0 rejected with ENOENT", err)
+	}
+
 	// The connection is still usable.
 	if err := k.Apply(ctx, []Op{{Verb: AddSetElements, Name: "s_bbb-4", Set: &desired.Sets[8], Elements: []render.Element{{Prefix: netip.MustParsePrefix("10.9.9.9/32")}}}}); err != nil {
 		t.Fatalf("apply after a failed batch: %v", err)
