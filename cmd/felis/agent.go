@@ -150,12 +150,14 @@ type agent struct {
 
 // cycle derives and syncs once. It never runs before the store is in sync.
 func (a *agent) cycle(ctx context.Context) (*snapshot.Snapshot, error) {
-	if !a.st.InSync() {
+	// The in-sync mark is read with the view, so a view taken before the last source synced
+	// can never be programmed.
+	view := a.st.View()
+	if !view.InSync() {
 		a.log.Info("waiting for every datastore source to be in sync; nothing programmed")
 		return nil, nil
 	}
 	start := time.Now()
-	view := a.st.View()
 	snap, err := derive.Derive(view, a.node, derive.Options{})
 	if err != nil {
 		return nil, fmt.Errorf("derive: %w", err)
