@@ -352,3 +352,40 @@ func TestKernelIntervalEdges(t *testing.T) {
 	next := mustRender(t, s)
 	step(t, "adjacent removed", k, f, next, Plan(next, &desired))
 }
+
+// TestKernelFakeAgreeOnEdgeOps applies the same odd batches to the kernel and the fake: both
+// must accept or reject each one, and hold the same state afterwards.
+func TestKernelFakeAgreeOnEdgeOps(t *testing.T) {
+	k := newKernel(t)
+	f := NewFake()
+	ctx := context.Background()
+	desired := mustRender(t, fixture.Snapshot())
+	step(t, "full sync", k, f, desired, Plan(desired, nil))
+	set := &desired.Sets[8] // s_bbb-4
+	host := func(s string) []render.Element { return []render.Element{{Prefix: netip.MustParsePrefix(s)}} }
+	ret := render.Chain{Name: "extra", Level: render.LevelPolicy, Rules: []render.Rule{{Stmts: []render.Stmt{render.Return}}}}
+	ret.Hash = render.ChainHash(ret)
+	tests := []struct {
+		name   string
+		ops    []Op
+		reject bool
+	}{
+		{"re-adding an existing element is a no-op", []Op{{Verb: AddSetElements, Name: set.Name, Set: set, Elements: host("10.0.0.1/32")}}, false},
+		{"deleting a missing element fails", []Op{{Verb: DeleteSetElements, Name: set.Name, Set: set, Elements: host("10.0.0.77/32")}}, true},
+		{"an interval overlapping another fails", []Op{{Verb: AddSetElements, Name: "s_aaa-4", Set: &desired.Sets[6], Elements: host("10.0.1.0/25")}}, true},
+		{"a map key bound to another chain fails", []Op{{Verb: AddMapElements, Name: render.MapWorkloadIngress, MapElements: []render.MapElement{{Interface: "cali2222bbbb", Chain: "wl-in-cali1111aaaa"}}}}, true},
+		{"deleting a set a rule uses fails", []Op{{Verb: DeleteSet, Name: set.Name}}, true},
+		{"deleting a chain a map uses fails", []Op{{Verb: DeleteChain, Name: "wl-in-cali2222bbbb"}}, true},
+		{"add and delete a chain in one batch", []Op{{Verb: AddChain, Name: "extra", Chain: &ret}, {Verb: DeleteChain, Name: "extra"}}, false},
+		{"flush then refill a set", []Op{{Verb: FlushSet, Name: set.Name, Set: set}, {Verb: AddSetElements, Name: set.Name, Set: set, Elements: set.Elements}}, false},
+	}
+	for _, tt := range tests {
+		kerr, ferr := k.Apply(ctx, tt.ops), f.Apply(ctx, tt.ops)
+		if (kerr != nil) != tt.reject || (ferr != nil) != tt.reject {
+			t.Errorf("%s: kernel err = %v, fake err = %v; want rejected = %v", tt.name, kerr, ferr, tt.reject)
+		}
+		if diff := cmp.Diff(observeString(t, k), observeString(t, f)); diff != "" {
+			t.Fatalf("%s: kernel and fake differ afterwards (-kernel +fake):\n%s", tt.name, diff)
+		}
+	}
+}
