@@ -175,7 +175,8 @@ type watch struct {
 	report func(datastore.Problems)
 
 	revs   [2]int64 // per watched prefix (resources, blocks): the last revision applied
-	inSync bool
+	inSync bool     // as last marked in the store by this watch
+	marked bool     // whether this watch has marked the store at all
 }
 
 // run lists and watches until ctx ends, re-listing after compaction or a failed watch.
@@ -290,10 +291,10 @@ func (w *watch) handle(i int, resp clientv3.WatchResponse, ok bool) (bool, error
 
 // setInSync marks the source in or out of sync in the store when that changes.
 func (w *watch) setInSync(in bool) {
-	if in == w.inSync {
+	if w.marked && in == w.inSync {
 		return
 	}
-	w.inSync = in
+	w.inSync, w.marked = in, true
 	if in {
 		_ = w.st.MarkInSync(SourceName)
 	} else {

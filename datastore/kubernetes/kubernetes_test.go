@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -237,9 +238,32 @@ spec:
 func TestKubernetesDatastore(t *testing.T) {
 	server, cfg := startAPIServer(t)
 	c := &cluster{t: t, server: server, cs: k8s.NewForConfigOrDie(cfg), dyn: dynamic.NewForConfigOrDie(cfg), st: store.New()}
-	c.applyCRDs(cfg)
-	c.src = NewForConfig(cfg)
+
+	// The source is opened as felis opens it, from a kubeconfig file.
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, []byte(fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters: [{name: test, cluster: {server: %q, insecure-skip-tls-verify: true}}]
+users: [{name: admin, user: {token: %q}}]
+contexts: [{name: test, context: {cluster: test, user: admin}}]
+current-context: test
+`, cfg.Host, adminToken)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opened, err := datastore.Open("kubernetes:" + kubeconfig)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	c.src = opened.(*Source)
 	c.src.CheckInterval = 200 * time.Millisecond
+
+	t.Run("Load without the CRDs", func(t *testing.T) {
+		_, err := c.src.Load(context.Background(), store.New())
+		if err == nil || !strings.Contains(err.Error(), "manifests/calico-crds.yaml") {
+			t.Fatalf("Load: got error %v, want one naming manifests/calico-crds.yaml", err)
+		}
+	})
+	c.applyCRDs(cfg)
 
 	// Initial state: a namespace, a service account, a running pod, a Kubernetes policy, a
 	// node and Calico resources, one of them invalid.
@@ -308,6 +332,15 @@ func TestKubernetesDatastore(t *testing.T) {
 			t.Errorf("endpoint source: got %+v", w.Source)
 		}
 	})
+	poolKey := model.Key{Kind: model.KindIPPool, Name: "pool-a"}
+	poolRev := func() uint64 {
+		o, ok := c.st.View().Get(poolKey)
+		if !ok {
+			t.Fatalf("%s not in the store", poolKey)
+		}
+		return o.GetMeta().Revision
+	}
+	loadedPoolRev := poolRev()
 
 	c.watch()
 	snapshot := func() (endpoints, policies []string) {
@@ -349,6 +382,11 @@ func TestKubernetesDatastore(t *testing.T) {
 			}
 			return ""
 		})
+
+		// Watch listed everything again; what did not change kept its revision.
+		if got := poolRev(); got != loadedPoolRev {
+			t.Errorf("Watch's initial list rewrote the unchanged IP pool: revision %d, want %d", got, loadedPoolRev)
+		}
 
 		// A second pod: without an IP it has no endpoint; with one, it has.
 		if _, err := c.cs.CoreV1().Pods("prod").Create(ctx, pod("db", "node-1", map[string]string{"app": "db"}), metav1.CreateOptions{}); err != nil {

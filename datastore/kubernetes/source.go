@@ -32,6 +32,16 @@ func init() {
 	})
 }
 
+// maxStartDelay caps the pause between attempts to reach the API server at Watch start.
+const maxStartDelay = 30 * time.Second
+
+// unavailableError is a failure to reach the API server or find the resources it must
+// serve: Watch retries it.
+type unavailableError struct{ err error }
+
+func (e unavailableError) Error() string { return e.err.Error() }
+func (e unavailableError) Unwrap() error { return e.err }
+
 // DefaultCheckInterval is how often Watch checks whether an informer that hit a watch error
 // has listed again.
 const DefaultCheckInterval = time.Second
@@ -116,9 +126,33 @@ func (s *Source) Load(ctx context.Context, st *store.Store) (datastore.Problems,
 // has listed again (client-go re-lists by itself, with backoff). report receives the complete
 // list of problems whenever it changes. It returns nil when ctx ends, or the store's error.
 func (s *Source) Watch(ctx context.Context, st *store.Store, report func(datastore.Problems)) error {
-	w, err := s.start(ctx, st)
-	if err != nil {
-		return err
+	s.trackerFor(st) // registers the source
+	var w *watcher
+	retried := false
+	for delay := time.Second; ; delay = min(2*delay, maxStartDelay) {
+		var err error
+		w, err = s.start(ctx, st)
+		if err == nil {
+			break
+		}
+		var down unavailableError
+		if !errors.As(err, &down) {
+			return err
+		}
+		// Unreachable, or the CRDs are not there yet: keep what the store has, say why,
+		// and try again.
+		_ = st.MarkOutOfSync(SourceName)
+		if report != nil {
+			report(datastore.Problems{{Where: SourceName, Reason: err.Error() + " (retrying)"}})
+		}
+		retried = true
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
 	}
 	defer w.stop()
 	if err := w.sync(ctx); err != nil {
@@ -127,7 +161,9 @@ func (s *Source) Watch(ctx context.Context, st *store.Store, report func(datasto
 		}
 		return err
 	}
-	w.report(report)
+	if p, changed := w.tr.TakeProblems(); (changed || retried) && report != nil {
+		report(p)
+	}
 	tick := time.NewTicker(s.CheckInterval)
 	defer tick.Stop()
 	for {
@@ -196,7 +232,7 @@ func (s *Source) start(ctx context.Context, st *store.Store) (*watcher, error) {
 	}
 	if err := checkServed(ctx, cs); err != nil {
 		cancel()
-		return nil, err
+		return nil, unavailableError{err}
 	}
 	w.tr = s.trackerFor(st)
 	w.tr.BeginList()
