@@ -132,9 +132,8 @@ func TestSweep(t *testing.T) {
 		// Leftovers of other dead runs may resist (see removeNamed); ours are checked below.
 		t.Logf("Sweep: %v", err)
 	}
-	if !contains(removed, leftover) {
-		t.Errorf("Sweep removed %v, want it to include %s", removed, leftover)
-	}
+	// (Another test process sweeping at the same moment may have removed it first, so only
+	// its absence is checked below.)
 	for _, name := range []string{live, other} {
 		if contains(removed, name) {
 			t.Errorf("Sweep removed %s, which it must leave alone", name)
