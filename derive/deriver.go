@@ -31,8 +31,10 @@ type Deriver struct {
 	profileLabels map[string]map[string]string
 	profileUsers  map[string]map[model.Key]bool // profile -> holders that list it
 	holders       map[model.Key]*hstate
-	byKey         map[string]map[model.Key]bool // label name -> holders with it
-	byKV          map[string]map[model.Key]bool // name "\x00" value -> holders
+	byID          []*hstate                         // holder ID -> holder (nil when free)
+	freeIDs       []holderID                        // IDs to reuse
+	byKey         map[string]map[holderID]struct{}  // label name -> holders with it
+	byKV          map[labelKV]map[holderID]struct{} // label name and value -> holders
 
 	tiers    map[string]tierInfo
 	policies map[model.Key]*pstate
@@ -54,9 +56,16 @@ type Deriver struct {
 	affine       map[string][]netip.Prefix // node -> blocks affine to it, for the borrowed-IP test
 }
 
+// holderID is a small integer naming a holder inside the index (cheaper to hash than a Key).
+type holderID int32
+
+// labelKV is one label as an index key.
+type labelKV struct{ name, value string }
+
 // hstate is a holder (anything a rule selector can match) with what indexing needs.
 type hstate struct {
 	holder
+	id       holderID
 	key      model.Key
 	own      map[string]string
 	profList []string
@@ -141,8 +150,9 @@ func (d *Deriver) reset() {
 	d.profileLabels = map[string]map[string]string{}
 	d.profileUsers = map[string]map[model.Key]bool{}
 	d.holders = map[model.Key]*hstate{}
-	d.byKey = map[string]map[model.Key]bool{}
-	d.byKV = map[string]map[model.Key]bool{}
+	d.byID, d.freeIDs = nil, nil
+	d.byKey = map[string]map[holderID]struct{}{}
+	d.byKV = map[labelKV]map[holderID]struct{}{}
 	d.tiers = nil
 	d.policies = map[model.Key]*pstate{}
 	d.profiles = map[string]*profState{}
@@ -284,8 +294,17 @@ func (d *Deriver) refreshHolder(v *store.View, k model.Key) {
 	h := d.newHolder(v, k)
 	if old != nil {
 		d.unindex(old)
+		d.byID[old.id] = nil
+		d.freeIDs = append(d.freeIDs, old.id)
 	}
 	if h != nil {
+		if n := len(d.freeIDs); n > 0 {
+			h.id, d.freeIDs = d.freeIDs[n-1], d.freeIDs[:n-1]
+			d.byID[h.id] = h
+		} else {
+			h.id = holderID(len(d.byID))
+			d.byID = append(d.byID, h)
+		}
 		d.holders[k] = h
 		d.index(h)
 	} else {
@@ -377,8 +396,8 @@ func (d *Deriver) isBorrowed(h *hstate) bool {
 
 func (d *Deriver) index(h *hstate) {
 	for k, v := range h.labels.All() {
-		addTo(d.byKey, k, h.key)
-		addTo(d.byKV, k+"\x00"+v, h.key)
+		addTo(d.byKey, k, h.id)
+		addTo(d.byKV, labelKV{k, v}, h.id)
 	}
 	for _, p := range h.profList {
 		addTo(d.profileUsers, p, h.key)
@@ -387,24 +406,25 @@ func (d *Deriver) index(h *hstate) {
 
 func (d *Deriver) unindex(h *hstate) {
 	for k, v := range h.labels.All() {
-		removeFrom(d.byKey, k, h.key)
-		removeFrom(d.byKV, k+"\x00"+v, h.key)
+		removeFrom(d.byKey, k, h.id)
+		removeFrom(d.byKV, labelKV{k, v}, h.id)
 	}
 	for _, p := range h.profList {
 		removeFrom(d.profileUsers, p, h.key)
 	}
 }
 
-func addTo(m map[string]map[model.Key]bool, k string, v model.Key) {
+func addTo[K, V comparable, S ~map[V]E, E any](m map[K]S, k K, v V) {
 	s, ok := m[k]
 	if !ok {
-		s = map[model.Key]bool{}
+		s = S{}
 		m[k] = s
 	}
-	s[v] = true
+	var zero E
+	s[v] = zero
 }
 
-func removeFrom(m map[string]map[model.Key]bool, k string, v model.Key) {
+func removeFrom[K, V comparable, S ~map[V]E, E any](m map[K]S, k K, v V) {
 	if s, ok := m[k]; ok {
 		delete(s, v)
 		if len(s) == 0 {
@@ -537,8 +557,8 @@ func (d *Deriver) ref(def ipSetDef, delta int) {
 		i, _ := slices.BinarySearch(d.setIDs, def.ID)
 		d.setIDs = slices.Insert(d.setIDs, i, def.ID)
 		if def.Kind != setService {
-			for _, hk := range d.candidates(def.Selector) {
-				s.add(contribution(def, &d.holders[hk].holder), +1)
+			for _, h := range d.candidates(def.Selector) {
+				s.add(contribution(def, &h.holder), +1)
 			}
 		}
 	}
@@ -547,41 +567,51 @@ func (d *Deriver) ref(def ipSetDef, delta int) {
 
 // candidates returns the holders a selector can possibly match, using the label index when
 // the selector requires a label (the smallest bucket wins), else every holder.
-func (d *Deriver) candidates(sel *selector.Selector) []model.Key {
-	var best map[model.Key]bool
+func (d *Deriver) candidates(sel *selector.Selector) []*hstate {
+	var best map[holderID]struct{}
+	var bestValues []labelKV
 	bestN := -1
-	var union []model.Key
 	for name, r := range sel.LabelRestrictions() {
 		if !r.MustBePresent {
 			continue
 		}
 		if r.MustHaveOneOfValues != nil {
 			n := 0
+			var kvs []labelKV
 			for _, val := range r.MustHaveOneOfValues {
-				n += len(d.byKV[name.Value()+"\x00"+val.Value()])
+				kv := labelKV{name.Value(), val.Value()}
+				n += len(d.byKV[kv])
+				kvs = append(kvs, kv)
 			}
 			if bestN < 0 || n < bestN {
-				bestN, best = n, nil
-				union = union[:0]
-				for _, val := range r.MustHaveOneOfValues {
-					for k := range d.byKV[name.Value()+"\x00"+val.Value()] {
-						union = append(union, k)
-					}
-				}
+				bestN, best, bestValues = n, nil, kvs
 			}
 			continue
 		}
 		if s := d.byKey[name.Value()]; bestN < 0 || len(s) < bestN {
-			bestN, best, union = len(s), s, union[:0]
+			bestN, best, bestValues = len(s), s, nil
 		}
 	}
-	if bestN < 0 {
-		return slices.Collect(maps.Keys(d.holders))
+	var out []*hstate
+	switch {
+	case bestN < 0:
+		for _, h := range d.byID {
+			if h != nil {
+				out = append(out, h)
+			}
+		}
+	case best != nil:
+		for id := range best {
+			out = append(out, d.byID[id])
+		}
+	default:
+		for _, kv := range bestValues {
+			for id := range d.byKV[kv] {
+				out = append(out, d.byID[id])
+			}
+		}
 	}
-	if best != nil {
-		return slices.Collect(maps.Keys(best))
-	}
-	return union
+	return out
 }
 
 // contribution is what one holder puts into a selector or named-port set: its addresses

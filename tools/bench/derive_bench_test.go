@@ -181,3 +181,22 @@ func freeAddress(b *testing.B, v *store.View, node string) netip.Prefix {
 	b.Fatalf("node %s has no free address in its blocks", node)
 	return netip.Prefix{}
 }
+
+// BenchmarkDeriverFirstBuild measures what the agent pays at start at scale (a): the
+// Deriver's first, full cycle (the store is loaded outside the timer).
+func BenchmarkDeriverFirstBuild(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		st := store.New()
+		if _, err := st.Write(store.Batch{Upserts: synth.Generate(synth.PolicyScale())}); err != nil {
+			b.Fatal(err)
+		}
+		runtime.GC()
+		b.StartTimer()
+		d := derive.NewDeriver(st, synth.LocalNode, derive.Options{})
+		if _, err := d.Derive(st.View()); err != nil {
+			b.Fatal(err)
+		}
+		d.Close()
+	}
+}
