@@ -51,9 +51,9 @@ type Deriver struct {
 	config           snapshot.Config
 	baseRoutes       []snapshot.Route // RemoteRouting's routes
 	routes           []snapshot.Route // baseRoutes with the local workload routes laid over
-	vteps        []snapshot.VTEP
-	pools        []snapshot.Pool
-	affine       map[string][]netip.Prefix // node -> blocks affine to it, for the borrowed-IP test
+	vteps            []snapshot.VTEP
+	pools            []snapshot.Pool
+	affine           map[string][]netip.Prefix // node -> blocks affine to it, for the borrowed-IP test
 }
 
 // holderID is a small integer naming a holder inside the index (cheaper to hash than a Key).

@@ -10,7 +10,7 @@ import (
 func TestCompare(t *testing.T) {
 	pfx := netip.MustParsePrefix
 	before := &Snapshot{
-		IPSets: []IPSet{{ID: "s:a", Source: "app == 'web'", Members: []Member{{Prefix: pfx("10.0.0.1/32")}, {Prefix: pfx("10.0.0.2/32")}}}},
+		IPSets:   []IPSet{{ID: "s:a", Source: "app == 'web'", Members: []Member{{Prefix: pfx("10.0.0.1/32")}, {Prefix: pfx("10.0.0.2/32")}}}},
 		Policies: []Policy{{ID: "ns/p1", Tier: "default", Inbound: []Rule{{Action: Allow}}}},
 		Endpoints: []Endpoint{
 			{ID: "ns/a", Interface: "cali1", Addrs: []netip.Prefix{pfx("10.0.0.1/32")},
