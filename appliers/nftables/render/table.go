@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -221,15 +222,21 @@ func (t Table) String() string {
 // ChainHash is the content hash of a chain: name, hook, level and rule text. It is 16 hex
 // digits, short enough to fit every rule's userdata.
 func ChainHash(c Chain) string {
-	h := sha256.New()
-	fmt.Fprintf(h, "%s\n%d\n", c.Name, c.Level)
+	b := make([]byte, 0, 64*(len(c.Rules)+2))
+	b = append(b, c.Name...)
+	b = append(b, '\n')
+	b = strconv.AppendInt(b, int64(c.Level), 10)
+	b = append(b, '\n')
 	if c.Base != nil {
-		fmt.Fprintf(h, "%s\n", c.Base)
+		b = append(b, c.Base.String()...)
+		b = append(b, '\n')
 	}
 	for _, r := range c.Rules {
-		fmt.Fprintf(h, "%s\n", r)
+		b = append(b, r.String()...)
+		b = append(b, '\n')
 	}
-	return hex.EncodeToString(h.Sum(nil))[:16]
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
 }
 
 // Sort puts every slice of the table in canonical order.
