@@ -214,3 +214,99 @@ func TestPackets(t *testing.T) {
 	sync("no policy, no profile")
 	expect("an endpoint with no profile drops everything", 80, false)
 }
+
+// TestPacketsHostEndpointAndNAT adds an external netns behind the node's eth0, a host endpoint
+// on eth0 whose policy denies everything, and a NAT-outgoing pool: the failsafe port stays
+// open, another port closes, and a pod reaching the outside is masqueraded to the node's address.
+func TestPacketsHostEndpointAndNAT(t *testing.T) {
+	a := netip.MustParseAddr("10.0.0.1")
+	nodeIP, extIP := netip.MustParseAddr("192.168.50.1"), netip.MustParseAddr("192.168.50.2")
+	node, pods := packetNode(t, map[string]netip.Addr{"caliaaaa": a})
+	ext := newNetNS(t)
+	hn, err := netlink.NewHandleAt(node)
+	must(t, "node handle", err)
+	defer hn.Close()
+	must(t, "eth0 veth", hn.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(ext))}))
+	eth0, err := hn.LinkByName("eth0")
+	must(t, "eth0", err)
+	must(t, "eth0 up", hn.LinkSetUp(eth0))
+	must(t, "node addr", hn.AddrAdd(eth0, &netlink.Addr{IPNet: &net.IPNet{IP: nodeIP.AsSlice(), Mask: net.CIDRMask(24, 32)}}))
+	hx, err := netlink.NewHandleAt(ext)
+	must(t, "ext handle", err)
+	defer hx.Close()
+	xeth, err := hx.LinkByName("eth0")
+	must(t, "ext eth0", err)
+	lo, _ := hx.LinkByName("lo")
+	must(t, "ext lo", hx.LinkSetUp(lo))
+	must(t, "ext eth0 up", hx.LinkSetUp(xeth))
+	must(t, "ext addr", hx.AddrAdd(xeth, &netlink.Addr{IPNet: &net.IPNet{IP: extIP.AsSlice(), Mask: net.CIDRMask(24, 32)}}))
+
+	listen(t, node, nodeIP, 22, 8080)
+	// The external server reports the source address it sees.
+	var l net.Listener
+	must(t, "ext listen", inNS(t, ext, func() (err error) {
+		l, err = net.Listen("tcp", netip.AddrPortFrom(extIP, 9000).String())
+		return err
+	}))
+	t.Cleanup(func() { l.Close() })
+	seen := make(chan string, 16)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			seen <- c.RemoteAddr().(*net.TCPAddr).IP.String()
+			c.Close()
+		}
+	}()
+
+	ready := false
+	for i := 0; i < 5 && !ready; i++ {
+		ready = connects(t, ext, nodeIP, 8080, time.Second)
+	}
+	if !ready {
+		t.Fatal("without felis, the external netns cannot reach the node: the test wiring is broken")
+	}
+	allowAll := []snapshot.Rule{{Action: snapshot.Allow}}
+	snap := snapshot.Snapshot{
+		Config: snapshot.Config{InterfacePrefixes: []string{"cali"}, FailsafeInbound: []snapshot.FailsafePort{{Protocol: 6, Port: 22}}},
+		Policies: []snapshot.Policy{
+			{ID: "deny-all", Tier: "default", Inbound: []snapshot.Rule{{Action: snapshot.Deny}}},
+		},
+		Profiles: []snapshot.Profile{{ID: "kns.ns", Inbound: allowAll, Outbound: allowAll}},
+		Endpoints: []snapshot.Endpoint{{ID: "ns/a", Interface: "caliaaaa", Addrs: []netip.Prefix{netip.PrefixFrom(a, 32)},
+			Egress: snapshot.Direction{Profiles: []string{"kns.ns"}}, Ingress: snapshot.Direction{Profiles: []string{"kns.ns"}}}},
+		HostEndpoints: []snapshot.HostEndpoint{{ID: "node-eth0", Interface: "eth0",
+			Normal: snapshot.HostDirections{Ingress: snapshot.Direction{Tiers: []snapshot.TierPolicies{{Tier: "default", DefaultAction: snapshot.Deny, Policies: []string{"deny-all"}}}}}}},
+		Pools: []snapshot.Pool{{CIDR: netip.MustParsePrefix("10.0.0.0/16"), NATOutgoing: true}},
+	}
+	tbl, err := render.Render(snap)
+	must(t, "render", err)
+	k, err := NewKernel(WithNetNSFd(int(node)))
+	must(t, "kernel", err)
+	t.Cleanup(func() { k.Close() })
+	_, err = NewApplier(k).Sync(context.Background(), tbl)
+	must(t, "sync", err)
+
+	if !connects(t, ext, nodeIP, 22, 3*time.Second) {
+		t.Error("failsafe port 22 is closed under a deny-all host endpoint policy")
+	}
+	if connects(t, ext, nodeIP, 8080, 400*time.Millisecond) {
+		t.Error("port 8080 is open under a deny-all host endpoint policy")
+	}
+	for len(seen) > 0 {
+		<-seen
+	}
+	if !connects(t, pods["caliaaaa"], extIP, 9000, 3*time.Second) {
+		t.Fatal("pod A cannot reach the outside")
+	}
+	select {
+	case src := <-seen:
+		if src != nodeIP.String() {
+			t.Errorf("outside saw source %s, want the node's %s (masquerade)", src, nodeIP)
+		}
+	case <-time.After(2 * time.Second):
+		t.Error("the external server saw no connection")
+	}
+}
