@@ -97,6 +97,17 @@ func (h *harness) del(key string) {
 	}
 }
 
+// tlsClient is a writing client with the source's endpoints and TLS configuration.
+func tlsClient(t *testing.T, src *Source) *clientv3.Client {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: src.endpoints, TLS: src.TLS, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatalf("etcd client: %v", err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
 // watch runs the source's Watch until the test ends.
 func (h *harness) watch() {
 	ctx, cancel := context.WithCancel(context.Background())

@@ -2,8 +2,10 @@ package etcd
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc/connectivity"
@@ -28,7 +31,13 @@ func init() {
 		if arg == "" {
 			return nil, errors.New("--datastore etcd:URL needs a URL, e.g. etcd:http://127.0.0.1:2379")
 		}
-		return New(strings.Split(arg, ",")...), nil
+		s := New(strings.Split(arg, ",")...)
+		cfg, err := TLSFromEnv(os.Getenv)
+		if err != nil {
+			return nil, err
+		}
+		s.TLS = cfg
+		return s, nil
 	})
 }
 
@@ -52,6 +61,8 @@ type Source struct {
 	CheckInterval time.Duration
 	// RetryDelay is the pause before a re-list after a failure (DefaultRetryDelay).
 	RetryDelay time.Duration
+	// TLS is the client TLS configuration for https endpoints; nil for plain http.
+	TLS *tls.Config
 
 	lists atomic.Int64 // full lists done by Watch (tests check that compaction forces one)
 
@@ -83,6 +94,7 @@ func (s *Source) dial(ctx context.Context) (*clientv3.Client, error) {
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   s.endpoints,
 		DialTimeout: s.DialTimeout,
+		TLS:         s.TLS,
 		Logger:      zap.NewNop(), // failures surface as errors and in-sync marks
 		Context:     ctx,
 	})
@@ -90,6 +102,30 @@ func (s *Source) dial(ctx context.Context) (*clientv3.Client, error) {
 		return nil, fmt.Errorf("datastore etcd:%s: %w", strings.Join(s.endpoints, ","), err)
 	}
 	return cli, nil
+}
+
+// Environment variables naming the client TLS files, as calico-node and calicoctl name them.
+const (
+	EnvCACertFile = "ETCD_CA_CERT_FILE"
+	EnvCertFile   = "ETCD_CERT_FILE"
+	EnvKeyFile    = "ETCD_KEY_FILE"
+)
+
+// TLSFromEnv builds the client TLS configuration from EnvCACertFile, EnvCertFile and
+// EnvKeyFile (read through getenv); it returns nil when none is set.
+func TLSFromEnv(getenv func(string) string) (*tls.Config, error) {
+	info := transport.TLSInfo{TrustedCAFile: getenv(EnvCACertFile), CertFile: getenv(EnvCertFile), KeyFile: getenv(EnvKeyFile)}
+	if info.TrustedCAFile == "" && info.CertFile == "" && info.KeyFile == "" {
+		return nil, nil
+	}
+	if (info.CertFile == "") != (info.KeyFile == "") {
+		return nil, fmt.Errorf("datastore etcd: %s and %s must be set together", EnvCertFile, EnvKeyFile)
+	}
+	cfg, err := info.ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("datastore etcd: client TLS from %s/%s/%s: %w", EnvCACertFile, EnvCertFile, EnvKeyFile, err)
+	}
+	return cfg, nil
 }
 
 // where names a key in problems and model.Source.File.

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 )
@@ -18,6 +19,11 @@ type Server struct {
 	Port int    // client port
 	peer int    // peer port
 	etcd *embed.Etcd
+
+	// With TLS (StartTLS): the CA that signed the server and client certificates, and the
+	// client's certificate and key files. Clients must present the certificate.
+	CAFile, ClientCertFile, ClientKeyFile string
+	serverTLS                             *transport.TLSInfo
 }
 
 // FreePort returns a TCP port of 127.0.0.1 that was free a moment ago.
@@ -41,8 +47,24 @@ func Start(t testing.TB) *Server {
 	return s
 }
 
+// StartTLS is Start with client TLS and client certificate authentication.
+func StartTLS(t testing.TB) *Server {
+	t.Helper()
+	s := &Server{t: t, Dir: t.TempDir(), Port: FreePort(t), peer: FreePort(t)}
+	certs := t.TempDir()
+	s.CAFile, s.ClientCertFile, s.ClientKeyFile, s.serverTLS = writeCerts(t, certs)
+	s.StartOn(s.Port)
+	t.Cleanup(s.Stop)
+	return s
+}
+
 // URL is the client URL of the current client port.
-func (s *Server) URL() string { return fmt.Sprintf("http://127.0.0.1:%d", s.Port) }
+func (s *Server) URL() string {
+	if s.serverTLS != nil {
+		return fmt.Sprintf("https://127.0.0.1:%d", s.Port)
+	}
+	return fmt.Sprintf("http://127.0.0.1:%d", s.Port)
+}
 
 // StartOn (re)starts the member on its data directory with the given client port.
 func (s *Server) StartOn(port int) {
@@ -52,6 +74,10 @@ func (s *Server) StartOn(port int) {
 	cfg.Name = "felis-test"
 	cfg.Dir = s.Dir
 	client := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", port)}
+	if s.serverTLS != nil {
+		client.Scheme = "https"
+		cfg.ClientTLSInfo = *s.serverTLS
+	}
 	peer := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", s.peer)}
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
