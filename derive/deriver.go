@@ -38,7 +38,11 @@ type Deriver struct {
 
 	tiers    map[string]tierInfo
 	policies map[model.Key]*pstate
-	profiles map[string]*profState // profiles listed by a local endpoint
+	// Policies indexed by one label their selector requires, so that a changed local
+	// endpoint is matched only against policies that could select it.
+	policiesByLabel map[string]map[model.Key]struct{}
+	policiesAny     map[model.Key]struct{} // selectors that require no label
+	profiles        map[string]*profState  // profiles listed by a local endpoint
 
 	locals map[model.Key]*lstate
 	sets   map[string]*sstate
@@ -76,6 +80,7 @@ type hstate struct {
 // pstate is one policy with its memoized IR.
 type pstate struct {
 	rp      rankedPolicy
+	label   string // the index label ("" = policiesAny)
 	built   bool
 	ir      snapshot.Policy
 	defs    []ipSetDef
@@ -108,6 +113,7 @@ type lstate struct {
 // and go without recomputing the set.
 type sstate struct {
 	def     ipSetDef
+	source  string // def.source(), computed once
 	refs    int
 	counts  map[snapshot.Member]int
 	members []snapshot.Member
@@ -155,6 +161,8 @@ func (d *Deriver) reset() {
 	d.byKV = map[labelKV]map[holderID]struct{}{}
 	d.tiers = nil
 	d.policies = map[model.Key]*pstate{}
+	d.policiesByLabel = map[string]map[model.Key]struct{}{}
+	d.policiesAny = map[model.Key]struct{}{}
 	d.profiles = map[string]*profState{}
 	d.locals = map[model.Key]*lstate{}
 	d.sets = map[string]*sstate{}
@@ -347,10 +355,19 @@ func (d *Deriver) refreshHolder(v *store.View, k model.Key) {
 			l.wep, _ = o.(*model.WorkloadEndpoint)
 			l.hep, _ = o.(*model.HostEndpoint)
 		}
-		for pk, ps := range d.policies {
+		match := func(pk model.Key) {
+			ps := d.policies[pk]
 			if policySelector(ps.rp.Policy).EvaluateLabels(h.labels) {
 				l.matched[pk] = true
 				ps.matches++
+			}
+		}
+		for pk := range d.policiesAny {
+			match(pk)
+		}
+		for name := range h.labels.All() {
+			for pk := range d.policiesByLabel[name] {
+				match(pk)
 			}
 		}
 		for _, p := range h.profList {
@@ -447,15 +464,27 @@ func (d *Deriver) updatePolicy(v *store.View, k model.Key) {
 			}
 		}
 	}
+	if ps != nil {
+		if ps.label == "" {
+			delete(d.policiesAny, k)
+		} else {
+			removeFrom(d.policiesByLabel, ps.label, k)
+		}
+	}
 	p, ok := store.Get[*model.Policy](v, k)
 	if !ok {
 		delete(d.policies, k)
 		return
 	}
-	ps = &pstate{rp: rankedPolicy{Policy: p, ID: p.Key.ID()}}
+	sel := policySelector(p)
+	ps = &pstate{rp: rankedPolicy{Policy: p, ID: p.Key.ID()}, label: requiredLabel(sel)}
 	d.setTier(ps)
 	d.policies[k] = ps
-	sel := policySelector(p)
+	if ps.label == "" {
+		d.policiesAny[k] = struct{}{}
+	} else {
+		addTo(d.policiesByLabel, ps.label, k)
+	}
 	for _, l := range d.locals {
 		if sel.EvaluateLabels(l.h.labels) {
 			l.matched[k] = true
@@ -552,7 +581,7 @@ func (d *Deriver) ref(def ipSetDef, delta int) {
 		if delta < 0 {
 			return
 		}
-		s = &sstate{def: def, counts: map[snapshot.Member]int{}, dirty: true}
+		s = &sstate{def: def, source: def.source(), counts: map[snapshot.Member]int{}, dirty: true}
 		d.sets[def.ID] = s
 		i, _ := slices.BinarySearch(d.setIDs, def.ID)
 		d.setIDs = slices.Insert(d.setIDs, i, def.ID)
@@ -682,6 +711,8 @@ func (d *Deriver) assemble(v *store.View) (*snapshot.Snapshot, error) {
 		}
 	}
 	slices.SortFunc(active, func(a, b *pstate) int { return strings.Compare(a.rp.ID, b.rp.ID) })
+	s.Policies = make([]snapshot.Policy, 0, len(active))
+	s.IPSets = make([]snapshot.IPSet, 0, len(d.setIDs))
 	for _, ps := range active {
 		s.Policies = append(s.Policies, ps.ir)
 	}
@@ -719,7 +750,7 @@ func (d *Deriver) assemble(v *store.View) (*snapshot.Snapshot, error) {
 			}
 			set.dirty = false
 		}
-		s.IPSets = append(s.IPSets, snapshot.IPSet{ID: id, Type: set.def.setType(), Source: set.def.source(), Members: set.members})
+		s.IPSets = append(s.IPSets, snapshot.IPSet{ID: id, Type: set.def.setType(), Source: set.source, Members: set.members})
 	}
 	if !d.routingValid {
 		d.config = EffectiveConfig(v, d.node)
@@ -784,4 +815,16 @@ func (d *Deriver) buildLocal(l *lstate) {
 		l.hostEP = tmp.HostEndpoints[0]
 	}
 	l.dirty = false
+}
+
+// requiredLabel names one label a selector cannot match without (the smallest name, for
+// determinism), or "" when it requires none.
+func requiredLabel(sel *selector.Selector) string {
+	best := ""
+	for name, r := range sel.LabelRestrictions() {
+		if r.MustBePresent && (best == "" || name.Value() < best) {
+			best = name.Value()
+		}
+	}
+	return best
 }
