@@ -501,6 +501,36 @@ current-context: test
 		if _, ok := c.st.View().Get(wepKey); !ok {
 			t.Fatal("the endpoint vanished during the outage")
 		}
+		// A second source whose Watch starts during the outage keeps retrying and says why.
+		st2 := store.New()
+		src2 := NewForConfig(cfg)
+		src2.CheckInterval = 200 * time.Millisecond
+		ctx2, cancel2 := context.WithCancel(context.Background())
+		reports2 := make(chan datastore.Problems, 100)
+		done2 := make(chan error, 1)
+		go func() {
+			done2 <- src2.Watch(ctx2, st2, func(p datastore.Problems) {
+				select {
+				case reports2 <- p:
+				default:
+				}
+			})
+		}()
+		defer func() {
+			cancel2()
+			if err := <-done2; err != nil {
+				t.Errorf("second Watch: %v", err)
+			}
+		}()
+		select {
+		case p := <-reports2:
+			if len(p) != 1 || p[0].Where != SourceName || !strings.Contains(p[0].Reason, "(retrying)") {
+				t.Errorf("second Watch during the outage reported %q, want one retrying problem", p)
+			}
+		case <-time.After(waitTimeout):
+			t.Fatal("second Watch did not report the unreachable API server")
+		}
+
 		c.server.start()
 		t.Logf("API server down for %s", time.Since(start).Round(time.Millisecond))
 		if err := c.cs.CoreV1().Pods("prod").Delete(ctxTimeout(t), "web", forceDelete); err != nil {
@@ -514,6 +544,15 @@ current-context: test
 			return ""
 		})
 		t.Logf("in sync %s after the restart began", time.Since(start).Round(time.Millisecond))
+		eventually(t, "second source in sync with the same objects", func() string {
+			if !st2.InSync() {
+				return "out of sync"
+			}
+			if d := cmp.Diff(keysOf(c.st.View(), model.Kinds...), keysOf(st2.View(), model.Kinds...)); d != "" {
+				return "(-first +second):\n" + d
+			}
+			return ""
+		})
 	})
 }
 
