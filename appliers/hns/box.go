@@ -61,32 +61,32 @@ func (b box) overlaps(o box) bool {
 	return ok
 }
 
-// mergeable reports whether b ∪ o is itself a box (they differ in at most one dimension) and
-// returns it.
+// merge returns b ∪ o when that union is itself a box (they differ in at most one dimension).
 func (b box) merge(o box) (box, bool) {
 	if b.proto != o.proto {
 		return box{}, false
 	}
+	sameSrc, sameDst := b.src.equal(o.src), b.dst.equal(o.dst)
+	sameSP, sameDP := b.sPort.equal(o.sPort), b.dPort.equal(o.dPort)
 	diff := 0
-	r := b
-	if !b.src.equal(o.src) {
-		diff++
-		r.src = b.src.union(o.src)
-	}
-	if !b.dst.equal(o.dst) {
-		diff++
-		r.dst = b.dst.union(o.dst)
-	}
-	if !b.sPort.equal(o.sPort) {
-		diff++
-		r.sPort = b.sPort.union(o.sPort)
-	}
-	if !b.dPort.equal(o.dPort) {
-		diff++
-		r.dPort = b.dPort.union(o.dPort)
+	for _, same := range []bool{sameSrc, sameDst, sameSP, sameDP} {
+		if !same {
+			diff++
+		}
 	}
 	if diff > 1 {
 		return box{}, false
+	}
+	r := b
+	switch {
+	case !sameSrc:
+		r.src = b.src.union(o.src)
+	case !sameDst:
+		r.dst = b.dst.union(o.dst)
+	case !sameSP:
+		r.sPort = b.sPort.union(o.sPort)
+	case !sameDP:
+		r.dPort = b.dPort.union(o.dPort)
 	}
 	// Union on one address side may bring in a family the other side lacks; norm keeps the
 	// product exact.

@@ -17,6 +17,14 @@ type compiler struct {
 	local    addrSet // the endpoint's own addresses: every packet's local side
 	// maxEntries bounds the list while it is built (the flattening can grow multiplicatively).
 	maxEntries int
+	// Caches shared by every endpoint of one render: sets flattened once.
+	addrCache   map[string]addrSet
+	memberCache map[memberKey][]box
+}
+
+type memberKey struct {
+	id  string
+	src bool
 }
 
 func v4Only() addrSet { return addrSet{v4: fullV4} }
@@ -223,6 +231,15 @@ func (c *compiler) sideAddrs(nets, notNets []netip.Prefix, sets, notSets []strin
 // setAddrs is what an IP set matches in an address-only context: an ip+port set's members
 // carry a protocol and port, so (as in the evaluator) they match no bare address.
 func (c *compiler) setAddrs(id string) addrSet {
+	if a, ok := c.addrCache[id]; ok {
+		return a
+	}
+	a := c.flattenSet(id)
+	c.addrCache[id] = a
+	return a
+}
+
+func (c *compiler) flattenSet(id string) addrSet {
 	s, ok := c.sets[id]
 	if !ok {
 		return addrSet{}
@@ -239,6 +256,16 @@ func (c *compiler) setAddrs(id string) addrSet {
 // memberBoxes is the union of boxes an (address, protocol, port) set matches on one side;
 // members sharing protocol and port share a box.
 func (c *compiler) memberBoxes(id string, src bool) []box {
+	k := memberKey{id, src}
+	if bs, ok := c.memberCache[k]; ok {
+		return bs
+	}
+	bs := c.flattenMembers(id, src)
+	c.memberCache[k] = bs
+	return bs
+}
+
+func (c *compiler) flattenMembers(id string, src bool) []box {
 	s, ok := c.sets[id]
 	if !ok {
 		return nil
@@ -336,18 +363,23 @@ func optimize(prog []entry) []entry {
 		}
 		run := append([]entry(nil), kept[i:j]...)
 		if len(run) <= 512 {
-			for merged := true; merged; {
-				merged = false
-				for a := 0; a < len(run) && !merged; a++ {
-					for b := a + 1; b < len(run); b++ {
-						if m, ok := run[a].b.merge(run[b].b); ok {
-							run[a].b = m
-							run = append(run[:b], run[b+1:]...)
-							merged = true
+			// Greedy passes: fold each entry into the first earlier one it merges with.
+			for changed := true; changed; {
+				changed = false
+				var merged []entry
+				for _, e := range run {
+					folded := false
+					for k := range merged {
+						if m, ok := merged[k].b.merge(e.b); ok {
+							merged[k].b, folded, changed = m, true, true
 							break
 						}
 					}
+					if !folded {
+						merged = append(merged, e)
+					}
 				}
+				run = merged
 			}
 		}
 		out = append(out, run...)

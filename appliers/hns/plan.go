@@ -172,18 +172,43 @@ func PlanOps(desired Desired, observed Observed) Plan {
 	return p
 }
 
-// sameRules compares two lists as HNS holds them: order within equal priority is not
-// meaningful, so both are compared sorted by (direction, priority, text).
+// sameRules compares two lists as HNS holds them: by direction and priority; rules sharing a
+// priority (runs of equal action in very long lists) may come back in any order.
 func sameRules(a, b []Rule) bool {
 	if len(a) != len(b) {
 		return false
 	}
-	key := func(r Rule) string { return fmt.Sprintf("%s %05d %s", r.Direction, r.Priority, r) }
-	ka, kb := make([]string, len(a)), make([]string, len(b))
-	for i := range a {
-		ka[i], kb[i] = key(a[i]), key(b[i])
+	order := func(x, y Rule) int {
+		if c := strings.Compare(string(x.Direction), string(y.Direction)); c != 0 {
+			return c
+		}
+		return cmp.Compare(x.Priority, y.Priority)
 	}
-	slices.SortFunc(ka, cmp.Compare[string])
-	slices.SortFunc(kb, cmp.Compare[string])
-	return slices.Equal(ka, kb)
+	sa, sb := slices.Clone(a), slices.Clone(b)
+	slices.SortStableFunc(sa, order)
+	slices.SortStableFunc(sb, order)
+	if slices.EqualFunc(sa, sb, equalRule) {
+		return true
+	}
+	// Only a shared priority can make equal lists differ in order: compare those as text.
+	for i := 1; i < len(sa); i++ {
+		if order(sa[i-1], sa[i]) == 0 {
+			key := func(r Rule) string { return fmt.Sprintf("%s %05d %s", r.Direction, r.Priority, r) }
+			ka, kb := make([]string, len(sa)), make([]string, len(sb))
+			for j := range sa {
+				ka[j], kb[j] = key(sa[j]), key(sb[j])
+			}
+			slices.Sort(ka)
+			slices.Sort(kb)
+			return slices.Equal(ka, kb)
+		}
+	}
+	return false
+}
+
+func equalRule(x, y Rule) bool {
+	return x.Direction == y.Direction && x.Priority == y.Priority && x.Action == y.Action && x.Type == y.Type &&
+		x.Protocol == y.Protocol && slices.Equal(x.LocalAddresses, y.LocalAddresses) &&
+		slices.Equal(x.RemoteAddresses, y.RemoteAddresses) && slices.Equal(x.LocalPorts, y.LocalPorts) &&
+		slices.Equal(x.RemotePorts, y.RemotePorts)
 }

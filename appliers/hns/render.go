@@ -33,6 +33,8 @@ func Render(s *snapshot.Snapshot, opts Options) Desired {
 		policies:   map[string]*snapshot.Policy{},
 		profiles:   map[string]*snapshot.Profile{},
 		maxEntries: opts.MaxEntries,
+		addrCache:   map[string]addrSet{},
+		memberCache: map[memberKey][]box{},
 	}
 	for i := range s.IPSets {
 		base.sets[s.IPSets[i].ID] = &s.IPSets[i]

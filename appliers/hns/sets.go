@@ -3,6 +3,7 @@ package hns
 import (
 	"math/bits"
 	"net/netip"
+	"slices"
 
 	"github.com/felis-dev/felis/snapshot"
 )
@@ -96,14 +97,18 @@ func normalize(in []span) spans {
 	if len(in) == 0 {
 		return nil
 	}
-	s := append([]span(nil), in...)
-	// insertion sort is fine for the small lists rules hold; fall back to a simple merge sort
-	sortSpans(s)
-	out := spans{s[0]}
+	s := slices.Clone(in)
+	slices.SortFunc(s, func(a, b span) int { return a.lo.cmp(b.lo) })
+	return mergeSorted(s)
+}
+
+// mergeSorted merges overlapping and adjacent intervals of a list sorted by lo, in place.
+func mergeSorted(s []span) spans {
+	out := s[:1]
 	for _, x := range s[1:] {
 		last := &out[len(out)-1]
-		// adjacent or overlapping: x.lo <= last.hi+1 (guard the overflow at the top)
-		if last.hi == (u128{^uint64(0), ^uint64(0)}) || x.lo.cmp(last.hi.add(one)) <= 0 {
+		// adjacent or overlapping: x.lo <= last.hi+1 (guarding the overflow at the top)
+		if last.hi == maxU128 || x.lo.cmp(last.hi.add(one)) <= 0 {
 			if x.hi.cmp(last.hi) > 0 {
 				last.hi = x.hi
 			}
@@ -114,35 +119,7 @@ func normalize(in []span) spans {
 	return out
 }
 
-func sortSpans(s []span) {
-	if len(s) < 2 {
-		return
-	}
-	mid := len(s) / 2
-	a := append([]span(nil), s[:mid]...)
-	b := append([]span(nil), s[mid:]...)
-	sortSpans(a)
-	sortSpans(b)
-	i, j, k := 0, 0, 0
-	for i < len(a) && j < len(b) {
-		if a[i].lo.cmp(b[j].lo) <= 0 {
-			s[k] = a[i]
-			i++
-		} else {
-			s[k] = b[j]
-			j++
-		}
-		k++
-	}
-	for ; i < len(a); i++ {
-		s[k] = a[i]
-		k++
-	}
-	for ; j < len(b); j++ {
-		s[k] = b[j]
-		k++
-	}
-}
+var maxU128 = u128{^uint64(0), ^uint64(0)}
 
 func (s spans) union(t spans) spans {
 	if len(t) == 0 {
@@ -151,7 +128,18 @@ func (s spans) union(t spans) spans {
 	if len(s) == 0 {
 		return t
 	}
-	return normalize(append(append([]span(nil), s...), t...))
+	m := make([]span, 0, len(s)+len(t))
+	i, j := 0, 0
+	for i < len(s) || j < len(t) {
+		if j == len(t) || i < len(s) && s[i].lo.cmp(t[j].lo) <= 0 {
+			m = append(m, s[i])
+			i++
+		} else {
+			m = append(m, t[j])
+			j++
+		}
+	}
+	return mergeSorted(m)
 }
 
 func (s spans) intersect(t spans) spans {
@@ -207,8 +195,20 @@ func (s spans) subtract(t spans) spans {
 	return out
 }
 
-// subsetOf reports s ⊆ t.
-func (s spans) subsetOf(t spans) bool { return s.subtract(t).empty() }
+// subsetOf reports s ⊆ t: every interval of s lies inside one of t (t is merged, so an
+// interval of s cannot straddle two of t's).
+func (s spans) subsetOf(t spans) bool {
+	j := 0
+	for _, x := range s {
+		for j < len(t) && t[j].hi.cmp(x.lo) < 0 {
+			j++
+		}
+		if j == len(t) || t[j].lo.cmp(x.lo) > 0 || t[j].hi.cmp(x.hi) < 0 {
+			return false
+		}
+	}
+	return true
+}
 
 var (
 	fullV4    = spans{{u128{}, u128{0, 1<<32 - 1}}}
