@@ -29,10 +29,10 @@ func Render(s *snapshot.Snapshot, opts Options) Desired {
 		opts.MaxEntries = 100000
 	}
 	base := compiler{
-		sets:       map[string]*snapshot.IPSet{},
-		policies:   map[string]*snapshot.Policy{},
-		profiles:   map[string]*snapshot.Profile{},
-		maxEntries: opts.MaxEntries,
+		sets:        map[string]*snapshot.IPSet{},
+		policies:    map[string]*snapshot.Policy{},
+		profiles:    map[string]*snapshot.Profile{},
+		maxEntries:  opts.MaxEntries,
 		addrCache:   map[string]addrSet{},
 		memberCache: map[memberKey][]box{},
 	}
