@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -106,6 +107,10 @@ type BlastRadius struct {
 
 func runPlan(cmd *cobra.Command, f *planFlags) error {
 	err := planMain(cmd, f)
+	var ee exitError
+	if errors.As(err, &ee) {
+		return err
+	}
 	if err != nil && f.detailedExit {
 		fmt.Fprintln(cmd.ErrOrStderr(), "felis plan:", err)
 		return exitError{code: 1}
@@ -170,7 +175,29 @@ func planMain(cmd *cobra.Command, f *planFlags) error {
 		plan.Warnings = append(plan.Warnings, capacityWarnings(a)...)
 	}
 	plan.BlastRadius = blastRadius(plan.Nodes, snapsB, snapsA)
-	plan.Connectivity, plan.Truncated = connectivityChanges(snapsB, snapsA, plan.BlastRadius.Endpoints, f.maxFlows)
+	// Flows cross nodes: evaluate them against every node's snapshots when that is cheap,
+	// otherwise only among the planned nodes' endpoints (and say so).
+	connB, connA := snapsB, snapsA
+	if !f.allNodes {
+		others := union(clusterNodes(before), clusterNodes(after))
+		if len(others) <= maxNodesForConnectivity {
+			connB, connA = nil, nil
+			for _, n := range others {
+				b, err := derive.Derive(before, n, derive.Options{})
+				if err != nil {
+					return fmt.Errorf("derive node %s before the change: %w", n, err)
+				}
+				a, err := derive.Derive(after, n, derive.Options{})
+				if err != nil {
+					return fmt.Errorf("derive node %s after the change: %w", n, err)
+				}
+				connB, connA = append(connB, b), append(connA, a)
+			}
+		} else {
+			plan.Warnings = append(plan.Warnings, fmt.Sprintf("connectivity: only flows among the endpoints of the planned nodes were evaluated (the cluster has %d nodes; use --all-nodes for all flows)", len(others)))
+		}
+	}
+	plan.Connectivity, plan.Truncated = connectivityChanges(connB, connA, plan.BlastRadius.Endpoints, f.maxFlows)
 
 	out := cmd.OutOrStdout()
 	if f.output == "json" {
@@ -287,9 +314,10 @@ func resolveResource(v *store.View, spec string) ([]model.Key, error) {
 
 // Capacity limits felis warns about.
 const (
-	defaultIPSetMaxSize = 1_048_576 // Felix's default MaxIPSetSize
-	rulesPerChainWarn   = 1_000     // very long chains slow every packet that walks them
-	bpfIPSetMapEntries  = 1_048_576 // felis's BPF IP-set LPM map size
+	maxNodesForConnectivity = 20        // with --node, derive every node for flows only up to this size
+	defaultIPSetMaxSize     = 1_048_576 // Felix's default MaxIPSetSize
+	rulesPerChainWarn       = 1_000     // very long chains slow every packet that walks them
+	bpfIPSetMapEntries      = 1_048_576 // felis's BPF IP-set LPM map size
 )
 
 func capacityWarnings(s *snapshot.Snapshot) []string {

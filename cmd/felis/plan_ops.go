@@ -10,23 +10,33 @@ import (
 	"github.com/felis-dev/felis/snapshot"
 )
 
-// kernelOps lists the kernel operations the dataplane appliers would emit to go from the
-// before snapshot to the after snapshot (or from the live kernel, with againstKernel).
+// kernelOps lists the kernel operations the dataplane appliers would emit to reach the after
+// snapshot: from the before snapshot, or with againstKernel from what the live kernel holds
+// (the felis nftables table of the current network namespace).
 func kernelOps(cmd *cobra.Command, againstKernel bool, before, after *snapshot.Snapshot) ([]Operation, error) {
-	if againstKernel {
-		return nil, fmt.Errorf("--against kernel: reading the live dataplane is not available in this build yet")
-	}
-	_ = cmd
-	var out []Operation
 	desired, err := render.Render(*after)
 	if err != nil {
 		return nil, fmt.Errorf("nftables render: %w", err)
 	}
-	current, err := render.Render(*before)
-	if err != nil {
-		return nil, fmt.Errorf("nftables render of the current snapshot: %w", err)
+	var current *render.Table
+	if againstKernel {
+		k, err := nftables.NewKernel()
+		if err != nil {
+			return nil, fmt.Errorf("--against kernel: %w", err)
+		}
+		defer k.Close()
+		if current, err = k.Observe(cmd.Context()); err != nil {
+			return nil, fmt.Errorf("--against kernel: reading the felis nftables table: %w", err)
+		}
+	} else {
+		t, err := render.Render(*before)
+		if err != nil {
+			return nil, fmt.Errorf("nftables render of the current snapshot: %w", err)
+		}
+		current = &t
 	}
-	for _, op := range nftables.Plan(desired, &current) {
+	var out []Operation
+	for _, op := range nftables.Plan(desired, current) {
 		out = append(out, Operation{Dataplane: "nftables", Op: op.String()})
 	}
 	return out, nil
