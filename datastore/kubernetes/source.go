@@ -218,8 +218,9 @@ func (s *Source) start(ctx context.Context, st *store.Store) (*watcher, error) {
 		problemsChanged: make(chan struct{}, 1),
 		behind:          map[*informer]bool{},
 	}
-	obs := &observer{w: w, byPath: map[string]*informer{}}
-	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { obs.next = rt; return obs })
+	// Filled in below, before any informer runs; only the informers' requests look it up.
+	byPath := map[string]*informer{}
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &observer{next: rt, w: w, byPath: byPath} })
 	// Built-in kinds travel as protobuf (smaller and faster to decode than JSON, which
 	// matters for pods); the CRDs go through the dynamic client, which needs JSON.
 	pcfg := rest.CopyConfig(cfg)
@@ -243,7 +244,7 @@ func (s *Source) start(ctx context.Context, st *store.Store) (*watcher, error) {
 	w.tr.BeginList()
 	for _, r := range resources {
 		i := &informer{res: r, inf: r.informer(cs, dyn)}
-		obs.byPath[r.listPath()] = i
+		byPath[r.listPath()] = i
 		if err := i.inf.SetTransform(dropManagedFields); err != nil {
 			cancel()
 			return nil, fmt.Errorf("datastore kubernetes: %s: %w", r.gvr, err)
