@@ -39,5 +39,15 @@
 // fails with ErrUnsupported and Plan keeps its previous rules (or blocks it, if it has none).
 //
 // The local side of every rule is intersected with the endpoint's own addresses (plus its
-// allowed spoofed sources): on an HNS endpoint port the local address is the endpoint's.
+// allowed spoofed sources): on an HNS endpoint port the local address is the endpoint's. A
+// rule whose local side is all of those addresses carries no LocalAddresses.
+//
+// The equivalence tests (equivalence_test.go, reach_test.go) check, for every golden scenario
+// and for random snapshots, that the first matching rule by priority gives snapshot.Evaluator's
+// verdict on every probe flow (addresses at every prefix boundary and outside, every protocol
+// mentioned, ports at every range boundary).
+//
+// Out of scope here: host endpoints (Calico's Windows dataplane has none), DefaultEndpointToHost
+// (HNS has no host chain), and the Host-type (WFP) rules Calico adds for l2bridge networks.
+// Options.HostAddrs adds Calico's allow-host-to-endpoint rule when wanted.
 package hns
