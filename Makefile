@@ -41,9 +41,11 @@ unit:
 race:
 	$(GO) test -count=1 -race $(RACE_PKGS)
 
-## golden: rewrite the expected golden files (review the diff like code).
+## golden: rewrite the expected golden files (review the diff like code): derived snapshots,
+## and the output of felis plan and felis reach on the example cluster.
 golden:
 	$(GO) test -count=1 ./golden -update
+	$(GO) test -count=1 ./cmd/felis -run TestCommandGolden -update
 
 ## generate: rebuild generated files (golden files; BPF loaders once they exist).
 generate: golden
@@ -51,7 +53,7 @@ generate: golden
 ## check-generated: fail if regenerating would change committed files.
 check-generated:
 	@$(MAKE) --no-print-directory generate >/dev/null
-	@git diff --exit-code --stat -- golden/ || { echo "generated files are out of date: run 'make generate' and commit"; exit 1; }
+	@git diff --exit-code --stat -- golden/ cmd/felis/testdata/golden/ || { echo "generated files are out of date: run 'make generate' and commit"; exit 1; }
 
 clean:
 	rm -rf bin

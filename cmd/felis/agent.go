@@ -54,8 +54,10 @@ any failure. Policy goes to the chosen dataplane; routes, the VXLAN device and w
 interface settings go through netlink in every mode.
 
 With --once it programs one cycle and exits 0 only if the kernel then matches the snapshot.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runAgent(cmd, f) },
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE:          func(cmd *cobra.Command, _ []string) error { return runAgent(cmd, f) },
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.datastore, "datastore", "file:examples/cluster", "datastore: file:PATH, kubernetes or etcd:URL")

@@ -48,8 +48,10 @@ covers the valid ones.
 With --detailed-exitcode the exit status is 0 for no change, 2 for changes, 1 for an error.`,
 		Example: `  felis plan --datastore file:examples/cluster --all-nodes --with new-policy.yaml
   felis plan --node node-1 --without NetworkPolicy/backend/allow-frontend -o json --detailed-exitcode`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runPlan(cmd, f) },
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE:          func(cmd *cobra.Command, _ []string) error { return runPlan(cmd, f) },
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.datastore, "datastore", "file:examples/cluster", "datastore: file:PATH, kubernetes or etcd:URL")
@@ -564,13 +566,24 @@ func writePlanText(w io.Writer, p *Plan) {
 		fmt.Fprintln(w, "no changes: the desired dataplane of every planned node stays the same")
 	}
 	if len(p.Connectivity) > 0 {
-		fmt.Fprintf(w, "connectivity changes (%d flows):\n", len(p.Connectivity))
+		// One line per (from, to, verdict change, reason), listing the ports it applies to.
+		type group struct{ from, to, change, why string }
+		var order []group
+		ports := map[group][]string{}
 		for _, c := range p.Connectivity {
 			why := c.Ingress
 			if c.Egress.Action == snapshot.Deny || c.After == snapshot.Allow && c.Egress.Decider == "rule" && c.Ingress.Decider != "rule" {
 				why = c.Egress
 			}
-			fmt.Fprintf(w, "  %s -> %s %d/%s: %s → %s (%s)\n", c.From, c.To, c.Port, c.Protocol, c.Before, c.After, why)
+			g := group{c.From, c.To, fmt.Sprintf("%s → %s", c.Before, c.After), why.String()}
+			if _, ok := ports[g]; !ok {
+				order = append(order, g)
+			}
+			ports[g] = append(ports[g], fmt.Sprintf("%d/%s", c.Port, c.Protocol))
+		}
+		fmt.Fprintf(w, "connectivity changes (%d flows):\n", len(p.Connectivity))
+		for _, g := range order {
+			fmt.Fprintf(w, "  %s -> %s %s: %s (%s)\n", g.from, g.to, strings.Join(ports[g], ","), g.change, g.why)
 		}
 	} else if changedNodes > 0 {
 		fmt.Fprintln(w, "connectivity changes: none among the probed flows")

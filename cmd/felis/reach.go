@@ -39,8 +39,10 @@ labels, including inherited namespace and service-account labels), ip:ADDR. Omit
 workload endpoint. Ports: NUMBER/PROTOCOL (TCP, UDP, SCTP) or a named port, repeatable.`,
 		Example: `  felis reach --datastore file:examples/cluster --port 80/TCP
   felis reach --from frontend/web-0 --to sel:app==\'api\' --port http -o json`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runReach(cmd, f) },
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE:          func(cmd *cobra.Command, _ []string) error { return runReach(cmd, f) },
 	}
 	cmd.Flags().StringVar(&f.datastore, "datastore", "file:examples/cluster", "datastore: file:PATH, kubernetes or etcd:URL")
 	cmd.Flags().StringVar(&f.from, "from", "", "source: NAMESPACE/WORKLOAD, sel:EXPR or ip:ADDR (default every endpoint)")
