@@ -134,40 +134,83 @@ func planMain(cmd *cobra.Command, f *planFlags) error {
 	if err != nil {
 		return err
 	}
-	before := st.View()
-	plan := &Plan{Connectivity: []FlowChange{}, Warnings: []string{}, Problems: []string{}, Nodes: []NodePlan{}}
-
-	batch, problems, err := proposed(before, f.with, f.without)
+	batch, problems, err := proposed(st.View(), f.with, f.without)
 	if err != nil {
 		return err
 	}
+	plan, err := computePlan(cmd, st, batch, problems, f)
+	if err != nil {
+		return err
+	}
+	out := cmd.OutOrStdout()
+	if f.output == "json" {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(plan); err != nil {
+			return err
+		}
+	} else {
+		writePlanText(out, plan)
+	}
+	if f.detailedExit && plan.changed() {
+		return exitError{code: 2}
+	}
+	return nil
+}
+
+// computePlan applies batch to st and works out what it changes on the planned nodes.
+func computePlan(cmd *cobra.Command, st *store.Store, batch store.Batch, problems datastore.Problems, f *planFlags) (*Plan, error) {
+	before := st.View()
+	plan := &Plan{Connectivity: []FlowChange{}, Warnings: []string{}, Problems: []string{}, Nodes: []NodePlan{}}
 	for _, p := range problems {
 		plan.Problems = append(plan.Problems, p.String())
 	}
-	if _, err := st.Write(batch); err != nil {
-		return fmt.Errorf("applying the proposed change: %w", err)
-	}
-	after := st.View()
-
 	nodes := []string{f.node}
 	if f.allNodes {
-		nodes = union(clusterNodes(before), clusterNodes(after))
+		nodes = clusterNodes(before)
+	}
+	// Each node's snapshot before the change; its Deriver then derives the after snapshot
+	// incrementally, at the cost of the change.
+	derivers := map[string]*derive.Deriver{}
+	snapsBefore := map[string]*snapshot.Snapshot{}
+	for _, n := range nodes {
+		d := derive.NewDeriver(st, n, derive.Options{})
+		defer d.Close()
+		b, err := d.Derive(before)
+		if err != nil {
+			return nil, fmt.Errorf("derive node %s before the change: %w", n, err)
+		}
+		derivers[n], snapsBefore[n] = d, b
+	}
+	if _, err := st.Write(batch); err != nil {
+		return nil, fmt.Errorf("applying the proposed change: %w", err)
+	}
+	after := st.View()
+	if f.allNodes {
+		nodes = union(nodes, clusterNodes(after))
 	}
 	var snapsB, snapsA []*snapshot.Snapshot
 	for _, n := range nodes {
-		b, err := derive.Derive(before, n, derive.Options{})
-		if err != nil {
-			return fmt.Errorf("derive node %s before the change: %w", n, err)
+		d, ok := derivers[n]
+		if !ok { // a node the change creates
+			d = derive.NewDeriver(st, n, derive.Options{})
+			defer d.Close()
+			b, err := derive.Derive(before, n, derive.Options{})
+			if err != nil {
+				return nil, fmt.Errorf("derive node %s before the change: %w", n, err)
+			}
+			snapsBefore[n] = b
 		}
-		a, err := derive.Derive(after, n, derive.Options{})
+		a, err := d.Derive(after)
 		if err != nil {
-			return fmt.Errorf("derive node %s after the change: %w", n, err)
+			return nil, fmt.Errorf("derive node %s after the change: %w", n, err)
 		}
+		b := snapsBefore[n]
 		snapsB, snapsA = append(snapsB, b), append(snapsA, a)
 		np := NodePlan{Node: n, Changes: snapshot.Compare(b, a), Operations: []Operation{}}
 		ops, err := kernelOps(cmd, f.against == "kernel", b, a)
 		if err != nil {
-			return fmt.Errorf("node %s: %w", n, err)
+			return nil, fmt.Errorf("node %s: %w", n, err)
 		}
 		np.Operations = append(np.Operations, ops...)
 		if np.Changes == nil {
@@ -187,11 +230,11 @@ func planMain(cmd *cobra.Command, f *planFlags) error {
 			for _, n := range others {
 				b, err := derive.Derive(before, n, derive.Options{})
 				if err != nil {
-					return fmt.Errorf("derive node %s before the change: %w", n, err)
+					return nil, fmt.Errorf("derive node %s before the change: %w", n, err)
 				}
 				a, err := derive.Derive(after, n, derive.Options{})
 				if err != nil {
-					return fmt.Errorf("derive node %s after the change: %w", n, err)
+					return nil, fmt.Errorf("derive node %s after the change: %w", n, err)
 				}
 				connB, connA = append(connB, b), append(connA, a)
 			}
@@ -200,21 +243,7 @@ func planMain(cmd *cobra.Command, f *planFlags) error {
 		}
 	}
 	plan.Connectivity, plan.Truncated = connectivityChanges(connB, connA, plan.BlastRadius.Endpoints, f.maxFlows)
-
-	out := cmd.OutOrStdout()
-	if f.output == "json" {
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(plan); err != nil {
-			return err
-		}
-	} else {
-		writePlanText(out, plan)
-	}
-	if f.detailedExit && plan.changed() {
-		return exitError{code: 2}
-	}
-	return nil
+	return plan, nil
 }
 
 func (p *Plan) changed() bool {
