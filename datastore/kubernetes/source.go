@@ -245,7 +245,7 @@ func (s *Source) start(ctx context.Context, st *store.Store) (*watcher, error) {
 	for _, r := range resources {
 		i := &informer{res: r, inf: r.informer(cs, dyn)}
 		byPath[r.listPath()] = i
-		if err := i.inf.SetTransform(dropManagedFields); err != nil {
+		if err := i.inf.SetTransform(slim); err != nil {
 			cancel()
 			return nil, fmt.Errorf("datastore kubernetes: %s: %w", r.gvr, err)
 		}
@@ -307,14 +307,6 @@ func checkServed(ctx context.Context, cs k8s.Interface) error {
 		}
 	}
 	return nil
-}
-
-// dropManagedFields strips what felis never reads before an object is cached.
-func dropManagedFields(obj any) (any, error) {
-	if m, err := meta.Accessor(obj); err == nil {
-		m.SetManagedFields(nil)
-	}
-	return obj, nil
 }
 
 // sync waits until every informer has delivered its initial list, then writes the list to
