@@ -19,9 +19,9 @@ func TestSlimPodConvertsTheSame(t *testing.T) {
 		return &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "prod", Labels: map[string]string{"app": "web"},
 				Annotations: map[string]string{
-					"cni.projectcalico.org/podIPs":                    "10.65.0.5/32",
-					"cni.projectcalico.org/floatingIPs":               `["192.0.2.5"]`,
-					"cni.projectcalico.org/allowedSourcePrefixes":     `["10.9.0.0/16"]`,
+					"cni.projectcalico.org/podIPs":                     "10.65.0.5/32",
+					"cni.projectcalico.org/floatingIPs":                `["192.0.2.5"]`,
+					"cni.projectcalico.org/allowedSourcePrefixes":      `["10.9.0.0/16"]`,
 					"kubectl.kubernetes.io/last-applied-configuration": "{}",
 				},
 				ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}},
