@@ -6,7 +6,7 @@ NODE      ?= node-a
 # Packages whose concurrency is tested under the race detector.
 RACE_PKGS := ./model/... ./datastore/...
 
-.PHONY: all build example deps test lint vet fmt-check staticcheck unit race golden generate check-generated clean
+.PHONY: bench all build example deps test lint vet fmt-check staticcheck unit race golden generate check-generated clean
 
 all: build
 
@@ -54,6 +54,12 @@ generate: golden
 check-generated:
 	@$(MAKE) --no-print-directory generate >/dev/null
 	@git diff --exit-code --stat -- golden/ cmd/felis/testdata/golden/ || { echo "generated files are out of date: run 'make generate' and commit"; exit 1; }
+
+## bench: the benchmarks behind BENCHMARKS.md (kernel ones need root); several minutes.
+bench:
+	$(GO) test -run XXX -bench . -benchtime 1x ./model/... ./datastore/file ./derive ./cmd/felis
+	$(GO) test -run XXX -bench . -benchtime 20x ./tools/bench
+	$(GO) test -run XXX -bench . ./appliers/...
 
 clean:
 	rm -rf bin
