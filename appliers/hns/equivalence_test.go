@@ -286,3 +286,15 @@ func TestEquivalenceRandom(t *testing.T) {
 		t.Errorf("generator produced too many unsupported endpoints (%d of %d)", st.unsupported, st.endpoints)
 	}
 }
+
+// FuzzEquivalence explores generator seeds beyond the fixed ones:
+// go test ./appliers/hns -fuzz FuzzEquivalence.
+func FuzzEquivalence(f *testing.F) {
+	for _, seed := range []uint64{0, 1, 2, 3} {
+		f.Add(seed, uint64(7))
+	}
+	f.Fuzz(func(t *testing.T, a, b uint64) {
+		var st probeStats
+		checkEquivalence(t, fmt.Sprintf("seed %d/%d", a, b), randomSnapshot(rand.New(rand.NewPCG(a, b))), &st)
+	})
+}
