@@ -489,6 +489,65 @@ current-context: test
 		c.wantKeys(t, "policies deleted", policyKinds)
 	})
 
+	t.Run("many pods", func(t *testing.T) {
+		// Not a benchmark (timings are logged, never asserted): how the store keeps up
+		// with a burst of pod creations, and how fast a fresh Load reads them.
+		const n, workers = 500, 8
+		start := time.Now()
+		errs := make(chan error, workers)
+		for w := range workers {
+			go func() {
+				for i := w; i < n; i += workers {
+					p := pod(fmt.Sprintf("burst-%d", i), "node-2", map[string]string{"app": "burst"})
+					p.Annotations = map[string]string{"cni.projectcalico.org/podIP": fmt.Sprintf("10.66.%d.%d/32", i/250, i%250+1)}
+					if _, err := c.cs.CoreV1().Pods("prod").Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
+						errs <- err
+						return
+					}
+				}
+				errs <- nil
+			}()
+		}
+		for range workers {
+			if err := <-errs; err != nil {
+				t.Fatalf("create pod: %v", err)
+			}
+		}
+		written := time.Now()
+		eventually(t, "burst endpoints", func() string {
+			if got := len(slices.Collect(c.st.View().OnNode(model.KindWorkloadEndpoint, "node-2"))); got != n {
+				return fmt.Sprintf("%d of %d endpoints", got, n)
+			}
+			return ""
+		})
+		t.Logf("%d pods created in %s; the store had all their endpoints %s after the last create",
+			n, written.Sub(start).Round(time.Millisecond), time.Since(written).Round(time.Millisecond))
+
+		loadStart := time.Now()
+		fresh := store.New()
+		if _, err := NewForConfig(cfg).Load(context.Background(), fresh); err != nil {
+			t.Fatalf("Load: %v", err)
+		}
+		total := 0
+		for _, k := range model.Kinds {
+			total += fresh.View().Count(k)
+		}
+		d := time.Since(loadStart)
+		t.Logf("Load of %d objects: %s (%.0f objects/s, including discovery and informer start)", total, d.Round(time.Millisecond), float64(total)/d.Seconds())
+		if got := len(slices.Collect(fresh.View().OnNode(model.KindWorkloadEndpoint, "node-2"))); got != n {
+			t.Errorf("fresh Load: %d endpoints on node-2, want %d", got, n)
+		}
+		if err := c.cs.CoreV1().Pods("prod").DeleteCollection(ctxTimeout(t), forceDelete, metav1.ListOptions{LabelSelector: "app=burst"}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "burst endpoints deleted", func() string {
+			if got := len(slices.Collect(c.st.View().OnNode(model.KindWorkloadEndpoint, "node-2"))); got != 0 {
+				return fmt.Sprintf("%d endpoints left", got)
+			}
+			return ""
+		})
+	})
+
 	t.Run("API server restart", func(t *testing.T) {
 		start := time.Now()
 		c.server.kill()
