@@ -58,7 +58,7 @@ func kubeAPIServerBinary(t *testing.T) string {
 	if err := cmd.Run(); err != nil {
 		msg := stderr.String()
 		// Only a module download that cannot reach the network is a reason to skip.
-		for _, offline := range []string{"dial tcp", "no such host", "network is unreachable", "i/o timeout", "connection refused", "lookup "} {
+		for _, offline := range []string{"dial tcp", "no such host", "network is unreachable", "i/o timeout", "connection refused", "lookup ", "lookup disabled", "GOPROXY=off"} {
 			if strings.Contains(msg, offline) {
 				t.Skipf("kube-apiserver cannot be built offline (run tools/kube-apiserver/build.sh once with network access, or set FELIS_KUBE_APISERVER to a kube-apiserver binary): %v\n%s", err, msg)
 			}

@@ -16,6 +16,11 @@ mkdir -p "$bindir"
 cd "$here"
 # -mod=mod: the module's go.sum is committed; GOFLAGS from the caller (e.g. -mod=vendor) must
 # not apply to this separate module.
-GOFLAGS=-mod=mod GOWORK=off go build -trimpath -o "$out.tmp" k8s.io/kubernetes/cmd/kube-apiserver >&2
-mv "$out.tmp" "$out"
+# Build to a private name and rename: concurrent runs (two test binaries) never see half a file.
+tmp=$(mktemp "$bindir/.kube-apiserver.XXXXXX")
+trap 'rm -f "$tmp"' EXIT
+GOFLAGS=-mod=mod GOWORK=off go build -trimpath -o "$tmp" k8s.io/kubernetes/cmd/kube-apiserver >&2
+chmod +x "$tmp"
+mv "$tmp" "$out"
+trap - EXIT
 echo "$out"
