@@ -110,7 +110,8 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 	}
 	reportProblems(log, problems)
 
-	a := &agent{log: log, node: f.node, dps: dps, st: st, full: map[string]bool{}}
+	a := &agent{log: log, node: f.node, dps: dps, st: st, full: map[string]bool{}, deriver: derive.NewDeriver(st, f.node, derive.Options{})}
+	defer a.deriver.Close()
 	for _, dp := range dps {
 		a.full[dp.Name()] = true // the first sync of every dataplane reads the kernel
 	}
@@ -148,6 +149,9 @@ type agent struct {
 	dps  []appliers.Dataplane
 	st   *store.Store
 	full map[string]bool // dataplanes whose next sync must read the kernel
+	// deriver derives each cycle incrementally (a cycle costs what the change costs); nil
+	// means a full derive every cycle.
+	deriver *derive.Deriver
 }
 
 // cycle derives and syncs once. It never runs before the store is in sync.
@@ -160,7 +164,13 @@ func (a *agent) cycle(ctx context.Context) (*snapshot.Snapshot, error) {
 		return nil, nil
 	}
 	start := time.Now()
-	snap, err := derive.Derive(view, a.node, derive.Options{})
+	var snap *snapshot.Snapshot
+	var err error
+	if a.deriver != nil {
+		snap, err = a.deriver.Derive(view)
+	} else {
+		snap, err = derive.Derive(view, a.node, derive.Options{})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("derive: %w", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/felis-dev/felis/appliers"
+	"github.com/felis-dev/felis/derive"
 	"github.com/felis-dev/felis/model"
 	"github.com/felis-dev/felis/model/store"
 	"github.com/felis-dev/felis/snapshot"
@@ -44,7 +45,7 @@ func (r *recordingDataplane) Pending(context.Context, *snapshot.Snapshot) ([]str
 func newTestAgent(dp *recordingDataplane) (*agent, *store.Store) {
 	st := store.New()
 	a := &agent{log: slog.New(slog.NewTextHandler(io.Discard, nil)), node: "n1", dps: []appliers.Dataplane{dp}, st: st,
-		full: map[string]bool{"fake": true}}
+		full: map[string]bool{"fake": true}, deriver: derive.NewDeriver(st, "n1", derive.Options{})}
 	return a, st
 }
 
