@@ -239,6 +239,7 @@ func (w *watch) run(ctx context.Context) error {
 			w.setInSync(true)
 			w.sendProblems()
 		}
+		started := time.Now()
 		relist, err := w.follow(ctx)
 		if err != nil {
 			return err
@@ -246,13 +247,17 @@ func (w *watch) run(ctx context.Context) error {
 		if relist {
 			listed = false
 			w.setInSync(false)
+			// A watch that fails at once again and again must not spin on list+watch.
+			if time.Since(started) < w.src.RetryDelay && !sleep(ctx, w.src.RetryDelay) {
+				return nil
+			}
 		}
 	}
 	return nil
 }
 
-// follow watches each prefix from the revision after its last applied one until ctx ends (false), the watch can no longer resume
-// (true: list again) or the store fails (error).
+// follow watches each prefix from the revision after its last applied one until ctx ends
+// (false), the watch can no longer resume (true: list again) or the store fails (error).
 func (w *watch) follow(ctx context.Context) (bool, error) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
@@ -288,9 +293,9 @@ func (w *watch) follow(ctx context.Context) (bool, error) {
 	}
 }
 
-// handle applies one response of watch i (0 resources, 1 blocks). A closed channel or a failed watch means list again:
-// after compaction the missed history is gone, and for other failures a list is the safe
-// way back.
+// handle applies one response of watch i (0 resources, 1 blocks). A closed channel or a
+// failed watch means list again: after compaction the missed history is gone, and for other
+// failures a list is the safe way back.
 func (w *watch) handle(i int, resp clientv3.WatchResponse, ok bool) (bool, error) {
 	if !ok || resp.Canceled {
 		return true, nil
