@@ -443,7 +443,18 @@ func (b *builder) baseChains(wild map[string]bool) error {
 	}
 	rule := func(s ...Stmt) Rule { return Rule{Stmts: s} }
 	est := rule(ctEstablished, Accept)
+	// IPv6 neighbour discovery and MLD are accepted explicitly, as Felix does: conntrack does
+	// not leave every such packet untracked, and a pod whose solicitation for its fe80::1
+	// gateway met anti-spoofing (its source is link-local) would lose IPv6 altogether. Towards
+	// the host a workload may solicit but not advertise itself as a router (no type 134);
+	// towards workloads the host may also send router advertisements.
+	ndIn := rule(NfProto{6}, L4Proto{Proto: 58}, ICMPv6Types{Types: []uint8{130, 131, 132, 133, 135, 136, 143}}, Accept)
+	ndOut := rule(NfProto{6}, L4Proto{Proto: 58}, ICMPv6Types{Types: []uint8{130, 131, 132, 134, 135, 136, 143}}, Accept)
 	conntrack := []Rule{est, rule(ctInvalid, Drop), rule(ctUntracked, Accept)}
+	// An accept ends only its own base chain: the host chains at the same hooks must exempt
+	// untracked traffic and neighbour discovery again, or a pod's neighbour solicitation, and a
+	// host endpoint's under a deny-all, is dropped there.
+	hostConntrack := []Rule{est, rule(ctUntracked, Accept)}
 	var toHost Verdict
 	switch b.snap.Config.DefaultEndpointToHostAction {
 	case snapshot.Deny, "", "Drop":
@@ -465,9 +476,9 @@ func (b *builder) baseChains(wild map[string]bool) error {
 		{Name: "mangle-prerouting", Base: filter("prerouting", PriorityMangle),
 			Rules: slices.Concat([]Rule{est}, wl(false, Return), vmap(false, MapHostPreDNAT))},
 		{Name: "filter-input", Base: filter("input", PriorityFilter),
-			Rules: slices.Concat(conntrack, vmap(false, MapWorkloadEgress), wl(false, Drop))},
+			Rules: slices.Concat(conntrack, []Rule{ndIn}, vmap(false, MapWorkloadEgress), wl(false, Drop))},
 		{Name: "filter-input-host", Base: filter("input", PriorityFilter+1),
-			Rules: slices.Concat([]Rule{est}, wl(false, toHost), []Rule{lo(false)}, vmap(false, MapHostIngress))},
+			Rules: slices.Concat(hostConntrack, []Rule{ndIn}, wl(false, toHost), []Rule{lo(false)}, vmap(false, MapHostIngress))},
 		{Name: "filter-forward", Base: filter("forward", PriorityFilter),
 			Rules: slices.Concat(conntrack, vmap(false, MapWorkloadEgress), wl(false, Drop))},
 		{Name: "filter-forward-hep-in", Base: filter("forward", PriorityFilter+1),
@@ -477,9 +488,9 @@ func (b *builder) baseChains(wild map[string]bool) error {
 		{Name: "filter-forward-hep-out", Base: filter("forward", PriorityFilter+3),
 			Rules: slices.Concat([]Rule{est}, wl(true, Return), vmap(true, MapHostFwdEgress))},
 		{Name: "filter-output", Base: filter("output", PriorityFilter),
-			Rules: slices.Concat(conntrack, vmap(true, MapWorkloadIngress), wl(true, Drop))},
+			Rules: slices.Concat(conntrack, []Rule{ndOut}, vmap(true, MapWorkloadIngress), wl(true, Drop))},
 		{Name: "filter-output-host", Base: filter("output", PriorityFilter+1),
-			Rules: slices.Concat([]Rule{est}, wl(true, Return), []Rule{lo(true)}, vmap(true, MapHostEgress))},
+			Rules: slices.Concat(hostConntrack, []Rule{ndOut}, wl(true, Return), []Rule{lo(true)}, vmap(true, MapHostEgress))},
 		{Name: "nat-postrouting", Base: &BaseChain{Type: "nat", Hook: "postrouting", Priority: PrioritySrcNAT},
 			Rules: []Rule{
 				rule(NfProto{4}, AddrSet{Family: 4, Set: SetPoolsNAT + "-4"}, AddrSet{Family: 4, Dst: true, Neg: true, Set: SetPoolsAll + "-4"}, Masquerade{}),
