@@ -4,9 +4,9 @@ BIN       := bin/felis
 EXAMPLE   ?= examples/cluster
 NODE      ?= node-a
 # Packages whose concurrency is tested under the race detector.
-RACE_PKGS := ./model/... ./datastore/...
+RACE_PKGS := ./model/... ./datastore/... ./cmd/felis
 
-.PHONY: bench all build example deps test lint vet fmt-check staticcheck unit race golden generate check-generated clean
+.PHONY: bench all build example deps test tools lint vet fmt-check staticcheck unit race golden generate check-generated clean
 
 all: build
 
@@ -22,7 +22,11 @@ deps:
 	@./tools/install-deps.sh
 
 ## test: everything — lint, generated files current, unit + golden + root kernel tests, race.
-test: deps lint check-generated unit race
+test: deps lint check-generated tools unit race
+
+## tools: binaries the integration tests start (kube-apiserver, built once and cached).
+tools:
+	@./tools/kube-apiserver/build.sh >/dev/null
 
 lint: fmt-check vet staticcheck
 
@@ -36,10 +40,10 @@ staticcheck:
 	$(GO) tool staticcheck ./...
 
 unit:
-	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -timeout 30m ./...
 
 race:
-	$(GO) test -count=1 -race $(RACE_PKGS)
+	$(GO) test -count=1 -timeout 30m -race $(RACE_PKGS)
 
 ## golden: rewrite the expected golden files (review the diff like code): derived snapshots,
 ## and the output of felis plan and felis reach on the example cluster.
@@ -49,11 +53,13 @@ golden:
 
 ## generate: rebuild generated files (golden files; BPF loaders once they exist).
 generate: golden
+	$(GO) test -count=1 ./appliers/hns -update
+	$(GO) test -count=1 ./appliers/nftables/render -update
 
 ## check-generated: fail if regenerating would change committed files.
 check-generated:
 	@$(MAKE) --no-print-directory generate >/dev/null
-	@git diff --exit-code --stat -- golden/ cmd/felis/testdata/golden/ || { echo "generated files are out of date: run 'make generate' and commit"; exit 1; }
+	@git diff --exit-code --stat -- golden/ cmd/felis/testdata/golden/ appliers/hns/testdata/ appliers/nftables/render/testdata/ || { echo "generated files are out of date: run 'make generate' and commit"; exit 1; }
 
 ## bench: the benchmarks behind BENCHMARKS.md (kernel ones need root); several minutes.
 bench:
