@@ -196,6 +196,10 @@ func (f *Fake) Observe(ctx context.Context, protocol int, devices []string, sysc
 			st.Routes = append(st.Routes, r)
 		}
 	}
+	// Table, destination and metric are unique: an unstable sort is deterministic here.
+	slices.SortFunc(st.Routes, func(a, b render.Route) int {
+		return cmp.Or(a.Key().Compare(b.Key()), cmp.Compare(a.Metric, b.Metric))
+	})
 	st.Sort()
 	st.Routes, st.StrayRoutes = splitStrays(st.Routes)
 	return st, nil
@@ -204,7 +208,10 @@ func (f *Fake) Observe(ctx context.Context, protocol int, devices []string, sysc
 // splitStrays moves every route that shares its key with the previous one (key-sorted input)
 // to strays, keeping the lowest metric in routes.
 func splitStrays(rs []render.Route) (routes, strays []render.Route) {
-	slices.SortStableFunc(rs, func(a, b render.Route) int { return cmp.Or(a.Key().Compare(b.Key()), cmp.Compare(a.Metric, b.Metric)) })
+	byKeyMetric := func(a, b render.Route) int { return cmp.Or(a.Key().Compare(b.Key()), cmp.Compare(a.Metric, b.Metric)) }
+	if !slices.IsSortedFunc(rs, byKeyMetric) {
+		slices.SortFunc(rs, byKeyMetric) // table, destination and metric are unique in the kernel
+	}
 	out := rs[:0]
 	for _, r := range rs {
 		if n := len(out); n > 0 && out[n-1].Key() == r.Key() {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 
 	vnl "github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -23,6 +24,12 @@ import (
 type Netlink struct {
 	h  *vnl.Handle
 	ns netns.NsHandle // the target namespace for /proc/sys; closed (-1): the caller's own
+
+	mu         sync.Mutex // serialises use of rs and routesHint
+	rs         *routeSocket
+	routesHint int            // capacity for the next route dump: the last one's size and some
+	imu        sync.Mutex     // guards indexes
+	indexes    map[string]int // interface name -> index, see Do
 }
 
 // NewNetlink returns the kernel of network namespace ns; pass netns.None() for the current one.
@@ -37,11 +44,19 @@ func NewNetlink(ns netns.NsHandle) (*Netlink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netlink: open rtnetlink socket: %w", err)
 	}
-	return &Netlink{h: h, ns: ns}, nil
+	k := &Netlink{h: h, ns: ns}
+	if k.rs, err = newRouteSocket(k); err != nil {
+		h.Close()
+		return nil, err
+	}
+	return k, nil
 }
 
-// Close releases the netlink socket (not the namespace handle, which the caller owns).
-func (k *Netlink) Close() { k.h.Close() }
+// Close releases the netlink sockets (not the namespace handle, which the caller owns).
+func (k *Netlink) Close() {
+	k.h.Close()
+	k.rs.close()
+}
 
 // Observe implements Kernel.
 func (k *Netlink) Observe(ctx context.Context, protocol int, devices []string, sysctls []render.Sysctl) (render.State, error) {
@@ -93,22 +108,19 @@ func (k *Netlink) Observe(ctx context.Context, protocol int, devices []string, s
 		}
 	}
 
-	filter := &vnl.Route{Table: unix.RT_TABLE_UNSPEC, Protocol: vnl.RouteProtocol(protocol)}
-	var convErr error
-	err = k.h.RouteListFilteredIter(vnl.FAMILY_ALL, filter, vnl.RT_FILTER_TABLE|vnl.RT_FILTER_PROTOCOL, func(r vnl.Route) bool {
-		rt, err := fromNetlinkRoute(r, names)
-		if err != nil {
-			convErr = err
-			return false
-		}
-		st.Routes = append(st.Routes, rt)
-		return true
-	})
+	k.imu.Lock()
+	k.indexes = map[string]int{} // a full read starts from fresh interface indexes
+	for i, n := range names {
+		k.indexes[n] = i
+	}
+	k.imu.Unlock()
+	k.mu.Lock()
+	st.Routes = make([]render.Route, 0, k.routesHint)
+	err = k.rs.dumpRoutes(protocol, names, func(r render.Route) { st.Routes = append(st.Routes, r) })
+	k.routesHint = len(st.Routes) + len(st.Routes)/8
+	k.mu.Unlock()
 	if err != nil {
 		return st, fmt.Errorf("netlink: ip route show table all proto %d: %w", protocol, err)
-	}
-	if convErr != nil {
-		return st, convErr
 	}
 
 	if len(sysctls) > 0 {
@@ -196,9 +208,19 @@ func fromNetlinkRoute(r vnl.Route, names map[int]string) (render.Route, error) {
 // Do implements Kernel.
 func (k *Netlink) Do(ctx context.Context, ops []render.Op) []error {
 	errs := make([]error, len(ops))
-	idx := map[string]int{}
+	// Interface indexes are cached across calls: the kernel never hands out an index twice, so
+	// a stale entry can only fail (ENODEV), never hit another interface; failures drop it.
+	k.imu.Lock()
+	if k.indexes == nil {
+		k.indexes = map[string]int{}
+	}
+	idx := k.indexes
+	k.imu.Unlock()
 	index := func(name string) (int, error) {
-		if i, ok := idx[name]; ok {
+		k.imu.Lock()
+		i, ok := idx[name]
+		k.imu.Unlock()
+		if ok {
 			return i, nil
 		}
 		l, err := k.h.LinkByName(name)
@@ -209,9 +231,28 @@ func (k *Netlink) Do(ctx context.Context, ops []render.Op) []error {
 			}
 			return 0, err
 		}
+		k.imu.Lock()
 		idx[name] = l.Attrs().Index
+		k.imu.Unlock()
 		return l.Attrs().Index, nil
 	}
+	defer func() {
+		k.imu.Lock()
+		defer k.imu.Unlock()
+		for i, err := range errs {
+			if err == nil {
+				continue
+			}
+			switch x := ops[i].Object.(type) {
+			case render.Route:
+				delete(idx, x.Dev)
+			case render.Neigh:
+				delete(idx, x.Dev)
+			case render.FDB:
+				delete(idx, x.Dev)
+			}
+		}
+	}()
 	for i := 0; i < len(ops); i++ {
 		if err := ctx.Err(); err != nil {
 			errs[i] = err
@@ -242,9 +283,26 @@ func (k *Netlink) Do(ctx context.Context, ops []render.Op) []error {
 			i = j - 1
 			continue
 		}
+		// Runs of route ops go out in batches.
+		if _, ok := ops[i].Object.(render.Route); ok {
+			j := i
+			for j < len(ops) {
+				if _, ok := ops[j].Object.(render.Route); !ok {
+					break
+				}
+				j++
+			}
+			k.mu.Lock()
+			k.rs.writeRoutes(ops[i:j], errs[i:j], index)
+			k.mu.Unlock()
+			i = j - 1
+			continue
+		}
 		errs[i] = k.do(ops[i], index)
 		if l, ok := ops[i].Object.(render.Link); ok {
+			k.imu.Lock()
 			delete(idx, l.Name) // re-created devices get a new index
+			k.imu.Unlock()
 		}
 	}
 	return errs

@@ -23,6 +23,7 @@ func newTestNamespace(t testing.TB) netns.NsHandle {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates a network namespace (run the tests as root, as CI does)")
 	}
+	sweepStaleNamespaces(t)
 	name := fmt.Sprintf("felis-nl-%d-%s", os.Getpid(), sanitize(t.Name()))
 	if len(name) > 60 {
 		name = name[:60]
@@ -50,6 +51,26 @@ func newTestNamespace(t testing.TB) netns.NsHandle {
 		}
 	})
 	return ns
+}
+
+// sweepStaleNamespaces removes namespaces left by test processes that were killed before their
+// cleanup ran (a timeout, a kill -9): felis-nl-PID-... whose PID is gone.
+func sweepStaleNamespaces(t testing.TB) {
+	entries, err := os.ReadDir("/run/netns")
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		var pid int
+		if _, err := fmt.Sscanf(e.Name(), "felis-nl-%d-", &pid); err != nil || pid == os.Getpid() {
+			continue
+		}
+		if unix.Kill(pid, 0) == unix.ESRCH {
+			if err := netns.DeleteNamed(e.Name()); err != nil {
+				t.Logf("remove stale namespace %s: %v", e.Name(), err)
+			}
+		}
+	}
 }
 
 func sanitize(s string) string {

@@ -167,6 +167,12 @@ func Plan(desired, observed State) []Op {
 func planRoutes(ups []Op, desired, observed []Route) (_, dels []Op) {
 	i, j := 0, 0
 	for i < len(desired) || j < len(observed) {
+		// Fast path: in steady state nearly every pair is identical.
+		if i < len(desired) && j < len(observed) && desired[i] == observed[j] {
+			i++
+			j++
+			continue
+		}
 		var c int
 		switch {
 		case i == len(desired):

@@ -230,16 +230,24 @@ type State struct {
 	StrayRoutes []Route
 }
 
-// Sort puts every slice of s in key order.
+// Sort puts every slice of s in key order (stable: of two equal keys the first stays first).
 func (s *State) Sort() {
-	slices.SortStableFunc(s.Links, func(a, b Link) int { return cmp.Compare(a.Name, b.Name) })
-	slices.SortStableFunc(s.Sysctls, func(a, b Sysctl) int { return cmp.Compare(a.Key(), b.Key()) })
-	slices.SortStableFunc(s.Neighs, func(a, b Neigh) int { return cmp.Compare(a.Key(), b.Key()) })
-	slices.SortStableFunc(s.FDB, func(a, b FDB) int { return cmp.Compare(a.Key(), b.Key()) })
-	slices.SortStableFunc(s.Routes, func(a, b Route) int { return a.Key().Compare(b.Key()) })
-	slices.SortStableFunc(s.StrayRoutes, func(a, b Route) int { return a.Key().Compare(b.Key()) })
+	sortStable(s.Links, func(a, b Link) int { return cmp.Compare(a.Name, b.Name) })
+	sortStable(s.Sysctls, func(a, b Sysctl) int { return cmp.Compare(a.Key(), b.Key()) })
+	sortStable(s.Neighs, func(a, b Neigh) int { return cmp.Compare(a.Key(), b.Key()) })
+	sortStable(s.FDB, func(a, b FDB) int { return cmp.Compare(a.Key(), b.Key()) })
+	sortStable(s.Routes, func(a, b Route) int { return a.Key().Compare(b.Key()) })
+	sortStable(s.StrayRoutes, func(a, b Route) int { return a.Key().Compare(b.Key()) })
 	for i := range s.Links {
-		slices.SortFunc(s.Links[i].Addrs, comparePrefix)
+		sortStable(s.Links[i].Addrs, comparePrefix)
+	}
+}
+
+// sortStable sorts vs unless it already is (snapshots and kernel dumps mostly are, and a
+// stable sort of 65,536 routes is mostly memmove).
+func sortStable[V any](vs []V, compare func(a, b V) int) {
+	if !slices.IsSortedFunc(vs, compare) {
+		slices.SortStableFunc(vs, compare)
 	}
 }
 
