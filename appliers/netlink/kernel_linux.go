@@ -172,39 +172,6 @@ func (k *Netlink) observeLink(l vnl.Link) (render.Link, error) {
 	return out, nil
 }
 
-// fromNetlinkRoute converts a kernel route to felis's form (see render.Route: the device of a
-// gateway route that is not on-link, and of a blackhole, is the kernel's business).
-func fromNetlinkRoute(r vnl.Route, names map[int]string) (render.Route, error) {
-	out := render.Route{
-		Table: r.Table, Type: render.RouteType(r.Type), Scope: render.Scope(r.Scope),
-		Protocol: int(r.Protocol), Metric: r.Priority, OnLink: r.Flags&unix.RTNH_F_ONLINK != 0,
-	}
-	if r.Dst != nil {
-		p, ok := prefixOf(r.Dst)
-		if !ok {
-			return out, fmt.Errorf("netlink: route %v: unreadable destination", r)
-		}
-		out.Dst = p
-	} else if r.Family == unix.AF_INET6 {
-		out.Dst = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
-	} else {
-		out.Dst = netip.PrefixFrom(netip.IPv4Unspecified(), 0)
-	}
-	if out.Dst.Addr().Is6() && out.Metric == 1024 {
-		out.Metric = 0 // IPv6's default metric, what "no metric" turns into
-	}
-	if gw, ok := netip.AddrFromSlice(r.Gw); ok {
-		out.Gateway = gw.Unmap()
-	}
-	if r.LinkIndex != 0 && out.Type != render.Blackhole && (!out.Gateway.IsValid() || out.OnLink) {
-		out.Dev = names[r.LinkIndex]
-		if out.Dev == "" {
-			out.Dev = fmt.Sprintf("if%d", r.LinkIndex)
-		}
-	}
-	return out, nil
-}
-
 // Do implements Kernel.
 func (k *Netlink) Do(ctx context.Context, ops []render.Op) []error {
 	errs := make([]error, len(ops))

@@ -265,7 +265,9 @@ func (s *routeSocket) readDump(seq uint32, fn func([]byte)) error {
 	}
 }
 
-// parseRoute decodes one RTM_NEWROUTE body into felis's form (see fromNetlinkRoute).
+// parseRoute decodes one RTM_NEWROUTE body into felis's form: the device of a gateway route
+// that is not on-link, and of a blackhole, is the kernel's business (see render.Route); IPv6's
+// default metric reads as 0.
 func parseRoute(m []byte, protocol int, names map[int]string, fn func(render.Route)) {
 	if len(m) < 12 {
 		return

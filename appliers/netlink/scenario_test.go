@@ -206,6 +206,23 @@ func scenario(t *testing.T, k testKernel) string {
 	check("back to desired", res, true)
 	same("back to desired", want)
 
+	// 5b. Pod b deleted and the IPv6 local block released: IPv4 and IPv6 route deletes (the
+	// sysctls stay until the interface goes).
+	snap.Endpoints = slices.DeleteFunc(snap.Endpoints, func(e snapshot.Endpoint) bool { return e.Interface == "calib" })
+	snap.Routes = slices.DeleteFunc(snap.Routes, func(r snapshot.Route) bool {
+		return r.Interface == "calib" || r.Dst == pfx("fd10::/122")
+	})
+	want = rendered(snap)
+	res, err = a.Sync(ctx, want)
+	must("pod deleted sync", err)
+	wantOps(t, "pod deleted", res, []string{
+		"ip route del 10.65.0.3/32 dev calib proto 80 scope link",
+		"ip route del blackhole fd10::/122 proto 80",
+		"ip route del fd10::3/128 dev calib proto 80",
+	})
+	check("pod deleted", res, true)
+	same("pod deleted", want)
+
 	// 6. VNI changed: the device is re-created, with its neighbours, FDB entries and routes.
 	snap.Config.VXLANVNI = 4097
 	want = rendered(snap)
