@@ -12,13 +12,21 @@ import (
 
 // Kernel is the kernel interface the applier programs: the real one (Netlink) or the Fake.
 type Kernel interface {
-	// Observe reads everything felis owns: routes marked with protocol in every table, the
-	// named devices (those that exist) with their permanent neighbour and FDB entries, and
-	// the listed sysctls (those whose interface exists; Value is ignored on input).
-	Observe(ctx context.Context, protocol int, devices []string, sysctls []render.Sysctl) (render.State, error)
+	// Observe reads what q asks for, everything felis owns: routes marked with q.Protocol in
+	// every table, the q.Devices that exist with their permanent neighbour and FDB entries,
+	// and those of q.Sysctls and q.ProxyNeighs whose interface exists.
+	Observe(ctx context.Context, q Query) (render.State, error)
 	// Do executes ops in order, continuing past failures, and returns one error per op (nil
 	// for success). An op on a device that does not exist fails with ENODEV.
 	Do(ctx context.Context, ops []render.Op) []error
+}
+
+// Query says what Kernel.Observe reads.
+type Query struct {
+	Protocol    int                 // the route protocol that marks felis's routes
+	Devices     []string            // felis's device names
+	Sysctls     []render.Sysctl     // the settings to read (Value ignored)
+	ProxyNeighs []render.ProxyNeigh // the proxy entries to look for
 }
 
 // Options configure an Applier.
@@ -72,9 +80,14 @@ var devices = []string{render.VXLANDevice, render.VXLANDeviceV6}
 // devices with their neighbours and FDB entries, and the sysctls of the last desired state.
 func (a *Applier) Observe(ctx context.Context) (render.State, error) {
 	a.mu.Lock()
-	sysctls := a.desired.Sysctls
+	q := a.query(a.desired)
 	a.mu.Unlock()
-	return a.k.Observe(ctx, a.proto, devices, sysctls)
+	return a.k.Observe(ctx, q)
+}
+
+// query asks for felis's routes and devices and for desired's per-interface settings.
+func (a *Applier) query(desired render.State) Query {
+	return Query{Protocol: a.proto, Devices: devices, Sysctls: desired.Sysctls, ProxyNeighs: desired.ProxyNeighs}
 }
 
 // Apply executes ops in order. A failed op does not stop the others (a missing workload
@@ -107,7 +120,7 @@ func (a *Applier) Sync(ctx context.Context, desired render.State) (Result, error
 	defer a.mu.Unlock()
 	a.desired, a.haveWant = desired, true
 	if !a.trusted {
-		obs, err := a.k.Observe(ctx, a.proto, devices, desired.Sysctls)
+		obs, err := a.k.Observe(ctx, a.query(desired))
 		if err != nil {
 			return Result{}, err
 		}
@@ -123,7 +136,7 @@ func (a *Applier) Resync(ctx context.Context) (Result, error) {
 	if !a.haveWant {
 		return Result{}, ErrNotSynced
 	}
-	obs, err := a.k.Observe(ctx, a.proto, devices, a.desired.Sysctls)
+	obs, err := a.k.Observe(ctx, a.query(a.desired))
 	if err != nil {
 		a.trusted = false
 		return Result{}, err
@@ -162,6 +175,7 @@ func withPending(desired render.State, pending []render.Op) render.State {
 	st := desired
 	st.Routes = slices.Clone(desired.Routes)
 	st.Sysctls = slices.Clone(desired.Sysctls)
+	st.ProxyNeighs = slices.Clone(desired.ProxyNeighs)
 	for _, op := range pending {
 		switch x := op.Object.(type) {
 		case render.Route:
@@ -176,6 +190,8 @@ func withPending(desired render.State, pending []render.Op) render.State {
 			}
 		case render.Sysctl:
 			st.Sysctls = slices.DeleteFunc(st.Sysctls, func(s render.Sysctl) bool { return s.Key() == x.Key() })
+		case render.ProxyNeigh:
+			st.ProxyNeighs = slices.DeleteFunc(st.ProxyNeighs, func(p render.ProxyNeigh) bool { return p == x })
 		}
 	}
 	return st

@@ -15,11 +15,11 @@ import (
 
 // crossNode is one node of the cross-node test: its namespace, pod and addresses.
 type crossNode struct {
-	node   *tnetns.Node
-	pod    *tnetns.Pod
-	block  netip.Prefix
-	tunnel netip.Addr
-	mac    string
+	node            *tnetns.Node
+	pod             *tnetns.Pod
+	block, block6   netip.Prefix
+	tunnel, tunnel6 netip.Addr
+	mac, mac6       string
 }
 
 // crossNodeSnapshot is what derive would produce for self with one remote peer: a workload
@@ -30,28 +30,40 @@ func crossNodeSnapshot(self, peer crossNode, direct bool) snapshot.Snapshot {
 		Node: self.node.NodeName,
 		Config: snapshot.Config{
 			NodeIPv4:     netip.PrefixFrom(self.node.IPv4, self.node.Subnet4.Bits()),
+			NodeIPv6:     netip.PrefixFrom(self.node.IPv6, self.node.Subnet6.Bits()),
 			VXLANEnabled: !direct, VXLANVNI: 4096, VXLANPort: 4789, VXLANMTU: 1450,
 			VXLANTunnelAddr: self.tunnel, VXLANTunnelMAC: self.mac, RouteProtocol: 80,
+			VXLANEnabledV6: !direct, VXLANMTUV6: 1430, VXLANTunnelAddrV6: self.tunnel6, VXLANTunnelMACV6: self.mac6,
 		},
 		Endpoints: []snapshot.Endpoint{{ID: "default/" + self.pod.PodName, Interface: self.pod.HostInterface,
-			Addrs: []netip.Prefix{netip.PrefixFrom(self.pod.IPv4, 32)}}},
+			Addrs: []netip.Prefix{netip.PrefixFrom(self.pod.IPv4, 32), netip.PrefixFrom(self.pod.IPv6, 128)}}},
 		Routes: []snapshot.Route{
 			{Dst: self.block, Type: snapshot.RouteBlackhole},
 			{Dst: netip.PrefixFrom(self.pod.IPv4, 32), Type: snapshot.RouteWorkload, Interface: self.pod.HostInterface},
+			{Dst: self.block6, Type: snapshot.RouteBlackhole},
+			{Dst: netip.PrefixFrom(self.pod.IPv6, 128), Type: snapshot.RouteWorkload, Interface: self.pod.HostInterface},
 		},
 	}
 	if direct {
-		s.Routes = append(s.Routes, snapshot.Route{Dst: peer.block, Type: snapshot.RouteDirect, Gateway: peer.node.IPv4, Node: peer.node.NodeName})
+		s.Routes = append(s.Routes,
+			snapshot.Route{Dst: peer.block, Type: snapshot.RouteDirect, Gateway: peer.node.IPv4, Node: peer.node.NodeName},
+			snapshot.Route{Dst: peer.block6, Type: snapshot.RouteDirect, Gateway: peer.node.IPv6, Node: peer.node.NodeName})
 	} else {
-		s.Routes = append(s.Routes, snapshot.Route{Dst: peer.block, Type: snapshot.RouteVXLAN, Gateway: peer.tunnel, Node: peer.node.NodeName})
-		s.VTEPs = []snapshot.VTEP{{Node: peer.node.NodeName, TunnelIP: peer.tunnel, MAC: peer.mac, ParentIP: peer.node.IPv4}}
+		s.Routes = append(s.Routes,
+			snapshot.Route{Dst: peer.block, Type: snapshot.RouteVXLAN, Gateway: peer.tunnel, Node: peer.node.NodeName},
+			snapshot.Route{Dst: peer.block6, Type: snapshot.RouteVXLAN, Gateway: peer.tunnel6, Node: peer.node.NodeName})
+		s.VTEPs = []snapshot.VTEP{
+			{Node: peer.node.NodeName, TunnelIP: peer.tunnel, MAC: peer.mac, ParentIP: peer.node.IPv4},
+			{Node: peer.node.NodeName, TunnelIP: peer.tunnel6, MAC: peer.mac6, ParentIP: peer.node.IPv6, IPv6: true},
+		}
 	}
 	return s
 }
 
-// TestCrossNodeVXLAN wires two nodes on one underlay with a pod each (host side left to felis),
-// programs both with the applier, and sends real ICMP and TCP between the pods over VXLAN, then
-// switches the pool to no-encap (direct routes, VXLAN device removed) and sends again.
+// TestCrossNodeVXLAN wires two nodes on one underlay with a dual-stack pod each (host side left
+// to felis), programs both with the applier, and sends real ICMP and TCP between the pods over
+// VXLAN (IPv4 and IPv6), then switches the pools to no-encap (direct routes, VXLAN devices
+// removed) and sends again.
 func TestCrossNodeVXLAN(t *testing.T) {
 	tnetns.RequireRoot(t)
 	h := tnetns.New(t)
@@ -66,11 +78,16 @@ func TestCrossNodeVXLAN(t *testing.T) {
 			t.Fatal(err)
 		}
 		block := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 65, byte(i), 0}), 26)
-		pod, err := n.NewPod(tnetns.PodOptions{Name: "p" + name, IPv4: netip.AddrFrom4([4]byte{10, 65, byte(i), 2}), SkipHostWiring: true})
+		block6 := netip.PrefixFrom(netip.AddrFrom16([16]byte{0xfd, 0x10, 6: 0, 7: byte(i)}), 122)
+		pod, err := n.NewPod(tnetns.PodOptions{Name: "p" + name, IPv4: block.Addr().Next().Next(), IPv6: block6.Addr().Next().Next(), SkipHostWiring: true})
 		if err != nil {
 			t.Fatal(err)
 		}
-		nodes[i] = crossNode{node: n, pod: pod, block: block, tunnel: block.Addr().Next(), mac: "66:aa:00:00:00:0" + string(rune('1'+i))}
+		nodes[i] = crossNode{
+			node: n, pod: pod, block: block, block6: block6,
+			tunnel: block.Addr().Next(), tunnel6: block6.Addr().Next(),
+			mac: "66:aa:00:00:00:0" + string(rune('1'+i)), mac6: "66:bb:00:00:00:0" + string(rune('1'+i)),
+		}
 	}
 	ctx := context.Background()
 	appliers := make([]*Applier, 2)
@@ -96,8 +113,8 @@ func TestCrossNodeVXLAN(t *testing.T) {
 			}
 		}
 	}
-	txPackets := func(i int) uint64 {
-		l, err := kernels[i].h.LinkByName(render.VXLANDevice)
+	txPackets := func(i int, dev string) uint64 {
+		l, err := kernels[i].h.LinkByName(dev)
 		if err != nil || l.Attrs().Statistics == nil {
 			return 0
 		}
@@ -115,12 +132,18 @@ func TestCrossNodeVXLAN(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := txPackets(0)
-	a.ExpectAllowed(t, tnetns.ICMP, netip.AddrPortFrom(b.IPv4, 0))
-	a.ExpectAllowed(t, tnetns.TCP, netip.AddrPortFrom(b.IPv4, lst.Port))
-	b.ExpectAllowed(t, tnetns.ICMP, netip.AddrPortFrom(a.IPv4, 0))
-	if after := txPackets(0); after <= before {
-		t.Errorf("vxlan.calico on n1 sent no packets (tx %d -> %d): traffic did not take the tunnel", before, after)
+	for _, dev := range []string{render.VXLANDevice, render.VXLANDeviceV6} {
+		dst, src := b.IPv4, a.IPv4
+		if dev == render.VXLANDeviceV6 {
+			dst, src = b.IPv6, a.IPv6
+		}
+		before := txPackets(0, dev)
+		a.ExpectAllowed(t, tnetns.ICMP, netip.AddrPortFrom(dst, 0))
+		a.ExpectAllowed(t, tnetns.TCP, netip.AddrPortFrom(dst, lst.Port))
+		b.ExpectAllowed(t, tnetns.ICMP, netip.AddrPortFrom(src, 0))
+		if after := txPackets(0, dev); after <= before {
+			t.Errorf("%s on n1 sent no packets (tx %d -> %d): traffic did not take the tunnel", dev, before, after)
+		}
 	}
 
 	// No-encap: the same pods over direct routes via the node IPs; the VXLAN device goes.
@@ -130,6 +153,8 @@ func TestCrossNodeVXLAN(t *testing.T) {
 	} else if _, ok := err.(vnl.LinkNotFoundError); !ok {
 		t.Errorf("looking for vxlan.calico: %v", err)
 	}
-	a.ExpectAllowed(t, tnetns.ICMP, netip.AddrPortFrom(b.IPv4, 0))
-	a.ExpectAllowed(t, tnetns.TCP, netip.AddrPortFrom(b.IPv4, lst.Port))
+	for _, dst := range []netip.Addr{b.IPv4, b.IPv6} {
+		a.ExpectAllowed(t, tnetns.ICMP, netip.AddrPortFrom(dst, 0))
+		a.ExpectAllowed(t, tnetns.TCP, netip.AddrPortFrom(dst, lst.Port))
+	}
 }

@@ -44,7 +44,7 @@ func waitsForInterface(op render.Op, err error) bool {
 	switch x := op.Object.(type) {
 	case render.Route:
 		return x.Dev != "" && !isVXLANDevice(x.Dev) && op.Kind != diff.Delete
-	case render.Sysctl:
+	case render.Sysctl, render.ProxyNeigh:
 		return true
 	}
 	return false

@@ -26,8 +26,9 @@ type Fake struct {
 	links   map[string]*fakeLink
 	routes  map[fakeRouteKey]render.Route
 	neighs  map[string]render.Neigh // by Neigh.Key
-	fdb     map[string]render.FDB   // by FDB.Key
-	sysctls map[string]string       // by dotted key
+	proxies map[string]render.ProxyNeigh
+	fdb     map[string]render.FDB // by FDB.Key
+	sysctls map[string]string     // by dotted key
 }
 
 type fakeLink struct {
@@ -45,7 +46,7 @@ type fakeRouteKey struct {
 func NewFake() *Fake {
 	return &Fake{
 		links: map[string]*fakeLink{}, routes: map[fakeRouteKey]render.Route{},
-		neighs: map[string]render.Neigh{}, fdb: map[string]render.FDB{}, sysctls: map[string]string{},
+		neighs: map[string]render.Neigh{}, proxies: map[string]render.ProxyNeigh{}, fdb: map[string]render.FDB{}, sysctls: map[string]string{},
 	}
 }
 
@@ -139,6 +140,9 @@ func (f *Fake) Dump() string {
 	for _, n := range f.neighs {
 		lines = append(lines, "2 neigh "+n.String())
 	}
+	for _, p := range f.proxies {
+		lines = append(lines, "2 neigh "+p.String())
+	}
 	for _, e := range f.fdb {
 		lines = append(lines, "3 fdb "+e.String())
 	}
@@ -159,7 +163,7 @@ func (f *Fake) Dump() string {
 }
 
 // Observe implements Kernel.
-func (f *Fake) Observe(ctx context.Context, protocol int, devices []string, sysctls []render.Sysctl) (render.State, error) {
+func (f *Fake) Observe(ctx context.Context, q Query) (render.State, error) {
 	if err := ctx.Err(); err != nil {
 		return render.State{}, err
 	}
@@ -167,7 +171,7 @@ func (f *Fake) Observe(ctx context.Context, protocol int, devices []string, sysc
 	defer f.mu.Unlock()
 	var st render.State
 	want := map[string]bool{}
-	for _, d := range devices {
+	for _, d := range q.Devices {
 		if l, ok := f.links[d]; ok && l.vxlan {
 			want[d] = true
 			c := l.Link
@@ -185,14 +189,19 @@ func (f *Fake) Observe(ctx context.Context, protocol int, devices []string, sysc
 			st.FDB = append(st.FDB, e)
 		}
 	}
-	for _, s := range sysctls {
+	for _, s := range q.Sysctls {
 		if v, ok := f.sysctls[s.Key()]; ok {
 			s.Value = v
 			st.Sysctls = append(st.Sysctls, s)
 		}
 	}
+	for _, p := range q.ProxyNeighs {
+		if _, ok := f.proxies[p.Key()]; ok {
+			st.ProxyNeighs = append(st.ProxyNeighs, p)
+		}
+	}
 	for _, r := range f.routes {
-		if r.Protocol == protocol {
+		if r.Protocol == q.Protocol {
 			st.Routes = append(st.Routes, r)
 		}
 	}
@@ -314,6 +323,19 @@ func (f *Fake) doLocked(op render.Op) error {
 		}
 		f.fdb[x.Key()] = x
 		return nil
+	case render.ProxyNeigh:
+		if _, ok := f.links[x.Dev]; !ok {
+			return unix.ENODEV
+		}
+		if op.Kind == diff.Delete {
+			if _, ok := f.proxies[x.Key()]; !ok {
+				return unix.ENOENT
+			}
+			delete(f.proxies, x.Key())
+			return nil
+		}
+		f.proxies[x.Key()] = x
+		return nil
 	case render.Sysctl:
 		if op.Kind == diff.Delete {
 			return unix.EPERM
@@ -353,6 +375,11 @@ func (f *Fake) delLinkLocked(name string) error {
 	for k, e := range f.fdb {
 		if e.Dev == name {
 			delete(f.fdb, k)
+		}
+	}
+	for k, p := range f.proxies {
+		if p.Dev == name {
+			delete(f.proxies, k)
 		}
 	}
 	for _, s := range interfaceSysctlDefaults {

@@ -59,7 +59,8 @@ func (k *Netlink) Close() {
 }
 
 // Observe implements Kernel.
-func (k *Netlink) Observe(ctx context.Context, protocol int, devices []string, sysctls []render.Sysctl) (render.State, error) {
+func (k *Netlink) Observe(ctx context.Context, q Query) (render.State, error) {
+	protocol, devices, sysctls := q.Protocol, q.Devices, q.Sysctls
 	var st render.State
 	links, err := k.h.LinkList()
 	if err != nil {
@@ -121,6 +122,30 @@ func (k *Netlink) Observe(ctx context.Context, protocol int, devices []string, s
 	k.mu.Unlock()
 	if err != nil {
 		return st, fmt.Errorf("netlink: ip route show table all proto %d: %w", protocol, err)
+	}
+
+	// Proxy entries: one dump per interface that should have some.
+	byDev := map[string][]render.ProxyNeigh{}
+	for _, p := range q.ProxyNeighs {
+		byDev[p.Dev] = append(byDev[p.Dev], p)
+	}
+	for dev, want := range byDev {
+		l, ok := byName[dev]
+		if !ok {
+			continue
+		}
+		have, err := k.h.NeighProxyList(l.Attrs().Index, vnl.FAMILY_V6)
+		if err != nil {
+			return st, fmt.Errorf("netlink: ip -6 neigh show proxy dev %s: %w", dev, err)
+		}
+		for _, p := range want {
+			for _, n := range have {
+				if ip, ok := netip.AddrFromSlice(n.IP); ok && ip == p.IP {
+					st.ProxyNeighs = append(st.ProxyNeighs, p)
+					break
+				}
+			}
+		}
 	}
 
 	if len(sysctls) > 0 {
@@ -216,6 +241,8 @@ func (k *Netlink) Do(ctx context.Context, ops []render.Op) []error {
 			case render.Neigh:
 				delete(idx, x.Dev)
 			case render.FDB:
+				delete(idx, x.Dev)
+			case render.ProxyNeigh:
 				delete(idx, x.Dev)
 			}
 		}
@@ -314,6 +341,16 @@ func (k *Netlink) do(op render.Op, index func(string) (int, error)) error {
 			return err
 		}
 		n := &vnl.Neigh{LinkIndex: i, Family: family(x.IP), State: unix.NUD_PERMANENT, Type: unix.RTN_UNICAST, IP: x.IP.AsSlice(), HardwareAddr: mac}
+		if op.Kind == diff.Delete {
+			return k.h.NeighDel(n)
+		}
+		return k.h.NeighSet(n)
+	case render.ProxyNeigh:
+		i, err := index(x.Dev)
+		if err != nil {
+			return err
+		}
+		n := &vnl.Neigh{LinkIndex: i, Family: unix.AF_INET6, Flags: unix.NTF_PROXY, IP: x.IP.AsSlice()}
 		if op.Kind == diff.Delete {
 			return k.h.NeighDel(n)
 		}

@@ -178,7 +178,7 @@ func (k *realKernel) DeleteRoute(r render.Route) error {
 }
 
 func (k *realKernel) HasRoute(r render.Route) bool {
-	st, err := k.Observe(context.Background(), r.Protocol, nil, nil)
+	st, err := k.Observe(context.Background(), Query{Protocol: r.Protocol})
 	if err != nil {
 		return false
 	}

@@ -8,18 +8,19 @@ import (
 	"github.com/felis-dev/felis/diff"
 )
 
-// Object is one kernel object felis manages: a Link, Sysctl, Neigh, FDB or Route.
+// Object is one kernel object felis manages: a Link, Sysctl, ProxyNeigh, Neigh, FDB or Route.
 type Object interface {
 	// String renders the object in ip/bridge/sysctl syntax.
 	String() string
 	isObject()
 }
 
-func (Link) isObject()   {}
-func (Sysctl) isObject() {}
-func (Neigh) isObject()  {}
-func (FDB) isObject()    {}
-func (Route) isObject()  {}
+func (Link) isObject()       {}
+func (Sysctl) isObject()     {}
+func (ProxyNeigh) isObject() {}
+func (Neigh) isObject()      {}
+func (FDB) isObject()        {}
+func (Route) isObject()      {}
 
 // Op is one kernel operation: Add creates Object, Replace turns Old into Object, Delete
 // removes Object. Ops are plain data; Apply executes them in order.
@@ -42,6 +43,8 @@ func (o Op) String() string {
 		return "bridge fdb " + verb(o.Kind) + " " + x.String()
 	case Sysctl:
 		return "sysctl -w " + x.Key() + "=" + x.Value
+	case ProxyNeigh:
+		return "ip -6 neigh " + verb(o.Kind) + " proxy " + x.IP.String() + " dev " + x.Dev
 	case Link:
 		switch o.Kind {
 		case diff.Add:
@@ -95,7 +98,7 @@ func LinkChanges(old, new Link) []string {
 // with them; nothing desired lives on them), as is a device the kernel cannot change in place
 // (re-created next); then devices are added or modified, then sysctls, neighbours and FDB
 // entries, then routes (a changed route is one replace), then deletes in reverse: routes, FDB,
-// neighbours. Sysctls are never deleted: they vanish with their interface.
+// neighbours. Sysctls and proxy entries are never deleted: they vanish with their interface.
 // Plan(x, x) is empty.
 func Plan(desired, observed State) []Op {
 	var pre, ops []Op
@@ -126,6 +129,12 @@ func Plan(desired, observed State) []Op {
 
 	for _, op := range diff.Plan(byKey(desired.Sysctls, Sysctl.Key), byKey(observed.Sysctls, Sysctl.Key),
 		func(d, o Sysctl) bool { return d.Value == o.Value }, func(string, Sysctl) int { return 0 }) {
+		if op.Kind != diff.Delete {
+			ops = append(ops, fromDiff(op))
+		}
+	}
+	for _, op := range diff.Plan(byKey(desired.ProxyNeighs, ProxyNeigh.Key), byKey(observed.ProxyNeighs, ProxyNeigh.Key),
+		func(d, o ProxyNeigh) bool { return d == o }, func(string, ProxyNeigh) int { return 0 }) {
 		if op.Kind != diff.Delete {
 			ops = append(ops, fromDiff(op))
 		}
@@ -231,7 +240,7 @@ func byKey[V any](vs []V, key func(V) string) map[string]V {
 // It reports the first op that does not fit the state.
 func Simulate(st State, ops []Op) (State, error) {
 	out := State{
-		Links: slices.Clone(st.Links), Sysctls: slices.Clone(st.Sysctls), Neighs: slices.Clone(st.Neighs),
+		Links: slices.Clone(st.Links), Sysctls: slices.Clone(st.Sysctls), ProxyNeighs: slices.Clone(st.ProxyNeighs), Neighs: slices.Clone(st.Neighs),
 		FDB: slices.Clone(st.FDB), Routes: slices.Clone(st.Routes), StrayRoutes: slices.Clone(st.StrayRoutes),
 	}
 	for _, op := range ops {
@@ -247,6 +256,8 @@ func Simulate(st State, ops []Op) (State, error) {
 			}
 		case Sysctl:
 			out.Sysctls, err = apply(out.Sysctls, op, x, func(a, b Sysctl) bool { return a.Key() == b.Key() })
+		case ProxyNeigh:
+			out.ProxyNeighs, err = apply(out.ProxyNeighs, op, x, func(a, b ProxyNeigh) bool { return a == b })
 		case Neigh:
 			out.Neighs, err = apply(out.Neighs, op, x, func(a, b Neigh) bool { return a.Key() == b.Key() })
 		case FDB:

@@ -59,6 +59,7 @@ sysctl -w net.ipv6.conf.calia.accept_ra=0
 sysctl -w net.ipv6.conf.calib.accept_ra=0
 sysctl -w net.ipv6.conf.calib.forwarding=1
 sysctl -w net.ipv6.conf.calib.proxy_ndp=1
+ip -6 neigh add proxy fe80::1 dev calib
 ip neigh add fd10:0:0:1::1 dev vxlan-v6.calico lladdr 66:bb:00:00:00:02 PERMANENT
 ip neigh add 10.65.1.1 dev vxlan.calico lladdr 66:aa:00:00:00:02 PERMANENT
 bridge fdb add 66:bb:00:00:00:02 dev vxlan-v6.calico dst fd00:56::2 self permanent
@@ -113,7 +114,7 @@ func TestPlanCases(t *testing.T) {
 			want: "ip route replace 10.65.1.0/26 via 192.168.56.2 proto 80\n",
 		},
 		{
-			name: "pod deleted: route gone, sysctls left to vanish with the interface",
+			name: "pod deleted: route gone, sysctls and proxy entry left to vanish with the interface",
 			edit: func(s *snapshot.Snapshot) {
 				s.Routes = append(s.Routes[:1], s.Routes[2:]...)
 				s.Endpoints = s.Endpoints[1:]

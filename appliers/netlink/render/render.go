@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/felis-dev/felis/snapshot"
 )
@@ -97,6 +98,9 @@ func Render(snap snapshot.Snapshot, opts Options) (State, error) {
 		}
 		seenIface[ep.Interface] = true
 		st.Sysctls = append(st.Sysctls, interfaceSysctls(ep, opts)...)
+		if slices.ContainsFunc(ep.Addrs, func(p netip.Prefix) bool { return p.Addr().Is6() }) {
+			st.ProxyNeighs = append(st.ProxyNeighs, ProxyNeigh{Dev: ep.Interface, IP: PodGatewayV6})
+		}
 	}
 
 	for i, r := range snap.Routes {

@@ -65,6 +65,7 @@ sysctl net.ipv6.conf.calia.accept_ra = 0
 sysctl net.ipv6.conf.calib.accept_ra = 0
 sysctl net.ipv6.conf.calib.forwarding = 1
 sysctl net.ipv6.conf.calib.proxy_ndp = 1
+neigh fe80::1 dev calib proxy
 neigh fd10:0:0:1::1 dev vxlan-v6.calico lladdr 66:bb:00:00:00:02 PERMANENT
 neigh 10.65.1.1 dev vxlan.calico lladdr 66:aa:00:00:00:02 PERMANENT
 fdb 66:bb:00:00:00:02 dev vxlan-v6.calico dst fd00:56::2 self permanent

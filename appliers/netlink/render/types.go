@@ -217,14 +217,34 @@ func (s Sysctl) Path() string {
 // String renders the setting as `sysctl` prints it: "KEY = VALUE".
 func (s Sysctl) String() string { return s.Key() + " = " + s.Value }
 
+// PodGatewayV6 is the link-local gateway a Calico-style CNI gives a pod's IPv6 default route;
+// the host side of the pod's veth answers for it through a proxy neighbour entry.
+var PodGatewayV6 = netip.MustParseAddr("fe80::1")
+
+// ProxyNeigh is a proxy neighbour entry on a workload interface: with proxy_ndp on, the
+// kernel answers neighbour solicitations for IP there (the pod's IPv6 gateway).
+type ProxyNeigh struct {
+	Dev string
+	IP  netip.Addr
+}
+
+// Key returns "DEV IP".
+func (p ProxyNeigh) Key() string { return p.Dev + " " + p.IP.String() }
+
+// String renders the entry as `ip -6 neigh show proxy` prints it: "fe80::1 dev cali1234 proxy".
+func (p ProxyNeigh) String() string { return p.IP.String() + " dev " + p.Dev + " proxy" }
+
 // State is a complete set of felis-owned kernel objects, desired or observed. Every slice is
 // sorted by its element's key and has no duplicate keys, except StrayRoutes.
 type State struct {
 	Links   []Link   // by Name
 	Sysctls []Sysctl // by Key
-	Neighs  []Neigh  // by Key
-	FDB     []FDB    // by Key
-	Routes  []Route  // by Key
+	// ProxyNeighs, like Sysctls, live on workload interfaces and are never deleted: they go
+	// with the interface.
+	ProxyNeighs []ProxyNeigh // by Key
+	Neighs      []Neigh      // by Key
+	FDB         []FDB        // by Key
+	Routes      []Route      // by Key
 	// StrayRoutes are felis-protocol routes that share a table and destination with a route in
 	// Routes (another metric): observed drift that Plan deletes. Always empty when desired.
 	StrayRoutes []Route
@@ -234,6 +254,7 @@ type State struct {
 func (s *State) Sort() {
 	sortStable(s.Links, func(a, b Link) int { return cmp.Compare(a.Name, b.Name) })
 	sortStable(s.Sysctls, func(a, b Sysctl) int { return cmp.Compare(a.Key(), b.Key()) })
+	sortStable(s.ProxyNeighs, func(a, b ProxyNeigh) int { return cmp.Compare(a.Key(), b.Key()) })
 	sortStable(s.Neighs, func(a, b Neigh) int { return cmp.Compare(a.Key(), b.Key()) })
 	sortStable(s.FDB, func(a, b FDB) int { return cmp.Compare(a.Key(), b.Key()) })
 	sortStable(s.Routes, func(a, b Route) int { return a.Key().Compare(b.Key()) })
@@ -252,7 +273,7 @@ func sortStable[V any](vs []V, compare func(a, b V) int) {
 }
 
 // String renders the state one object per line, grouped by kind in dependency order:
-// "link ...", "sysctl ...", "neigh ...", "fdb ...", "route ...". Equal states render equally.
+// "link ...", "sysctl ...", "neigh ... proxy", "neigh ...", "fdb ...", "route ...". Equal states render equally.
 func (s State) String() string {
 	var b strings.Builder
 	for _, l := range s.Links {
@@ -260,6 +281,9 @@ func (s State) String() string {
 	}
 	for _, x := range s.Sysctls {
 		b.WriteString("sysctl " + x.String() + "\n")
+	}
+	for _, p := range s.ProxyNeighs {
+		b.WriteString("neigh " + p.String() + "\n")
 	}
 	for _, n := range s.Neighs {
 		b.WriteString("neigh " + n.String() + "\n")
