@@ -85,6 +85,21 @@ func EffectiveConfig(v *store.View, node string) snapshot.Config {
 //   - vxlanMTU/vxlanMTUV6 0 means auto-detect, left to the applier;
 //   - deviceRouteProtocol sets RouteProtocol (see DefaultRouteProtocol).
 func ResolveConfig(v *store.View, node string) (snapshot.Config, []error) {
+	return ResolveConfigOptions(v, node, Options{})
+}
+
+// ConfigOverride is one configuration layer from outside the datastore: a spec with the
+// FelixConfiguration field names and value forms, named for error messages ("environment",
+// "config file /etc/felis/felis.yaml").
+type ConfigOverride struct {
+	Name string
+	Spec map[string]any
+}
+
+// ResolveConfigOptions is ResolveConfig with opts.ConfigOverrides laid over "node.NODE" in
+// order, under the same rules (an invalid override value is skipped with an error naming
+// the override and field, and the value below stays in force).
+func ResolveConfigOptions(v *store.View, node string, opts Options) (snapshot.Config, []error) {
 	cfg := snapshot.Config{
 		InterfacePrefixes:           []string{defaultInterfacePrefix},
 		FailsafeInbound:             slices.Clone(defaultFailsafeInbound),
@@ -108,6 +123,14 @@ func ResolveConfig(v *store.View, node string) (snapshot.Config, []error) {
 		}
 		l := configLayer{cfg: &cfg, key: fc.Key}
 		l.apply(fc.Spec)
+		if l.vxlanEnabled != nil {
+			vxlanOverride = l.vxlanEnabled
+		}
+		errs = append(errs, l.errs...)
+	}
+	for _, o := range opts.ConfigOverrides {
+		l := configLayer{cfg: &cfg, name: o.Name}
+		l.apply(o.Spec)
 		if l.vxlanEnabled != nil {
 			vxlanOverride = l.vxlanEnabled
 		}
@@ -176,11 +199,16 @@ func vtepMAC(nodeName, configured string, ipv6 bool) string {
 type configLayer struct {
 	cfg          *snapshot.Config
 	key          model.Key
+	name         string // names the layer in errors instead of key when set
 	errs         []error
 	vxlanEnabled *bool
 }
 
 func (l *configLayer) fail(field string, val any, why string) {
+	if l.name != "" {
+		l.errs = append(l.errs, fmt.Errorf("%s: %s: %v: %s; ignored", l.name, field, val, why))
+		return
+	}
 	l.errs = append(l.errs, fmt.Errorf("%s: spec.%s: %v: %s; ignored", l.key, field, val, why))
 }
 

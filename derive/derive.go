@@ -17,6 +17,9 @@ type Options struct {
 	// AssumeNeededOnEveryNode performance hint; a policy carrying the hint is always active
 	// regardless).
 	AllPoliciesActive bool
+	// ConfigOverrides are configuration layers laid over the FelixConfigurations, in order
+	// (the last wins): the agent's config file and environment. See ResolveConfigOptions.
+	ConfigOverrides []ConfigOverride
 }
 
 // localEndpoint is a workload or host endpoint on the node being derived.
@@ -111,8 +114,9 @@ func Derive(v *store.View, node string, opts Options) (*snapshot.Snapshot, error
 		}
 	}
 
-	s.Config = EffectiveConfig(v, node)
+	s.Config, _ = ResolveConfigOptions(v, node, opts)
 	s.Routes, s.VTEPs, s.Pools = Routing(v, node, s.Config)
+	s.Services = Services(v, node)
 	s.Finalize()
 	return s, nil
 }

@@ -753,7 +753,7 @@ func (d *Deriver) assemble(v *store.View) (*snapshot.Snapshot, error) {
 		s.IPSets = append(s.IPSets, snapshot.IPSet{ID: id, Type: set.def.setType(), Source: set.source, Members: set.members})
 	}
 	if !d.routingValid {
-		d.config = EffectiveConfig(v, d.node)
+		d.config, _ = ResolveConfigOptions(v, d.node, d.opts)
 		base, vteps, pools := RemoteRouting(v, d.node, d.config)
 		tmp := snapshot.Snapshot{Routes: base, VTEPs: vteps, Pools: pools}
 		tmp.Finalize()
