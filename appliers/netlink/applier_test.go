@@ -52,8 +52,13 @@ func TestFakeDump(t *testing.T) {
 	}
 }
 
-// TestFakeSemantics checks the kernel behaviours the applier relies on, errno by errno.
+// TestFakeSemantics checks the kernel behaviours the applier relies on, errno by errno; the
+// same cases run against the real kernel in TestKernelSemantics.
 func TestFakeSemantics(t *testing.T) {
+	semantics(t, func(t *testing.T) testKernel { return NewFake() })
+}
+
+func semantics(t *testing.T, newKernel func(t *testing.T) testKernel) {
 	ctx := context.Background()
 	route := func(dst, dev string) render.Route {
 		return render.Route{Table: render.TableMain, Dst: pfx(dst), Type: render.Unicast, Dev: dev, Scope: render.ScopeLink, Protocol: 80}
@@ -66,23 +71,30 @@ func TestFakeSemantics(t *testing.T) {
 		{"route to a missing device", render.Op{Kind: diff.Add, Object: route("10.0.0.1/32", "nope")}, unix.ENODEV},
 		{"route add over an existing one", render.Op{Kind: diff.Add, Object: route("10.0.0.2/32", "cali1")}, unix.EEXIST},
 		{"replace creates", render.Op{Kind: diff.Replace, Object: route("10.0.0.3/32", "cali1")}, nil},
+		{"replace turns a route into a blackhole", render.Op{Kind: diff.Replace, Object: render.Route{Table: render.TableMain, Dst: pfx("10.0.0.2/32"), Type: render.Blackhole, Protocol: 80}}, nil},
 		{"delete of a missing route", render.Op{Kind: diff.Delete, Object: route("10.0.0.4/32", "cali1")}, unix.ESRCH},
 		{"delete with another protocol", render.Op{Kind: diff.Delete, Object: func() render.Route { r := route("10.0.0.2/32", "cali1"); r.Protocol = 3; return r }()}, unix.ESRCH},
 		{"gateway not on a connected subnet", render.Op{Kind: diff.Add, Object: render.Route{Table: render.TableMain, Dst: pfx("10.1.0.0/24"), Type: render.Unicast, Gateway: addr("172.16.0.1"), Protocol: 80}}, unix.ENETUNREACH},
+		{"IPv6 route to a missing device", render.Op{Kind: diff.Add, Object: render.Route{Table: render.TableMain, Dst: pfx("fd00::1/128"), Type: render.Unicast, Dev: "nope", Protocol: 80}}, unix.ENODEV},
+		{"IPv6 blackhole", render.Op{Kind: diff.Add, Object: render.Route{Table: render.TableMain, Dst: pfx("fd00::/64"), Type: render.Blackhole, Protocol: 80}}, nil},
+		{"route in another table", render.Op{Kind: diff.Add, Object: render.Route{Table: 100, Dst: pfx("10.0.0.2/32"), Type: render.Blackhole, Protocol: 80}}, nil},
 		{"sysctl of a missing interface", render.Op{Kind: diff.Add, Object: render.Sysctl{Family: "ipv4", Table: "conf", Interface: "nope", Name: "proxy_arp", Value: "1"}}, unix.ENOENT},
 		{"neighbour on a missing device", render.Op{Kind: diff.Add, Object: render.Neigh{Dev: "vxlan.calico", IP: addr("10.0.0.1"), MAC: "66:00:00:00:00:01"}}, unix.ENODEV},
+		{"FDB entry on a missing device", render.Op{Kind: diff.Add, Object: render.FDB{Dev: "vxlan.calico", MAC: "66:00:00:00:00:01", Dst: addr("192.168.0.1")}}, unix.ENODEV},
+		{"proxy entry on a missing interface", render.Op{Kind: diff.Add, Object: render.ProxyNeigh{Dev: "nope", IP: render.PodGatewayV6}}, unix.ENODEV},
 		{"second device with one name", render.Op{Kind: diff.Add, Object: render.Link{Name: "cali1", VNI: 1, Port: 4789, Up: true}}, unix.EEXIST},
+		{"delete of a missing device", render.Op{Kind: diff.Delete, Object: render.Link{Name: "vxlan.calico"}}, unix.ENODEV},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f := NewFake()
-			if err := f.AddInterface("cali1"); err != nil {
+			k := newKernel(t)
+			if err := k.AddInterface("cali1"); err != nil {
 				t.Fatal(err)
 			}
-			if errs := f.Do(ctx, []render.Op{{Kind: diff.Add, Object: route("10.0.0.2/32", "cali1")}}); errs[0] != nil {
+			if errs := k.Do(ctx, []render.Op{{Kind: diff.Add, Object: route("10.0.0.2/32", "cali1")}}); errs[0] != nil {
 				t.Fatal(errs[0])
 			}
-			got := f.Do(ctx, []render.Op{tc.op})[0]
+			got := k.Do(ctx, []render.Op{tc.op})[0]
 			if !errors.Is(got, tc.want) && !(got == nil && tc.want == nil) {
 				t.Errorf("Do(%s) = %v, want %v", tc.op, got, tc.want)
 			}

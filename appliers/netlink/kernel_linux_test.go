@@ -201,3 +201,8 @@ func TestScenarioOnKernel(t *testing.T) {
 		t.Errorf("real kernel and Fake disagree (-fake +real):\n%s", d)
 	}
 }
+
+// TestKernelSemantics runs the Fake's errno cases against the real kernel.
+func TestKernelSemantics(t *testing.T) {
+	semantics(t, func(t *testing.T) testKernel { return newRealKernel(t) })
+}
