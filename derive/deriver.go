@@ -49,6 +49,7 @@ type Deriver struct {
 	setIDs []string // sorted IDs of sets in use
 
 	endpointSlices map[model.Key]*model.EndpointSlice
+	services       *serviceDeriver
 
 	routingValid     bool // config, base routes, VTEPs, pools are current
 	localRoutesDirty bool // the overlay of local workload routes must be rebuilt
@@ -168,6 +169,7 @@ func (d *Deriver) reset() {
 	d.sets = map[string]*sstate{}
 	d.setIDs = nil
 	d.endpointSlices = map[model.Key]*model.EndpointSlice{}
+	d.services = newServiceDeriver()
 	d.routingValid = false
 }
 
@@ -197,6 +199,7 @@ func (d *Deriver) apply(v *store.View, changed []model.Key) {
 	tiersChanged := d.tiers == nil
 	slicesChanged := false
 	for _, k := range changed {
+		d.services.changed(v, d.node, k)
 		switch {
 		case k.Kind == model.KindProfile:
 			if p, ok := store.Get[*model.Profile](v, k); ok {
@@ -785,6 +788,7 @@ func (d *Deriver) assemble(v *store.View) (*snapshot.Snapshot, error) {
 		d.localRoutesDirty = false
 	}
 	s.Config, s.Routes, s.VTEPs, s.Pools = d.config, d.routes, d.vteps, d.pools
+	s.Services = d.services.assemble(v, d.node)
 	return s, nil
 }
 

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/felis-dev/felis/model"
 	"github.com/felis-dev/felis/model/store"
+	"github.com/felis-dev/felis/snapshot"
 )
 
 // randomWorld generates random objects over a small universe of names, labels and nodes so
@@ -52,7 +54,17 @@ func (w *randomWorld) selector() string {
 }
 
 func (w *randomWorld) object() model.Object {
-	switch w.rng.IntN(11) {
+	switch w.rng.IntN(14) {
+	case 11:
+		return w.service()
+	case 12:
+		return w.endpointSlice()
+	case 13:
+		spec := map[string]any{}
+		if w.rng.IntN(2) == 0 {
+			spec["kubeNodePortRanges"] = []any{w.pick([]string{"30000:30001", "31000-32000", "30001"})}
+		}
+		return &model.FelixConfiguration{Meta: model.Meta{Key: model.Key{Kind: model.KindFelixConfiguration, Name: w.pick([]string{"default", "node.n1", "node.n2"})}}, Spec: spec}
 	case 9:
 		i := w.rng.IntN(2)
 		return &model.HostEndpoint{Meta: model.Meta{Key: model.Key{Kind: model.KindHostEndpoint, Name: fmt.Sprintf("hep%d", i)}},
@@ -122,10 +134,67 @@ func (w *randomWorld) object() model.Object {
 	}
 }
 
+// service is a random Kubernetes service over a small universe of names, ports and types.
+func (w *randomWorld) service() *model.Service {
+	i := w.rng.IntN(3)
+	svc := &model.Service{
+		Meta:                 model.Meta{Key: model.Key{Kind: model.KindService, Namespace: w.pick(worldNS), Name: fmt.Sprintf("svc%d", i)}},
+		Type:                 w.pick([]string{"ClusterIP", "NodePort", "LoadBalancer", "ExternalName"}),
+		ExternalTrafficLocal: w.rng.IntN(2) == 0,
+		InternalTrafficLocal: w.rng.IntN(3) == 0,
+	}
+	if w.rng.IntN(5) > 0 {
+		svc.ClusterIPs = []netip.Addr{netip.MustParseAddr(fmt.Sprintf("10.96.0.%d", 1+i))}
+	}
+	if w.rng.IntN(4) == 0 {
+		svc.ExternalIPs = []netip.Addr{netip.MustParseAddr("203.0.113.7")}
+	}
+	if w.rng.IntN(4) == 0 {
+		svc.LoadBalancerIPs = []netip.Addr{netip.MustParseAddr("198.51.100.1")}
+	}
+	if w.rng.IntN(3) == 0 {
+		svc.SessionAffinityClientIP, svc.SessionAffinityTimeoutSeconds = true, 60
+	}
+	for j := w.rng.IntN(3); j > 0; j-- {
+		svc.Ports = append(svc.Ports, model.ServicePort{Name: w.pick([]string{"", "http"}), Protocol: []uint8{model.ProtoTCP, model.ProtoUDP}[w.rng.IntN(2)],
+			Port: 80, TargetPort: "http", NodePort: uint16(30000 + w.rng.IntN(3))})
+	}
+	return svc
+}
+
+// endpointSlice is a random slice of one of the random services.
+func (w *randomWorld) endpointSlice() *model.EndpointSlice {
+	es := &model.EndpointSlice{
+		Meta:        model.Meta{Key: model.Key{Kind: model.KindEndpointSlice, Namespace: w.pick(worldNS), Name: fmt.Sprintf("slice%d", w.rng.IntN(4))}},
+		ServiceName: fmt.Sprintf("svc%d", w.rng.IntN(3)),
+	}
+	if w.rng.IntN(5) == 0 {
+		es.ServiceName = ""
+	}
+	es.Ports = []model.EndpointSlicePort{{Name: w.pick([]string{"", "http"}), Protocol: model.ProtoTCP, Port: uint16(8080 + w.rng.IntN(2))}}
+	if w.rng.IntN(2) == 0 {
+		es.Ports = append(es.Ports, model.EndpointSlicePort{Name: "http", Protocol: model.ProtoUDP, Port: 53})
+	}
+	for j := w.rng.IntN(4); j > 0; j-- {
+		ready := w.rng.IntN(3) > 0
+		es.Endpoints = append(es.Endpoints, model.SliceEndpoint{
+			Addresses: []netip.Addr{netip.MustParseAddr(fmt.Sprintf("10.0.%d.%d", w.rng.IntN(2), w.rng.IntN(3)))},
+			Ready:     ready, Serving: ready || w.rng.IntN(2) == 0, Terminating: !ready, NodeName: w.pick(worldNodes),
+		})
+	}
+	return es
+}
+
 // TestDeriverEqualsDerive drives random write sequences through the store and checks, after
 // every batch, that the incremental Deriver returns byte-for-byte what the pure Derive
 // returns for the same view.
 func TestDeriverEqualsDerive(t *testing.T) {
+	withBackends, withNodePorts := 0, 0 // the world must exercise services, not just allow them
+	defer func() {
+		if withBackends == 0 || withNodePorts == 0 {
+			t.Errorf("no snapshot had a service with backends (%d) or a NodePort frontend (%d)", withBackends, withNodePorts)
+		}
+	}()
 	for seed := uint64(1); seed <= 40; seed++ {
 		w := &randomWorld{rng: rand.New(rand.NewPCG(seed, 7))}
 		st := store.New()
@@ -162,6 +231,14 @@ func TestDeriverEqualsDerive(t *testing.T) {
 			got, err := d.Derive(v)
 			if err != nil {
 				t.Fatal(err)
+			}
+			for _, sv := range want.Services {
+				if len(sv.Backends) > 0 {
+					withBackends++
+				}
+				if slices.ContainsFunc(sv.Frontends, func(f snapshot.Frontend) bool { return f.Kind == FrontendNodePort }) {
+					withNodePorts++
+				}
 			}
 			wj, _ := want.JSON()
 			gj, _ := got.JSON()
