@@ -1,3 +1,5 @@
+//go:build linux
+
 package fv_test
 
 import (
@@ -104,15 +106,15 @@ func (e *env) oracle(flows []flow) []verdict {
 			rows[k][portKey{r.Port, r.Protocol}] = r
 		}
 	}
-	var icmp *icmpOracle
+	var d *derived
 	out := make([]verdict, len(flows))
 	for i, f := range flows {
 		src, dst := e.addr(f.From, f.Family), e.addr(f.To, f.Family)
 		if f.Port.Protocol == netns.ICMP {
-			if icmp == nil {
-				icmp = loadICMPOracle(e.dir)
+			if d == nil {
+				d = loadDerived(e.dir)
 			}
-			out[i] = icmp.verdict(src, dst)
+			out[i] = d.icmp(src, dst)
 			continue
 		}
 		r, ok := rows[pair{src, dst}][portKey{f.Port.Number, string(f.Port.Protocol)}]
@@ -150,15 +152,16 @@ func (e *env) reach(src, dst netip.Addr, ports []port) []snapshot.Row {
 	return rows
 }
 
-// icmpOracle evaluates ICMP echo requests on the derived snapshots of every node.
-type icmpOracle struct {
+// derived is every node's snapshot derived from the datastore, as felis reach derives them,
+// for the questions reach has no spelling for (ICMP, host endpoints).
+type derived struct {
 	cluster *snapshot.Cluster
 	evals   map[string]*snapshot.Evaluator
+	snaps   map[string]*snapshot.Snapshot
 }
 
-// loadICMPOracle loads the datastore directory and derives every node's snapshot, as felis
-// reach does.
-func loadICMPOracle(dir string) *icmpOracle {
+// loadDerived loads the datastore directory and derives every node's snapshot.
+func loadDerived(dir string) *derived {
 	st := store.New()
 	problems, err := file.New(dir).Load(context.Background(), st)
 	Expect(err).NotTo(HaveOccurred())
@@ -171,43 +174,76 @@ func loadICMPOracle(dir string) *icmpOracle {
 	for w := range store.List[*model.WorkloadEndpoint](v, model.KindWorkloadEndpoint) {
 		nodes[w.Node] = true
 	}
-	o := &icmpOracle{evals: map[string]*snapshot.Evaluator{}}
+	d := &derived{evals: map[string]*snapshot.Evaluator{}, snaps: map[string]*snapshot.Snapshot{}}
 	var snaps []*snapshot.Snapshot
 	for _, n := range sortedKeys(nodes) {
 		s, err := derive.Derive(v, n, derive.Options{})
 		Expect(err).NotTo(HaveOccurred(), "derive node %s", n)
 		snaps = append(snaps, s)
-		o.evals[n] = snapshot.NewEvaluator(s)
+		d.snaps[n] = s
+		d.evals[n] = snapshot.NewEvaluator(s)
 	}
-	o.cluster = snapshot.NewCluster(snaps)
-	return o
+	d.cluster = snapshot.NewCluster(snaps)
+	return d
 }
 
-// verdict evaluates an ICMP(v6) echo request from src to dst: the source endpoint's egress
-// and the destination endpoint's ingress.
-func (o *icmpOracle) verdict(src, dst netip.Addr) verdict {
+// combine is a flow's verdict from its two sides.
+func combine(eg, in snapshot.Verdict) verdict {
+	v := verdict{Action: snapshot.Deny, Why: fmt.Sprintf("egress: %s; ingress: %s", eg, in)}
+	if eg.Action == snapshot.Allow && in.Action == snapshot.Allow {
+		v.Action = snapshot.Allow
+	}
+	return v
+}
+
+var outside = snapshot.Verdict{Action: snapshot.Allow, Decider: "outside"}
+
+// icmp evaluates an ICMP(v6) echo request from src to dst: the source endpoint's egress and
+// the destination endpoint's ingress.
+func (d *derived) icmp(src, dst netip.Addr) verdict {
 	proto, echoType := uint8(1), uint8(8)
 	if src.Is6() {
 		proto, echoType = 58, 128
 	}
 	code := uint8(0)
 	pkt := snapshot.Packet{Src: src, Dst: dst, Protocol: proto, ICMPType: &echoType, ICMPCode: &code}
-	eg, in := snapshot.Verdict{Action: snapshot.Allow, Decider: "outside"}, snapshot.Verdict{Action: snapshot.Allow, Decider: "outside"}
-	from, err := o.cluster.Resolve("ip:" + src.String())
+	eg, in := outside, outside
+	from, err := d.cluster.Resolve("ip:" + src.String())
 	Expect(err).NotTo(HaveOccurred())
-	to, err := o.cluster.Resolve("ip:" + dst.String())
+	to, err := d.cluster.Resolve("ip:" + dst.String())
 	Expect(err).NotTo(HaveOccurred())
 	if l := from[0].Endpoint; l != nil {
-		eg = o.evals[l.Node].Egress(l.Endpoint, pkt)
+		eg = d.evals[l.Node].Egress(l.Endpoint, pkt)
 	}
 	if l := to[0].Endpoint; l != nil {
-		in = o.evals[l.Node].Ingress(l.Endpoint, pkt)
+		in = d.evals[l.Node].Ingress(l.Endpoint, pkt)
 	}
-	v := verdict{Action: snapshot.Deny, Why: fmt.Sprintf("egress: %s; ingress: %s", eg, in)}
-	if eg.Action == snapshot.Allow && in.Action == snapshot.Allow {
-		v.Action = snapshot.Allow
+	return combine(eg, in)
+}
+
+// hostIngress evaluates a TCP/UDP packet from an outside address to node's host endpoint on
+// iface: failsafe inbound ports first, then the host endpoint's (normal) ingress program.
+func (d *derived) hostIngress(node, iface string, src, dst netip.Addr, proto netns.Protocol, port uint16) verdict {
+	s, ok := d.snaps[node]
+	Expect(ok).To(BeTrue(), "no snapshot for node %s", node)
+	ipProto := uint8(6)
+	if proto == netns.UDP {
+		ipProto = 17
 	}
-	return v
+	for _, fs := range s.Config.FailsafeInbound {
+		if fs.Protocol == ipProto && fs.Port == port && (!fs.Net.IsValid() || fs.Net.Contains(src)) {
+			return combine(outside, snapshot.Verdict{Action: snapshot.Allow, Decider: "failsafe"})
+		}
+	}
+	for i := range s.HostEndpoints {
+		hep := &s.HostEndpoints[i]
+		if hep.Interface != iface && hep.Interface != "*" {
+			continue
+		}
+		pkt := snapshot.Packet{Src: src, Dst: dst, Protocol: ipProto, SrcPort: 40000, DstPort: port}
+		return combine(outside, d.evals[node].Program(hep.Normal.Ingress, true, pkt))
+	}
+	return combine(outside, snapshot.Verdict{Action: snapshot.Allow, Decider: "no host endpoint"})
 }
 
 // agrees checks a probe result against the oracle's verdict: Allow must get through, Deny
