@@ -1,3 +1,5 @@
+//go:build linux
+
 package nftables
 
 import (
@@ -61,37 +63,6 @@ func newKernel(t testing.TB) *Kernel {
 	}
 	t.Cleanup(func() { _ = k.Close() })
 	return k
-}
-
-func mustRender(t testing.TB, s snapshot.Snapshot) render.Table {
-	t.Helper()
-	tbl, err := render.Render(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tbl
-}
-
-// withoutRules is what Observe can return for a desired table.
-func withoutRules(t render.Table) string {
-	c := t
-	c.Chains = append([]render.Chain(nil), t.Chains...)
-	for i := range c.Chains {
-		c.Chains[i].Rules = nil
-	}
-	return c.String()
-}
-
-func observeString(t *testing.T, dp Dataplane) string {
-	t.Helper()
-	got, err := dp.Observe(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got == nil {
-		return "<no table>"
-	}
-	return got.String()
 }
 
 // step applies the same ops to the kernel and the fake and checks that both now hold
@@ -195,14 +166,6 @@ func TestKernelRoundTrip(t *testing.T) {
 	step(t, "refilled", k, f, full, Plan(full, &empty))
 }
 
-func opStrings(ops []Op) []string {
-	out := make([]string, len(ops))
-	for i, o := range ops {
-		out[i] = o.String()
-	}
-	return out
-}
-
 // TestKernelDriftRepair edits the table behind the applier's back, as an operator with the
 // nft CLI would, and checks that a resync restores exactly what was changed.
 func TestKernelDriftRepair(t *testing.T) {
@@ -265,15 +228,6 @@ func TestKernelDriftRepair(t *testing.T) {
 	if diff := cmp.Diff(withoutRules(desired), observeString(t, k)); diff != "" {
 		t.Fatalf("after repair (-want +got):\n%s", diff)
 	}
-}
-
-func chainHash(t render.Table, name string) string {
-	for _, c := range t.Chains {
-		if c.Name == name {
-			return c.Hash
-		}
-	}
-	return ""
 }
 
 // TestKernelFailedBatchChangesNothing sends a batch whose last op is invalid (a rule

@@ -20,12 +20,7 @@ func kernelOps(cmd *cobra.Command, againstKernel bool, before, after *snapshot.S
 	}
 	var current *render.Table
 	if againstKernel {
-		k, err := nftables.NewKernel()
-		if err != nil {
-			return nil, fmt.Errorf("--against kernel: %w", err)
-		}
-		defer k.Close()
-		if current, err = k.Observe(cmd.Context()); err != nil {
+		if current, err = observeNftables(cmd.Context()); err != nil {
 			return nil, fmt.Errorf("--against kernel: reading the felis nftables table: %w", err)
 		}
 	} else {

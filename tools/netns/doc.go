@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package netns builds throwaway network namespaces for real-packet tests: "nodes" with an
 // uplink and forwarding on, an "underlay" bridge joining nodes, and "pods" wired to a node the
 // way a Calico-style CNI plugin wires them; it runs code and binaries inside them, sends real
