@@ -84,12 +84,16 @@ func semantics(t *testing.T, newKernel func(t *testing.T) testKernel) {
 		{"proxy entry on a missing interface", render.Op{Kind: diff.Add, Object: render.ProxyNeigh{Dev: "nope", IP: render.PodGatewayV6}}, unix.ENODEV},
 		{"second device with one name", render.Op{Kind: diff.Add, Object: render.Link{Name: "cali1", VNI: 1, Port: 4789, Up: true}}, unix.EEXIST},
 		{"delete of a missing device", render.Op{Kind: diff.Delete, Object: render.Link{Name: "vxlan.calico"}}, unix.ENODEV},
+		{"IPv4 route to a down interface", render.Op{Kind: diff.Add, Object: route("10.0.0.5/32", "down1")}, unix.ENETDOWN},
+		{"IPv6 route to a down interface", render.Op{Kind: diff.Add, Object: render.Route{Table: render.TableMain, Dst: pfx("fd00::5/128"), Type: render.Unicast, Dev: "down1", Protocol: 80}}, unix.ENETDOWN},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			k := newKernel(t)
-			if err := k.AddInterface("cali1"); err != nil {
-				t.Fatal(err)
+			for _, err := range []error{k.AddInterface("cali1"), k.AddInterface("down1"), k.SetUp("down1", false)} {
+				if err != nil {
+					t.Fatal(err)
+				}
 			}
 			if errs := k.Do(ctx, []render.Op{{Kind: diff.Add, Object: route("10.0.0.2/32", "cali1")}}); errs[0] != nil {
 				t.Fatal(errs[0])
@@ -99,6 +103,27 @@ func semantics(t *testing.T, newKernel func(t *testing.T) testKernel) {
 				t.Errorf("Do(%s) = %v, want %v", tc.op, got, tc.want)
 			}
 		})
+	}
+}
+
+// linkDown reports which of an IPv4 and an IPv6 route through an interface survive it going
+// down, for comparing the Fake with the kernel.
+func linkDown(t *testing.T, k testKernel) (v4, v6 bool) {
+	t.Helper()
+	r4 := render.Route{Table: render.TableMain, Dst: pfx("10.0.0.9/32"), Type: render.Unicast, Dev: "cali9", Scope: render.ScopeLink, Protocol: 80}
+	r6 := render.Route{Table: render.TableMain, Dst: pfx("fd00::9/128"), Type: render.Unicast, Dev: "cali9", Protocol: 80}
+	for _, err := range []error{k.AddInterface("cali9"), k.AddRoute(r4), k.AddRoute(r6), k.SetUp("cali9", false)} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return k.HasRoute(r4), k.HasRoute(r6)
+}
+
+func TestFakeLinkDown(t *testing.T) {
+	v4, v6 := linkDown(t, NewFake())
+	if v4 || v6 {
+		t.Errorf("after link down: IPv4 route kept %v, IPv6 route kept %v; want both gone", v4, v6)
 	}
 }
 

@@ -19,8 +19,8 @@ import (
 // table, destination and metric, of any protocol; links (felis's VXLAN devices and stand-ins
 // for workload veths and the uplink) with addresses; neighbour and FDB entries per device;
 // per-interface sysctls that exist while their interface does. Deleting a link drops its
-// routes, neighbours, FDB entries and sysctls; a link going down drops its IPv4 routes, as
-// the kernel does. Errors are the kernel's errnos. It is safe for concurrent use.
+// routes, neighbours, FDB entries and sysctls; a link going down drops its routes, as the
+// kernel does. Errors are the kernel's errnos. It is safe for concurrent use.
 type Fake struct {
 	mu      sync.Mutex
 	links   map[string]*fakeLink
@@ -91,6 +91,21 @@ func (f *Fake) SetMTU(name string, mtu int) error {
 		return fmt.Errorf("ip link set %s mtu %d: %w", name, mtu, unix.ENODEV)
 	}
 	l.MTU = mtu
+	return nil
+}
+
+// SetUp sets a link up or down behind felis's back; down drops its routes, as the kernel does.
+func (f *Fake) SetUp(name string, up bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	l, ok := f.links[name]
+	if !ok {
+		return fmt.Errorf("ip link set %s: %w", name, unix.ENODEV)
+	}
+	if l.Up && !up {
+		f.linkDownLocked(name)
+	}
+	l.Up = up
 	return nil
 }
 
@@ -389,10 +404,11 @@ func (f *Fake) delLinkLocked(name string) error {
 	return nil
 }
 
-// linkDownLocked drops the IPv4 routes through a link, as the kernel does when it goes down.
+// linkDownLocked drops the routes through a link, as the kernel does when it goes down (both
+// families: TestKernelLinkDown checks).
 func (f *Fake) linkDownLocked(name string) {
 	for k, r := range f.routes {
-		if r.Dev == name && r.Dst.Addr().Is4() {
+		if r.Dev == name {
 			delete(f.routes, k)
 		}
 	}
@@ -421,7 +437,7 @@ func tableOf(r render.Route) int {
 }
 
 // routeAddLocked adds r (replace: or overwrites the route at its key), checking what the kernel
-// checks: the device exists and is up (IPv4), a gateway is reachable unless on-link.
+// checks: the device exists and is up, a gateway is reachable unless on-link.
 func (f *Fake) routeAddLocked(r render.Route, replace bool) error {
 	r.Table = tableOf(r)
 	k := fakeRouteKey{r.Table, r.Dst, r.Metric}
@@ -433,8 +449,8 @@ func (f *Fake) routeAddLocked(r render.Route, replace bool) error {
 		if !ok {
 			return unix.ENODEV
 		}
-		if !l.Up && r.Dst.Addr().Is4() {
-			return unix.ENETDOWN
+		if !l.Up {
+			return unix.ENETDOWN // both families refuse a route to a down device
 		}
 	}
 	if r.Gateway.IsValid() && !r.OnLink && !f.reachableLocked(r.Gateway) {

@@ -58,6 +58,21 @@ func (k *Netlink) Close() {
 	k.rs.close()
 }
 
+// DefaultRPFilter reads net.ipv4.conf.default.rp_filter in the kernel's namespace: the value
+// render.Options.DefaultRPFilter wants (Felix gives it to every workload interface).
+func (k *Netlink) DefaultRPFilter() (string, error) {
+	var v string
+	err := k.inNamespace(func() error {
+		b, err := os.ReadFile("/proc/sys/net/ipv4/conf/default/rp_filter")
+		v = strings.TrimSpace(string(b))
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("netlink: sysctl net.ipv4.conf.default.rp_filter: %w", err)
+	}
+	return v, nil
+}
+
 // Observe implements Kernel.
 func (k *Netlink) Observe(ctx context.Context, q Query) (render.State, error) {
 	protocol, devices, sysctls := q.Protocol, q.Devices, q.Sysctls

@@ -153,6 +153,17 @@ func (k *realKernel) SetMTU(name string, mtu int) error {
 	return k.h.LinkSetMTU(l, mtu)
 }
 
+func (k *realKernel) SetUp(name string, up bool) error {
+	l, err := k.h.LinkByName(name)
+	if err != nil {
+		return err
+	}
+	if up {
+		return k.h.LinkSetUp(l)
+	}
+	return k.h.LinkSetDown(l)
+}
+
 func (k *realKernel) index(name string) (int, error) {
 	l, err := k.h.LinkByName(name)
 	if err != nil {
@@ -205,4 +216,24 @@ func TestScenarioOnKernel(t *testing.T) {
 // TestKernelSemantics runs the Fake's errno cases against the real kernel.
 func TestKernelSemantics(t *testing.T) {
 	semantics(t, func(t *testing.T) testKernel { return newRealKernel(t) })
+}
+
+func TestDefaultRPFilter(t *testing.T) {
+	k := newRealKernel(t)
+	v, err := k.DefaultRPFilter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v != "0" && v != "1" && v != "2" {
+		t.Errorf("DefaultRPFilter() = %q, want 0, 1 or 2", v)
+	}
+}
+
+// TestKernelLinkDown checks the Fake's link-down behaviour against the kernel's.
+func TestKernelLinkDown(t *testing.T) {
+	rv4, rv6 := linkDown(t, newRealKernel(t))
+	fv4, fv6 := linkDown(t, NewFake())
+	if rv4 != fv4 || rv6 != fv6 {
+		t.Errorf("after link down, kept (IPv4, IPv6): kernel (%v, %v), Fake (%v, %v)", rv4, rv6, fv4, fv6)
+	}
 }

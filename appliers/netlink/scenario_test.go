@@ -20,6 +20,7 @@ type testKernel interface {
 	AddInterface(name string, addrs ...netip.Prefix) error
 	DeleteInterface(name string) error
 	SetMTU(name string, mtu int) error
+	SetUp(name string, up bool) error
 	AddRoute(r render.Route) error
 	DeleteRoute(r render.Route) error
 	HasRoute(r render.Route) bool
