@@ -44,8 +44,7 @@ func (r *recordingDataplane) Pending(context.Context, *snapshot.Snapshot) ([]str
 
 func newTestAgent(dp *recordingDataplane) (*agent, *store.Store) {
 	st := store.New()
-	a := &agent{log: slog.New(slog.NewTextHandler(io.Discard, nil)), node: "n1", dps: []appliers.Dataplane{dp}, st: st,
-		full: map[string]bool{"fake": true}, deriver: derive.NewDeriver(st, "n1", derive.Options{})}
+	a := newAgent(slog.New(slog.NewTextHandler(io.Discard, nil)), "n1", []appliers.Dataplane{dp}, st, derive.Options{})
 	return a, st
 }
 
