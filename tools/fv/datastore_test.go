@@ -3,6 +3,7 @@
 package fv_test
 
 import (
+	"cmp"
 	"fmt"
 
 	. "github.com/onsi/gomega"
@@ -70,7 +71,7 @@ func podYAML(spec podSpec, p *netns.Pod, node string) string {
 		ObjectMeta: metav1.ObjectMeta{Namespace: spec.Namespace, Name: spec.Name, Labels: spec.Labels},
 		Spec: corev1.PodSpec{
 			NodeName:           node,
-			ServiceAccountName: "default",
+			ServiceAccountName: cmp.Or(spec.ServiceAccount, "default"),
 			Containers:         []corev1.Container{{Name: "main", Image: "busybox", Ports: ports}},
 		},
 		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ips[0].IP, PodIPs: ips},

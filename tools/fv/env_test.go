@@ -37,6 +37,9 @@ type podSpec struct {
 	Labels          map[string]string
 	// Ports are named container ports ("http" 8080/TCP ...).
 	Ports []namedPort
+	// ServiceAccount is the pod's service account; empty means "default" (which writeCluster
+	// creates in every namespace; the scenario's resources create any other).
+	ServiceAccount string
 	// NotAPod leaves the pod out of pods.yaml: the scenario describes it itself (as a
 	// projectcalico.org/v3 WorkloadEndpoint, say).
 	NotAPod bool

@@ -251,6 +251,81 @@ spec:
 			{"ns1/server", "ns1/client", tcp8080, allow},  // client has no policy: its profiles
 		},
 	}),
+	Entry("a tier whose default action is Pass", scenario{
+		Namespaces: ns1, Pods: ns1Pods,
+		Resources: []string{`
+apiVersion: projectcalico.org/v3
+kind: Tier
+metadata: {name: audit}
+spec: {order: 50, defaultAction: Pass}`, `
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: audit.no-udp-from-other}
+spec:
+  tier: audit
+  selector: app == 'server'
+  types: [Ingress]
+  ingress:
+  - action: Deny
+    protocol: UDP
+    source: {selector: app == 'other'}`, `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: server-ingress, namespace: ns1}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: other}}}]`},
+		Wants: []want{
+			{"ns1/other", "ns1/server", udp8080, deny},   // tier audit rule 0
+			{"ns1/other", "ns1/server", tcp8080, allow},  // end of tier audit passes; the NetworkPolicy
+			{"ns1/other", "ns1/server", icmpEcho, allow}, // likewise
+			{"ns1/client", "ns1/server", tcp8080, deny},  // passes, then end of the default tier
+		},
+	}),
+	Entry("Calico v3 NetworkPolicy: ICMP type, notPorts, serviceAccounts", scenario{
+		Namespaces: ns1,
+		Pods: []podSpec{
+			{Namespace: "ns1", Name: "client", Labels: labels("app", "client")},
+			{Namespace: "ns1", Name: "server", Labels: labels("app", "server")},
+			{Namespace: "ns1", Name: "other", Labels: labels("app", "other"), ServiceAccount: "backend"},
+		},
+		Ports: []port{tcp8080, {netns.TCP, 9090}, udp8080},
+		Resources: []string{`
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: backend, namespace: ns1}`, `
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: server-v3, namespace: ns1}
+spec:
+  selector: app == 'server'
+  types: [Ingress]
+  ingress:
+  - action: Allow
+    protocol: ICMP
+    icmp: {type: 8}
+  - action: Allow
+    protocol: ICMPv6
+    icmp: {type: 128}
+  - action: Allow
+    protocol: TCP
+    source: {selector: app == 'client'}
+    destination: {notPorts: [9090]}
+  - action: Allow
+    protocol: UDP
+    source: {serviceAccounts: {names: [backend]}}`},
+		Wants: []want{
+			{"ns1/client", "ns1/server", icmpEcho, allow},
+			{"ns1/other", "ns1/server", icmpEcho, allow},
+			{"ns1/client", "ns1/server", tcp8080, allow},
+			{"ns1/client", "ns1/server", port{netns.TCP, 9090}, deny},
+			{"ns1/other", "ns1/server", tcp8080, deny},
+			{"ns1/other", "ns1/server", udp8080, allow},
+			{"ns1/client", "ns1/server", udp8080, deny},
+		},
+	}),
 	Entry("profile fallback after a Pass (v3 WorkloadEndpoint with its own profile)", scenario{
 		Namespaces: ns1,
 		Pods: []podSpec{
