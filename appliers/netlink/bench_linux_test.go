@@ -51,23 +51,37 @@ func withoutRoutes(st render.State) render.State {
 
 const benchRoutes = 65536
 
-// cpuMeter reports CPU time (user + system, kernel work on our behalf included) per op, which
+// cpuMeter reports CPU time per op, user and system (kernel work on our behalf) apart, which
 // shared, loaded machines distort far less than wall time.
-type cpuMeter struct{ start time.Duration }
+type cpuMeter struct{ user, sys time.Duration }
 
-func cpuTime() time.Duration {
+func cpuTimes() (user, sys time.Duration) {
 	var ru unix.Rusage
 	_ = unix.Getrusage(unix.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano())
+}
+
+func cpuTime() time.Duration {
+	u, s := cpuTimes()
+	return u + s
 }
 
 func startCPU(b *testing.B) *cpuMeter {
 	b.ResetTimer()
-	return &cpuMeter{start: cpuTime()}
+	u, s := cpuTimes()
+	return &cpuMeter{user: u, sys: s}
 }
 
+// report reports user+system CPU per op (less excluded, setup time spent with the timer
+// stopped), and for long ops the system share of all CPU used (setup included).
 func (m *cpuMeter) report(b *testing.B, excluded time.Duration) {
-	b.ReportMetric(float64(cpuTime()-m.start-excluded)/float64(b.N), "cpu-ns/op")
+	u, s := cpuTimes()
+	total := u - m.user + s - m.sys - excluded
+	b.ReportMetric(float64(total)/float64(b.N), "cpu-ns/op")
+	// The user/system split is sampled at clock ticks: only meaningful for long ops.
+	if total/time.Duration(b.N) > 50*time.Millisecond {
+		b.ReportMetric(100*float64(s-m.sys)/float64(u-m.user+s-m.sys), "sys-%")
+	}
 }
 
 // BenchmarkResync measures a full resync of 65,536 routes: observe + plan + apply into a table

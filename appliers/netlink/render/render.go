@@ -103,6 +103,7 @@ func Render(snap snapshot.Snapshot, opts Options) (State, error) {
 		}
 	}
 
+	st.Routes = make([]Route, 0, len(snap.Routes))
 	for i, r := range snap.Routes {
 		rt, err := route(r, proto, devs)
 		if err != nil {
