@@ -86,6 +86,7 @@ type builder struct {
 	chains   map[string]Chain
 	maps     map[string]*Map
 	logPfx   string
+	affinity []Set // session-affinity sets the service chains use
 }
 
 // Render returns the desired felis table for snap. It fails, naming the resource, when the
@@ -138,6 +139,10 @@ func Render(snap snapshot.Snapshot) (Table, error) {
 			return Table{}, err
 		}
 	}
+	if err := b.services(); err != nil {
+		return Table{}, err
+	}
+	t.Sets = append(t.Sets, b.affinity...)
 	if err := b.baseChains(wild); err != nil {
 		return Table{}, err
 	}
@@ -493,10 +498,12 @@ func (b *builder) baseChains(wild map[string]bool) error {
 			Rules: slices.Concat(hostConntrack, []Rule{ndOut}, wl(true, Return), []Rule{lo(true)}, vmap(true, MapHostEgress))},
 		{Name: "nat-postrouting", Base: &BaseChain{Type: "nat", Hook: "postrouting", Priority: PrioritySrcNAT},
 			Rules: []Rule{
+				rule(MarkTest{Bits: MasqMark}, Masquerade{}),
 				rule(NfProto{4}, AddrSet{Family: 4, Set: SetPoolsNAT + "-4"}, AddrSet{Family: 4, Dst: true, Neg: true, Set: SetPoolsAll + "-4"}, Masquerade{}),
 				rule(NfProto{6}, AddrSet{Family: 6, Set: SetPoolsNAT + "-6"}, AddrSet{Family: 6, Dst: true, Neg: true, Set: SetPoolsAll + "-6"}, Masquerade{}),
 			}},
 	}
+	base = append(base, serviceBaseChains()...)
 	for _, c := range base {
 		c.Level = LevelBase
 		if err := b.addChain(c); err != nil {

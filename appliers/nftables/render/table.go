@@ -41,6 +41,10 @@ type Set struct {
 	// Drift is set by Observe when the kernel set holds something felis cannot have written
 	// (an interval that is not a prefix): Plan then flushes and refills it.
 	Drift bool
+	// Timeout, when set, makes this a dynamic set of host addresses that rules fill at run
+	// time ("update @set"), each entry expiring after Timeout seconds (session affinity).
+	// Felis never writes or compares its elements.
+	Timeout int
 }
 
 // Element is one set element: a prefix (address sets) or a host address with protocol and
@@ -51,16 +55,38 @@ type Element struct {
 	Port   uint16
 }
 
-// Map is a verdict map from an interface name to a goto into an endpoint chain.
+// Map is a verdict map to a goto into a chain: from an interface name (Family 0), or from
+// a service frontend's address . protocol . port (Family 4 or 6).
 type Map struct {
 	Name     string
-	Elements []MapElement // sorted by Interface
+	Family   int
+	Elements []MapElement // sorted by MapElement.Compare
 }
 
-// MapElement maps one interface name to the chain packets on it continue in.
+// MapElement maps one key to the chain packets continue in: an interface name, or (in a
+// frontend map) Addr, Proto and Port.
 type MapElement struct {
 	Interface string
+	Addr      netip.Addr
+	Proto     uint8
+	Port      uint16
 	Chain     string
+}
+
+// Compare orders map elements by key: interface name, then address, protocol and port.
+func (e MapElement) Compare(o MapElement) int {
+	return cmp.Or(cmp.Compare(e.Interface, o.Interface), e.Addr.Compare(o.Addr), cmp.Compare(e.Proto, o.Proto), cmp.Compare(e.Port, o.Port))
+}
+
+// KeyType is the map's nft key type.
+func (m Map) KeyType() string {
+	switch m.Family {
+	case 4:
+		return "ipv4_addr . inet_proto . inet_service"
+	case 6:
+		return "ipv6_addr . inet_proto . inet_service"
+	}
+	return "ifname"
 }
 
 // BaseChain is a chain's hook registration; chains without one are regular chains. Every
@@ -136,6 +162,9 @@ func (s Set) KeyType() string {
 // Definition is everything about a set except its elements; a set whose definition changed
 // cannot be updated in place.
 func (s Set) Definition() string {
+	if s.Timeout > 0 {
+		return fmt.Sprintf("type %s; flags dynamic,timeout; timeout %ds", s.KeyType(), s.Timeout)
+	}
 	if s.Concat {
 		return "type " + s.KeyType()
 	}
@@ -146,7 +175,10 @@ func (s Set) Definition() string {
 func (s Set) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s\n", s.Name, s.KeyType())
-	if !s.Concat {
+	switch {
+	case s.Timeout > 0:
+		fmt.Fprintf(&b, "\t\tflags dynamic,timeout\n\t\ttimeout %ds\n", s.Timeout)
+	case !s.Concat:
 		b.WriteString("\t\tflags interval\n")
 	}
 	if s.Drift {
@@ -166,7 +198,7 @@ func (s Set) String() string {
 // String renders the map in nft syntax.
 func (m Map) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\tmap %s {\n\t\ttype ifname : verdict\n", m.Name)
+	fmt.Fprintf(&b, "\tmap %s {\n\t\ttype %s : verdict\n", m.Name, m.KeyType())
 	if len(m.Elements) > 0 {
 		els := make([]string, len(m.Elements))
 		for i, e := range m.Elements {
@@ -178,8 +210,11 @@ func (m Map) String() string {
 	return b.String()
 }
 
-// String renders the element as `"cali1234" : goto CHAIN`.
+// String renders the element as `"cali1234" : goto CHAIN` or `10.96.0.1 . tcp . 80 : goto CHAIN`.
 func (e MapElement) String() string {
+	if e.Addr.IsValid() {
+		return fmt.Sprintf("%s . %s . %d : goto %s", e.Addr, protoName(e.Proto), e.Port, e.Chain)
+	}
 	return fmt.Sprintf("%q : goto %s", e.Interface, e.Chain)
 }
 
@@ -248,6 +283,6 @@ func (t *Table) Sort() {
 		slices.SortFunc(t.Sets[i].Elements, Element.Compare)
 	}
 	for i := range t.Maps {
-		slices.SortFunc(t.Maps[i].Elements, func(a, b MapElement) int { return cmp.Compare(a.Interface, b.Interface) })
+		slices.SortFunc(t.Maps[i].Elements, MapElement.Compare)
 	}
 }
