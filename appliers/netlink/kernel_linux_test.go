@@ -2,6 +2,7 @@ package netlink
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/felis-dev/felis/appliers/netlink/render"
+	"github.com/felis-dev/felis/diff"
 )
 
 // newTestNamespace creates a named network namespace for one test and removes it in
@@ -235,5 +237,47 @@ func TestKernelLinkDown(t *testing.T) {
 	fv4, fv6 := linkDown(t, NewFake())
 	if rv4 != fv4 || rv6 != fv6 {
 		t.Errorf("after link down, kept (IPv4, IPv6): kernel (%v, %v), Fake (%v, %v)", rv4, rv6, fv4, fv6)
+	}
+}
+
+// TestRouteBatchErrors: route ops go out in batches acknowledged once; a failure anywhere in a
+// batch (first, last, across batch boundaries) is reported for exactly that op.
+func TestRouteBatchErrors(t *testing.T) {
+	k := newRealKernel(t)
+	ctx := context.Background()
+	bh := func(i int) render.Route {
+		return render.Route{Table: render.TableMain, Dst: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24), Type: render.Blackhole, Protocol: 80}
+	}
+	// Routes 0, 255, 256 and 599 exist already: adding them again fails with EEXIST.
+	clash := map[int]bool{0: true, routeBatch - 1: true, routeBatch: true, 599: true}
+	var pre []render.Op
+	for i := range clash {
+		pre = append(pre, render.Op{Kind: diff.Add, Object: bh(i)})
+	}
+	for i, err := range k.Do(ctx, pre) {
+		if err != nil {
+			t.Fatalf("setup %s: %v", pre[i], err)
+		}
+	}
+	var ops []render.Op
+	for i := range 600 {
+		ops = append(ops, render.Op{Kind: diff.Add, Object: bh(i)})
+	}
+	errs := k.Do(ctx, ops)
+	for i, err := range errs {
+		want := error(nil)
+		if clash[i] {
+			want = unix.EEXIST
+		}
+		if !errors.Is(err, want) && !(err == nil && want == nil) {
+			t.Errorf("op %d (%s): %v, want %v", i, ops[i], err, want)
+		}
+	}
+	st, err := k.Observe(ctx, Query{Protocol: 80})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Routes) != 600 {
+		t.Errorf("%d routes in the kernel, want 600", len(st.Routes))
 	}
 }

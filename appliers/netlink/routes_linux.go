@@ -17,10 +17,11 @@ import (
 // protocol in the kernel and parsed without per-route allocation beyond the result. At 65,536
 // routes this is what keeps a resync within budget; everything else uses vishvananda/netlink.
 type routeSocket struct {
-	fd   int
-	seq  uint32
-	buf  []byte
-	rbuf []byte
+	fd      int
+	seq     uint32
+	buf     []byte
+	rbuf    []byte
+	lastOff int // offset of the last message header in buf
 }
 
 // routeBatch is the number of route messages sent per sendmsg.
@@ -96,16 +97,19 @@ func (s *routeSocket) attrU32(typ uint16, v uint32) {
 
 // appendRoute encodes one route op; ifindex is the route's device (0 for none).
 func (s *routeSocket) appendRoute(kind diff.Kind, r render.Route, ifindex int) uint32 {
-	typ, flags := uint16(unix.RTM_NEWROUTE), uint16(unix.NLM_F_REQUEST|unix.NLM_F_ACK|unix.NLM_F_CREATE)
+	// No NLM_F_ACK: the kernel reports failures anyway; flush asks for one ack on the batch's
+	// last message, which (messages being handled in order) says the whole batch is done.
+	typ, flags := uint16(unix.RTM_NEWROUTE), uint16(unix.NLM_F_REQUEST|unix.NLM_F_CREATE)
 	switch kind {
 	case diff.Add:
 		flags |= unix.NLM_F_EXCL
 	case diff.Replace:
 		flags |= unix.NLM_F_REPLACE
 	default:
-		typ, flags = unix.RTM_DELROUTE, unix.NLM_F_REQUEST|unix.NLM_F_ACK
+		typ, flags = unix.RTM_DELROUTE, unix.NLM_F_REQUEST
 	}
 	off, seq := s.nlmsg(typ, flags)
+	s.lastOff = off
 	fam := uint8(unix.AF_INET)
 	if r.Dst.Addr().Is6() {
 		fam = unix.AF_INET6
@@ -142,8 +146,9 @@ func (s *routeSocket) appendRoute(kind diff.Kind, r render.Route, ifindex int) u
 	return seq
 }
 
-// flush sends the buffered messages (sequence numbers first..s.seq) and fills errs[i] for
-// the op of each, errIdx mapping seq-first to the op's index.
+// flush sends the buffered messages (sequence numbers first..s.seq), the last one asking for
+// an ack, and fills errs[i] for the op of each failed message, errIdx mapping seq-first to
+// the op's index; it returns once the last message is acknowledged (or failed).
 func (s *routeSocket) flush(first uint32, errIdx []int, errs []error) {
 	if len(s.buf) == 0 {
 		return
@@ -156,12 +161,14 @@ func (s *routeSocket) flush(first uint32, errIdx []int, errs []error) {
 			}
 		}
 	}
+	flags := binary.NativeEndian.Uint16(s.buf[s.lastOff+6:])
+	binary.NativeEndian.PutUint16(s.buf[s.lastOff+6:], flags|unix.NLM_F_ACK)
 	if err := unix.Sendto(s.fd, s.buf, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		fail(err)
 		return
 	}
-	pending := len(errIdx)
-	for pending > 0 {
+	last := first + uint32(len(errIdx)) - 1
+	for done := false; !done; {
 		n, _, err := unix.Recvfrom(s.fd, s.rbuf, 0)
 		if err != nil {
 			fail(fmt.Errorf("reading acks: %w", err))
@@ -178,7 +185,7 @@ func (s *routeSocket) flush(first uint32, errIdx []int, errs []error) {
 				if code := int32(binary.NativeEndian.Uint32(b[unix.NLMSG_HDRLEN:])); code != 0 {
 					errs[errIdx[seq-first]] = unix.Errno(-code)
 				}
-				pending--
+				done = done || seq == last
 			}
 			b = b[(l+3)&^3:]
 		}
