@@ -1,0 +1,84 @@
+//go:build linux
+
+package iptables
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+
+	gnft "github.com/google/nftables"
+
+	nftrender "github.com/felis-dev/felis/appliers/nftables/render"
+)
+
+// Cleanup removes felis's iptables state (hook rules, felis chains, felis ipsets) from both
+// iptables flavours in the current network namespace: the nftables mode calls it at start so
+// switching modes leaves nothing behind. Missing binaries mean there is nothing to remove.
+func Cleanup(ctx context.Context) error {
+	if _, err := exec.LookPath("ipset"); err != nil {
+		return nil
+	}
+	var errs []error
+	for _, b := range []string{BackendLegacy, BackendNFT} {
+		if _, err := exec.LookPath(binaryFor(4, b, "save")); err != nil {
+			continue
+		}
+		k, err := NewKernel(ctx, b)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		st, err := Observe(ctx, k)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		st.Sets = map[string]Set{} // sets are shared by both flavours: destroyed once, below
+		if err := Apply(ctx, k, Plan(Ruleset{}, st)); err != nil {
+			errs = append(errs, fmt.Errorf("remove felis iptables-%s rules: %w", b, err))
+		}
+	}
+	if len(errs) == 0 {
+		k := &Kernel{backend: BackendNFT}
+		st := NewState()
+		out, err := k.IPSetSave(ctx)
+		if err == nil {
+			err = ParseIPSetSave(st, out)
+		}
+		if err == nil {
+			err = Apply(ctx, k, Plan(Ruleset{}, st))
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("remove felis ipsets: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// RemoveNFTablesTable deletes the nftables mode's table (inet felis) if it exists, in the
+// network namespace of netnsFd (or the current one when it is 0).
+func RemoveNFTablesTable(netnsFd int) error {
+	var opts []gnft.ConnOption
+	if netnsFd > 0 {
+		opts = append(opts, gnft.WithNetNSFd(netnsFd))
+	}
+	c, err := gnft.New(opts...)
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	tables, err := c.ListTablesOfFamily(gnft.TableFamilyINet)
+	if err != nil {
+		return fmt.Errorf("nftables: list tables: %w", err)
+	}
+	for _, t := range tables {
+		if t.Name == nftrender.TableName {
+			c.DelTable(t)
+			if err := c.Flush(); err != nil {
+				return fmt.Errorf("nftables: delete table inet %s: %w", t.Name, err)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,38 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+
+	"github.com/felis-dev/felis/appliers"
+	"github.com/felis-dev/felis/appliers/iptables"
+)
+
+// iptablesBackend is --iptables-backend: which flavour of the iptables binaries to drive.
+var iptablesBackend string
+
+func init() {
+	rootCmd.PersistentFlags().StringVar(&iptablesBackend, "iptables-backend", iptables.BackendAuto,
+		"iptables flavour for --dataplane iptables: legacy, nft or auto (detected as Felix does)")
+	policyDataplanes["iptables"] = func() (appliers.Dataplane, error) {
+		k, err := iptables.NewKernel(context.Background(), iptablesBackend)
+		if err != nil {
+			return nil, err
+		}
+		d := iptables.NewDataplane(k)
+		removed := false
+		// Switching from the nftables mode: its table goes once, before the first full sync.
+		d.BeforeFull = func(context.Context) error {
+			if removed {
+				return nil
+			}
+			if err := iptables.RemoveNFTablesTable(0); err != nil {
+				return err
+			}
+			removed = true
+			return nil
+		}
+		return d, nil
+	}
+}
