@@ -244,6 +244,9 @@ func (c *compiler) stmt(s render.Stmt) ([]expr.Any, error) {
 		}
 		return []expr.Any{&expr.Verdict{Kind: k, Chain: s.Chain}}, nil
 	}
+	if e, ok, err := c.serviceStmt(s); ok {
+		return e, err
+	}
 	return nil, fmt.Errorf("statement %T: %w", s, ErrInvalid)
 }
 
@@ -307,7 +310,11 @@ func setElements(set *render.Set, es []render.Element) []gnft.SetElement {
 func nftMapElements(es []render.MapElement) []gnft.SetElement {
 	out := make([]gnft.SetElement, len(es))
 	for i, e := range es {
-		out[i] = gnft.SetElement{Key: ifname(e.Interface, false), VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: e.Chain}}
+		key := ifname(e.Interface, false)
+		if e.Addr.IsValid() {
+			key = frontendKey(e.Addr, e.Proto, e.Port)
+		}
+		out[i] = gnft.SetElement{Key: key, VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: e.Chain}}
 	}
 	return out
 }
@@ -318,13 +325,24 @@ func nftSet(t *gnft.Table, s *render.Set) *gnft.Set {
 	if s.Family == 6 {
 		addr = gnft.TypeIP6Addr
 	}
+	if s.Timeout > 0 {
+		return timeoutSet(t, s)
+	}
 	if s.Concat {
 		return &gnft.Set{Table: t, Name: s.Name, Concatenation: true, KeyType: gnft.MustConcatSetType(addr, gnft.TypeInetProto, gnft.TypeInetService)}
 	}
 	return &gnft.Set{Table: t, Name: s.Name, Interval: true, KeyType: addr}
 }
 
-func nftMap(t *gnft.Table, name string) *gnft.Set {
+func nftMap(t *gnft.Table, name string, family int) *gnft.Set {
+	if family == 4 || family == 6 {
+		addr := gnft.TypeIPAddr
+		if family == 6 {
+			addr = gnft.TypeIP6Addr
+		}
+		return &gnft.Set{Table: t, Name: name, IsMap: true, Concatenation: true,
+			KeyType: gnft.MustConcatSetType(addr, gnft.TypeInetProto, gnft.TypeInetService), DataType: gnft.TypeVerdict}
+	}
 	// Interface names are strings, host byte order to nft: without saying so, `nft list`
 	// prints the keys as "".
 	return &gnft.Set{Table: t, Name: name, IsMap: true, KeyType: gnft.TypeIFName, DataType: gnft.TypeVerdict, KeyByteOrder: binaryutil.NativeEndian}

@@ -1,7 +1,6 @@
 package nftables
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"maps"
@@ -125,6 +124,12 @@ func refs(r render.Rule) (sets, maps, chains []string) {
 			sets = append(sets, s.Set)
 		case render.IfVmap:
 			maps = append(maps, s.Map)
+		case render.FrontendVmap:
+			maps = append(maps, s.Map)
+		case render.SetUpdate:
+			sets = append(sets, s.Set)
+		case render.NumgenVmap:
+			chains = append(chains, s.Chains...)
 		case render.Verdict:
 			if s.Chain != "" {
 				chains = append(chains, s.Chain)
@@ -209,7 +214,7 @@ func (s *fakeState) apply(sp **fakeState, op Op) error {
 		if s.maps[op.Name] != nil {
 			return ErrExists
 		}
-		s.maps[op.Name] = &render.Map{Name: op.Name}
+		s.maps[op.Name] = &render.Map{Name: op.Name, Family: op.Map.Family}
 		return s.addMapElements(op.Name, op.Map.Elements)
 	case DeleteMap:
 		if s.maps[op.Name] == nil {
@@ -322,7 +327,10 @@ func (s *fakeState) addMapElements(name string, es []render.MapElement) error {
 		if s.chains[e.Chain] == nil {
 			return fmt.Errorf("element %s: chain %s: %w", e, e.Chain, ErrNotFound)
 		}
-		j, found := slices.BinarySearchFunc(c.Elements, e, func(a, b render.MapElement) int { return cmp.Compare(a.Interface, b.Interface) })
+		if (m.Family != 0) != e.Addr.IsValid() || e.Addr.IsValid() && familyOf(e.Addr) != m.Family {
+			return fmt.Errorf("element %s: key does not fit the map's type: %w", e, ErrInvalid)
+		}
+		j, found := slices.BinarySearchFunc(c.Elements, e, render.MapElement.Compare)
 		if found {
 			if c.Elements[j] == e {
 				continue

@@ -206,7 +206,7 @@ func (k *Kernel) queue(c *compiler, op Op) error {
 			}
 		}
 	case AddMap:
-		m := nftMap(t, op.Name)
+		m := nftMap(t, op.Name, mapFamily(op))
 		if err := conn.AddSet(m, nil); err != nil {
 			return err
 		}
@@ -219,7 +219,7 @@ func (k *Kernel) queue(c *compiler, op Op) error {
 	case DeleteMap:
 		conn.DelSet(&gnft.Set{Table: t, Name: op.Name})
 	case AddMapElements, DeleteMapElements:
-		m := nftMap(t, op.Name)
+		m := nftMap(t, op.Name, mapFamily(op))
 		if known := c.sets[m.Name]; known != nil {
 			m = known
 		}
@@ -284,7 +284,7 @@ func (k *Kernel) Observe(context.Context) (*render.Table, error) {
 			return nil, fmt.Errorf("list elements of %s: %w", s.Name, err)
 		}
 		if s.IsMap {
-			out.Maps = append(out.Maps, observeMap(s.Name, els))
+			out.Maps = append(out.Maps, observeMap(s, els))
 			continue
 		}
 		out.Sets = append(out.Sets, observeSet(s, els))
@@ -307,15 +307,22 @@ func (k *Kernel) Observe(context.Context) (*render.Table, error) {
 	return &out, nil
 }
 
-func observeMap(name string, els []gnft.SetElement) render.Map {
-	m := render.Map{Name: name}
+func observeMap(s *gnft.Set, els []gnft.SetElement) render.Map {
+	// go-nftables overwrites a verdict map's key type with the data type when it decodes
+	// it, so the frontend maps are known by their names and their keys' lengths.
+	m := render.Map{Name: s.Name, Family: frontendMapFamily(s.Name)}
 	for _, e := range els {
 		kind, chain := decodeVerdict(e.Val)
 		if kind != expr.VerdictGoto {
 			chain = fmt.Sprintf("%s (verdict %d)", chain, kind) // never desired: replaced
 		}
+		if m.Family != 0 || len(e.Key) == 12 || len(e.Key) == 24 {
+			m.Elements = append(m.Elements, observeFrontendElement(e.Key, chain))
+			continue
+		}
 		m.Elements = append(m.Elements, render.MapElement{Interface: string(bytes.TrimRight(e.Key, "\x00")), Chain: chain})
 	}
+	slices.SortFunc(m.Elements, render.MapElement.Compare)
 	return m
 }
 
@@ -344,6 +351,9 @@ func decodeVerdict(b []byte) (expr.VerdictKind, string) {
 }
 
 func observeSet(s *gnft.Set, els []gnft.SetElement) render.Set {
+	if s.HasTimeout || s.Dynamic {
+		return observeTimeoutSet(s)
+	}
 	out := render.Set{Name: s.Name}
 	n := s.KeyType.Bytes
 	switch n {
@@ -554,8 +564,12 @@ func observeChain(ch *gnft.Chain, rules [][]byte) render.Chain {
 // levelFromName recovers a chain's level from its name when its rules no longer say.
 func levelFromName(name string) int {
 	switch {
-	case strings.HasPrefix(name, "pol-"), strings.HasPrefix(name, "prof-"):
+	case strings.HasPrefix(name, "pol-"), strings.HasPrefix(name, "prof-"), strings.HasPrefix(name, "sep-"):
 		return render.LevelPolicy
+	case strings.HasPrefix(name, "svc-") && strings.HasSuffix(name, "-ext"):
+		return render.LevelEndpoint
+	case strings.HasPrefix(name, "svc-"):
+		return render.LevelTier
 	case strings.Contains(name, "-t") && strings.Trim(name[strings.LastIndex(name, "-t")+2:], "0123456789") == "":
 		return render.LevelTier
 	}

@@ -195,7 +195,7 @@ func TestKernelDriftRepair(t *testing.T) {
 	if err := conn.DelRule(rules[1]); err != nil {
 		t.Fatal(err)
 	}
-	if err := conn.SetDeleteElements(nftMap(tbl, render.MapWorkloadIngress), nftMapElements([]render.MapElement{{Interface: "cali2222bbbb", Chain: "wl-in-cali2222bbbb"}})); err != nil {
+	if err := conn.SetDeleteElements(nftMap(tbl, render.MapWorkloadIngress, 0), nftMapElements([]render.MapElement{{Interface: "cali2222bbbb", Chain: "wl-in-cali2222bbbb"}})); err != nil {
 		t.Fatal(err)
 	}
 	if err := conn.Flush(); err != nil {

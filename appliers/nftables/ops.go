@@ -56,7 +56,7 @@ func (o Op) String() string {
 	case AddSetElements, DeleteSetElements:
 		return fmt.Sprintf("%s %s %s %s", o.Verb, tbl, o.Name, elements(o.Elements))
 	case AddMap:
-		s := fmt.Sprintf("add map %s %s { type ifname : verdict; }", tbl, o.Name)
+		s := fmt.Sprintf("add map %s %s { type %s : verdict; }", tbl, o.Name, o.Map.KeyType())
 		if len(o.Map.Elements) > 0 {
 			s += fmt.Sprintf("; add element %s %s %s", tbl, o.Name, mapElements(o.Map.Elements))
 		}

@@ -113,10 +113,14 @@ func sameBase(a, b *render.BaseChain) bool {
 }
 
 func equalSet(d, o *render.Set) bool {
+	if d.Timeout > 0 || o.Timeout > 0 {
+		// Dynamic sets: the packets own the elements.
+		return d.Definition() == o.Definition() && d.Family == o.Family
+	}
 	return !o.Drift && d.Family == o.Family && d.Concat == o.Concat && slices.Equal(d.Elements, o.Elements)
 }
 
-func equalMap(d, o *render.Map) bool { return slices.Equal(d.Elements, o.Elements) }
+func equalMap(d, o *render.Map) bool { return d.Family == o.Family && slices.Equal(d.Elements, o.Elements) }
 
 func equalChain(d, o *render.Chain) bool { return d.Hash == o.Hash && sameBase(d.Base, o.Base) }
 
@@ -132,6 +136,9 @@ func setOps(d diff.Op[string, *render.Set]) []Op {
 		// The kernel cannot change a set's type in place; set names encode their family and
 		// kind, so this only happens to a set someone else altered.
 		return []Op{{Verb: DeleteSet, Name: have.Name}, {Verb: AddSet, Name: want.Name, Set: want}}
+	}
+	if want.Timeout > 0 {
+		return nil
 	}
 	if have.Drift {
 		ops := []Op{{Verb: FlushSet, Name: want.Name, Set: want}}
@@ -153,7 +160,7 @@ func setOps(d diff.Op[string, *render.Set]) []Op {
 }
 
 func compareMapElement(a, b render.MapElement) int {
-	return cmp.Or(cmp.Compare(a.Interface, b.Interface), cmp.Compare(a.Chain, b.Chain))
+	return cmp.Or(a.Compare(b), cmp.Compare(a.Chain, b.Chain))
 }
 
 func mapOps(d diff.Op[string, *render.Map]) []Op {
@@ -162,6 +169,10 @@ func mapOps(d diff.Op[string, *render.Map]) []Op {
 		return []Op{{Verb: AddMap, Name: d.New.Name, Map: d.New}}
 	case diff.Delete:
 		return []Op{{Verb: DeleteMap, Name: d.Old.Name}}
+	}
+	if d.New.Family != d.Old.Family {
+		// A key type cannot change in place; only someone else's edit can cause this.
+		return []Op{{Verb: DeleteMap, Name: d.Old.Name}, {Verb: AddMap, Name: d.New.Name, Map: d.New}}
 	}
 	adds, dels := diff.Members(d.New.Elements, d.Old.Elements, compareMapElement)
 	var ops []Op

@@ -1,0 +1,65 @@
+//go:build linux
+
+package nftables
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/felis-dev/felis/snapshot"
+)
+
+// richServices covers every service shape the renderer knows: affinity, IPv6, Local
+// policies, Cluster-policy external frontends, a service without backends.
+func richServices() snapshot.Snapshot {
+	a := netip.MustParseAddr
+	s := manyServices(20, 3)
+	s.Services = append(s.Services,
+		snapshot.Service{ID: "v6/cache", AffinitySeconds: 60,
+			Frontends: []snapshot.Frontend{
+				{Addr: a("fd00:96::30"), Protocol: 6, Port: 6379, Kind: "ClusterIP"},
+				{Addr: a("fd00:1::10"), Protocol: 6, Port: 30379, Kind: "NodePort", LocalOnly: true},
+				{Addr: a("2001:db8::5"), Protocol: 17, Port: 53, Kind: "ExternalIP"},
+			},
+			Backends: []snapshot.Backend{
+				{Addr: a("fd00:10::6"), Protocol: 6, Port: 6379, Node: "node-1", Ready: true, Serving: true},
+				{Addr: a("fd00:10::7"), Protocol: 17, Port: 5353, Node: "node-2", Ready: true, Serving: true},
+			}},
+		snapshot.Service{ID: "x/empty", Frontends: []snapshot.Frontend{{Addr: a("10.96.200.1"), Protocol: 132, Port: 9, Kind: "ClusterIP"}}},
+	)
+	s.Finalize()
+	return s
+}
+
+// TestKernelServicesRoundTrip programs services into a real kernel: the frontend maps, the
+// dynamic affinity sets and the numgen, DNAT and set-update statements must load, read back
+// as desired (fake agreeing) and plan to nothing; then a backend change and a removed service
+// touch only what changed.
+func TestKernelServicesRoundTrip(t *testing.T) {
+	k := newKernel(t)
+	f := NewFake()
+	snap := richServices()
+	desired := mustRender(t, snap)
+	step(t, "services full sync", k, f, desired, Plan(desired, nil))
+
+	// A backend leaves service 0 (which has affinity): its chain is rewritten, the endpoint
+	// chain and affinity set go.
+	snap.Services[0].Backends = snap.Services[0].Backends[:2]
+	snap.Finalize()
+	next := mustRender(t, snap)
+	obs, err := k.Observe(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops := Plan(next, obs)
+	if len(ops) != 3 {
+		t.Errorf("one backend removed: %d ops, want 3:\n%s", len(ops), Script(ops))
+	}
+	step(t, "backend removed", k, f, next, ops)
+	desired = next
+
+	// The IPv6 service goes: its map elements, chains and sets are deleted.
+	snap.Services = snap.Services[:len(snap.Services)-2]
+	next = mustRender(t, snap)
+	step(t, "services removed", k, f, next, Plan(next, &desired))
+}
