@@ -120,7 +120,9 @@ func equalSet(d, o *render.Set) bool {
 	return !o.Drift && d.Family == o.Family && d.Concat == o.Concat && slices.Equal(d.Elements, o.Elements)
 }
 
-func equalMap(d, o *render.Map) bool { return d.Family == o.Family && slices.Equal(d.Elements, o.Elements) }
+func equalMap(d, o *render.Map) bool {
+	return d.Family == o.Family && slices.Equal(d.Elements, o.Elements)
+}
 
 func equalChain(d, o *render.Chain) bool { return d.Hash == o.Hash && sameBase(d.Base, o.Base) }
 

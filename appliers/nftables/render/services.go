@@ -49,7 +49,7 @@ func (b *builder) services() error {
 		made := map[string]bool{} // chains this service already rendered
 		for _, f := range s.Frontends {
 			if !f.Addr.IsValid() || f.Port == 0 {
-				return fmt.Errorf("Service %s: frontend %s/%d/%d: invalid address or port", s.ID, f.Addr, f.Protocol, f.Port)
+				return fmt.Errorf("service %s: frontend %s/%d/%d: invalid address or port", s.ID, f.Addr, f.Protocol, f.Port)
 			}
 			fam := family(f.Addr)
 			sp := servicePort{name: safeName(fmt.Sprintf("%s/%s/%s/%d", s.ID, f.PortName, protoName(f.Protocol), fam)),
@@ -141,7 +141,7 @@ func affinitySet(endpointChain string, seconds int32) string {
 // hairpin masquerade mark, affinity record, DNAT.
 func (b *builder) endpointChain(s *snapshot.Service, sp servicePort, be snapshot.Backend) (string, error) {
 	if !be.Addr.IsValid() || be.Port == 0 {
-		return "", fmt.Errorf("Service %s: backend %s:%d: invalid address or port", s.ID, be.Addr, be.Port)
+		return "", fmt.Errorf("service %s: backend %s:%d: invalid address or port", s.ID, be.Addr, be.Port)
 	}
 	addr := be.Addr.Unmap()
 	name := safeName(fmt.Sprintf("sep-%s/%s", sp.name, netip.AddrPortFrom(addr, be.Port)))
