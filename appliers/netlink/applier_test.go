@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"golang.org/x/sys/unix"
 
 	"github.com/felis-dev/felis/appliers/netlink/render"
 	"github.com/felis-dev/felis/diff"
@@ -68,24 +68,24 @@ func semantics(t *testing.T, newKernel func(t *testing.T) testKernel) {
 		op   render.Op
 		want error
 	}{
-		{"route to a missing device", render.Op{Kind: diff.Add, Object: route("10.0.0.1/32", "nope")}, unix.ENODEV},
-		{"route add over an existing one", render.Op{Kind: diff.Add, Object: route("10.0.0.2/32", "cali1")}, unix.EEXIST},
+		{"route to a missing device", render.Op{Kind: diff.Add, Object: route("10.0.0.1/32", "nope")}, syscall.ENODEV},
+		{"route add over an existing one", render.Op{Kind: diff.Add, Object: route("10.0.0.2/32", "cali1")}, syscall.EEXIST},
 		{"replace creates", render.Op{Kind: diff.Replace, Object: route("10.0.0.3/32", "cali1")}, nil},
 		{"replace turns a route into a blackhole", render.Op{Kind: diff.Replace, Object: render.Route{Table: render.TableMain, Dst: pfx("10.0.0.2/32"), Type: render.Blackhole, Protocol: 80}}, nil},
-		{"delete of a missing route", render.Op{Kind: diff.Delete, Object: route("10.0.0.4/32", "cali1")}, unix.ESRCH},
-		{"delete with another protocol", render.Op{Kind: diff.Delete, Object: func() render.Route { r := route("10.0.0.2/32", "cali1"); r.Protocol = 3; return r }()}, unix.ESRCH},
-		{"gateway not on a connected subnet", render.Op{Kind: diff.Add, Object: render.Route{Table: render.TableMain, Dst: pfx("10.1.0.0/24"), Type: render.Unicast, Gateway: addr("172.16.0.1"), Protocol: 80}}, unix.ENETUNREACH},
-		{"IPv6 route to a missing device", render.Op{Kind: diff.Add, Object: render.Route{Table: render.TableMain, Dst: pfx("fd00::1/128"), Type: render.Unicast, Dev: "nope", Protocol: 80}}, unix.ENODEV},
+		{"delete of a missing route", render.Op{Kind: diff.Delete, Object: route("10.0.0.4/32", "cali1")}, syscall.ESRCH},
+		{"delete with another protocol", render.Op{Kind: diff.Delete, Object: func() render.Route { r := route("10.0.0.2/32", "cali1"); r.Protocol = 3; return r }()}, syscall.ESRCH},
+		{"gateway not on a connected subnet", render.Op{Kind: diff.Add, Object: render.Route{Table: render.TableMain, Dst: pfx("10.1.0.0/24"), Type: render.Unicast, Gateway: addr("172.16.0.1"), Protocol: 80}}, syscall.ENETUNREACH},
+		{"IPv6 route to a missing device", render.Op{Kind: diff.Add, Object: render.Route{Table: render.TableMain, Dst: pfx("fd00::1/128"), Type: render.Unicast, Dev: "nope", Protocol: 80}}, syscall.ENODEV},
 		{"IPv6 blackhole", render.Op{Kind: diff.Add, Object: render.Route{Table: render.TableMain, Dst: pfx("fd00::/64"), Type: render.Blackhole, Protocol: 80}}, nil},
 		{"route in another table", render.Op{Kind: diff.Add, Object: render.Route{Table: 100, Dst: pfx("10.0.0.2/32"), Type: render.Blackhole, Protocol: 80}}, nil},
-		{"sysctl of a missing interface", render.Op{Kind: diff.Add, Object: render.Sysctl{Family: "ipv4", Table: "conf", Interface: "nope", Name: "proxy_arp", Value: "1"}}, unix.ENOENT},
-		{"neighbour on a missing device", render.Op{Kind: diff.Add, Object: render.Neigh{Dev: "vxlan.calico", IP: addr("10.0.0.1"), MAC: "66:00:00:00:00:01"}}, unix.ENODEV},
-		{"FDB entry on a missing device", render.Op{Kind: diff.Add, Object: render.FDB{Dev: "vxlan.calico", MAC: "66:00:00:00:00:01", Dst: addr("192.168.0.1")}}, unix.ENODEV},
-		{"proxy entry on a missing interface", render.Op{Kind: diff.Add, Object: render.ProxyNeigh{Dev: "nope", IP: render.PodGatewayV6}}, unix.ENODEV},
-		{"second device with one name", render.Op{Kind: diff.Add, Object: render.Link{Name: "cali1", VNI: 1, Port: 4789, Up: true}}, unix.EEXIST},
-		{"delete of a missing device", render.Op{Kind: diff.Delete, Object: render.Link{Name: "vxlan.calico"}}, unix.ENODEV},
-		{"IPv4 route to a down interface", render.Op{Kind: diff.Add, Object: route("10.0.0.5/32", "down1")}, unix.ENETDOWN},
-		{"IPv6 route to a down interface", render.Op{Kind: diff.Add, Object: render.Route{Table: render.TableMain, Dst: pfx("fd00::5/128"), Type: render.Unicast, Dev: "down1", Protocol: 80}}, unix.ENETDOWN},
+		{"sysctl of a missing interface", render.Op{Kind: diff.Add, Object: render.Sysctl{Family: "ipv4", Table: "conf", Interface: "nope", Name: "proxy_arp", Value: "1"}}, syscall.ENOENT},
+		{"neighbour on a missing device", render.Op{Kind: diff.Add, Object: render.Neigh{Dev: "vxlan.calico", IP: addr("10.0.0.1"), MAC: "66:00:00:00:00:01"}}, syscall.ENODEV},
+		{"FDB entry on a missing device", render.Op{Kind: diff.Add, Object: render.FDB{Dev: "vxlan.calico", MAC: "66:00:00:00:00:01", Dst: addr("192.168.0.1")}}, syscall.ENODEV},
+		{"proxy entry on a missing interface", render.Op{Kind: diff.Add, Object: render.ProxyNeigh{Dev: "nope", IP: render.PodGatewayV6}}, syscall.ENODEV},
+		{"second device with one name", render.Op{Kind: diff.Add, Object: render.Link{Name: "cali1", VNI: 1, Port: 4789, Up: true}}, syscall.EEXIST},
+		{"delete of a missing device", render.Op{Kind: diff.Delete, Object: render.Link{Name: "vxlan.calico"}}, syscall.ENODEV},
+		{"IPv4 route to a down interface", render.Op{Kind: diff.Add, Object: route("10.0.0.5/32", "down1")}, syscall.ENETDOWN},
+		{"IPv6 route to a down interface", render.Op{Kind: diff.Add, Object: render.Route{Table: render.TableMain, Dst: pfx("fd00::5/128"), Type: render.Unicast, Dev: "down1", Protocol: 80}}, syscall.ENETDOWN},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -181,7 +181,7 @@ func TestResyncBeforeSync(t *testing.T) {
 }
 
 func TestOpErrorNamesOpAndErrno(t *testing.T) {
-	e := &OpError{Op: render.Op{Kind: diff.Add, Object: render.Route{Table: render.TableMain, Dst: pfx("10.0.0.0/8"), Type: render.Blackhole, Protocol: 80}}, Err: unix.EEXIST}
+	e := &OpError{Op: render.Op{Kind: diff.Add, Object: render.Route{Table: render.TableMain, Dst: pfx("10.0.0.0/8"), Type: render.Blackhole, Protocol: 80}}, Err: syscall.EEXIST}
 	if got, want := e.Error(), "ip route add blackhole 10.0.0.0/8 proto 80: EEXIST (file exists)"; got != want {
 		t.Errorf("Error() = %q, want %q", got, want)
 	}

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"syscall"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/felis-dev/felis/appliers/netlink/render"
 	"github.com/felis-dev/felis/diff"
 )
@@ -21,7 +19,7 @@ type OpError struct {
 func (e *OpError) Error() string {
 	var errno syscall.Errno
 	if errors.As(e.Err, &errno) {
-		if name := unix.ErrnoName(errno); name != "" {
+		if name := errnoName(errno); name != "" {
 			return fmt.Sprintf("%s: %s (%v)", e.Op, name, e.Err)
 		}
 	}
@@ -38,7 +36,7 @@ var ErrNotSynced = errors.New("netlink applier: no desired state yet (call Sync 
 // up) yet: the pod is still being wired, and the op is retried on the next sync rather than
 // counted as a failure.
 func waitsForInterface(op render.Op, err error) bool {
-	if !errors.Is(err, unix.ENODEV) && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENETDOWN) {
+	if !errors.Is(err, syscall.ENODEV) && !errors.Is(err, syscall.ENOENT) && !errors.Is(err, syscall.ENETDOWN) {
 		return false
 	}
 	switch x := op.Object.(type) {
@@ -57,5 +55,5 @@ func isVXLANDevice(name string) bool {
 // alreadyGone reports whether a delete failed only because its object no longer exists (the
 // kernel removed it with its interface, or someone else did): the desired outcome.
 func alreadyGone(op render.Op, err error) bool {
-	return op.Kind == diff.Delete && (errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV))
+	return op.Kind == diff.Delete && (errors.Is(err, syscall.ESRCH) || errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENODEV))
 }

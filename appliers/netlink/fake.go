@@ -8,8 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
-
-	"golang.org/x/sys/unix"
+	"syscall"
 
 	"github.com/felis-dev/felis/appliers/netlink/render"
 	"github.com/felis-dev/felis/diff"
@@ -69,7 +68,7 @@ func (f *Fake) AddInterface(name string, addrs ...netip.Prefix) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, ok := f.links[name]; ok {
-		return fmt.Errorf("ip link add %s: %w", name, unix.EEXIST)
+		return fmt.Errorf("ip link add %s: %w", name, syscall.EEXIST)
 	}
 	f.addLinkLocked(&fakeLink{Link: render.Link{Name: name, Up: true, Addrs: slices.Clone(addrs)}})
 	return nil
@@ -88,7 +87,7 @@ func (f *Fake) SetMTU(name string, mtu int) error {
 	defer f.mu.Unlock()
 	l, ok := f.links[name]
 	if !ok {
-		return fmt.Errorf("ip link set %s mtu %d: %w", name, mtu, unix.ENODEV)
+		return fmt.Errorf("ip link set %s mtu %d: %w", name, mtu, syscall.ENODEV)
 	}
 	l.MTU = mtu
 	return nil
@@ -100,7 +99,7 @@ func (f *Fake) SetUp(name string, up bool) error {
 	defer f.mu.Unlock()
 	l, ok := f.links[name]
 	if !ok {
-		return fmt.Errorf("ip link set %s: %w", name, unix.ENODEV)
+		return fmt.Errorf("ip link set %s: %w", name, syscall.ENODEV)
 	}
 	if l.Up && !up {
 		f.linkDownLocked(name)
@@ -122,7 +121,7 @@ func (f *Fake) DeleteRoute(r render.Route) error {
 	defer f.mu.Unlock()
 	k := fakeRouteKey{tableOf(r), r.Dst, r.Metric}
 	if _, ok := f.routes[k]; !ok {
-		return fmt.Errorf("ip route del %s: %w", r, unix.ESRCH)
+		return fmt.Errorf("ip route del %s: %w", r, syscall.ESRCH)
 	}
 	delete(f.routes, k)
 	return nil
@@ -277,7 +276,7 @@ func (f *Fake) doLocked(op render.Op) error {
 		switch op.Kind {
 		case diff.Add:
 			if _, ok := f.links[x.Name]; ok {
-				return unix.EEXIST
+				return syscall.EEXIST
 			}
 			l := &fakeLink{Link: x, vxlan: true}
 			l.Addrs = slices.Clone(x.Addrs)
@@ -295,7 +294,7 @@ func (f *Fake) doLocked(op render.Op) error {
 		case diff.Replace:
 			l, ok := f.links[x.Name]
 			if !ok {
-				return unix.ENODEV
+				return syscall.ENODEV
 			}
 			if x.MTU != 0 {
 				l.MTU = x.MTU
@@ -314,11 +313,11 @@ func (f *Fake) doLocked(op render.Op) error {
 		}
 	case render.Neigh:
 		if _, ok := f.links[x.Dev]; !ok {
-			return unix.ENODEV
+			return syscall.ENODEV
 		}
 		if op.Kind == diff.Delete {
 			if _, ok := f.neighs[x.Key()]; !ok {
-				return unix.ENOENT
+				return syscall.ENOENT
 			}
 			delete(f.neighs, x.Key())
 			return nil
@@ -327,11 +326,11 @@ func (f *Fake) doLocked(op render.Op) error {
 		return nil
 	case render.FDB:
 		if _, ok := f.links[x.Dev]; !ok {
-			return unix.ENODEV
+			return syscall.ENODEV
 		}
 		if op.Kind == diff.Delete {
 			if _, ok := f.fdb[x.Key()]; !ok {
-				return unix.ENOENT
+				return syscall.ENOENT
 			}
 			delete(f.fdb, x.Key())
 			return nil
@@ -340,11 +339,11 @@ func (f *Fake) doLocked(op render.Op) error {
 		return nil
 	case render.ProxyNeigh:
 		if _, ok := f.links[x.Dev]; !ok {
-			return unix.ENODEV
+			return syscall.ENODEV
 		}
 		if op.Kind == diff.Delete {
 			if _, ok := f.proxies[x.Key()]; !ok {
-				return unix.ENOENT
+				return syscall.ENOENT
 			}
 			delete(f.proxies, x.Key())
 			return nil
@@ -353,15 +352,15 @@ func (f *Fake) doLocked(op render.Op) error {
 		return nil
 	case render.Sysctl:
 		if op.Kind == diff.Delete {
-			return unix.EPERM
+			return syscall.EPERM
 		}
 		if _, ok := f.sysctls[x.Key()]; !ok {
-			return unix.ENOENT
+			return syscall.ENOENT
 		}
 		f.sysctls[x.Key()] = x.Value
 		return nil
 	}
-	return unix.EINVAL
+	return syscall.EINVAL
 }
 
 func (f *Fake) addLinkLocked(l *fakeLink) {
@@ -374,7 +373,7 @@ func (f *Fake) addLinkLocked(l *fakeLink) {
 
 func (f *Fake) delLinkLocked(name string) error {
 	if _, ok := f.links[name]; !ok {
-		return unix.ENODEV
+		return syscall.ENODEV
 	}
 	delete(f.links, name)
 	for k, r := range f.routes {
@@ -442,22 +441,22 @@ func (f *Fake) routeAddLocked(r render.Route, replace bool) error {
 	r.Table = tableOf(r)
 	k := fakeRouteKey{r.Table, r.Dst, r.Metric}
 	if _, ok := f.routes[k]; ok && !replace {
-		return unix.EEXIST
+		return syscall.EEXIST
 	}
 	if r.Dev != "" {
 		l, ok := f.links[r.Dev]
 		if !ok {
-			return unix.ENODEV
+			return syscall.ENODEV
 		}
 		if !l.Up {
-			return unix.ENETDOWN // both families refuse a route to a down device
+			return syscall.ENETDOWN // both families refuse a route to a down device
 		}
 	}
 	if r.Gateway.IsValid() && !r.OnLink && !f.reachableLocked(r.Gateway) {
-		return unix.ENETUNREACH
+		return syscall.ENETUNREACH
 	}
 	if r.OnLink && r.Dev == "" {
-		return unix.EINVAL
+		return syscall.EINVAL
 	}
 	if r.Gateway.IsValid() && !r.OnLink {
 		r.Dev = "" // the kernel picks it; felis does not model it
@@ -470,7 +469,7 @@ func (f *Fake) routeDelLocked(r render.Route) error {
 	k := fakeRouteKey{tableOf(r), r.Dst, r.Metric}
 	old, ok := f.routes[k]
 	if !ok || old.Protocol != r.Protocol {
-		return unix.ESRCH
+		return syscall.ESRCH
 	}
 	delete(f.routes, k)
 	return nil
