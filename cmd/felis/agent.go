@@ -250,7 +250,7 @@ func (a *agent) reportProblems(source string, ps datastore.Problems) {
 			continue
 		}
 		invalid++
-		a.log.Warn("invalid resource left out", "problem", p.String())
+		a.log.Warn("invalid resource rejected; its last valid version, if any, stays in force", "problem", p.String())
 	}
 	a.metrics.setInvalid(invalid)
 }

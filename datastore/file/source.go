@@ -44,6 +44,10 @@ type Source struct {
 	current  map[model.Key][sha256.Size]byte // document hash of each object in the store
 	problems datastore.Problems              // last problems reported
 	notices  []string
+	// lastValid holds, per input resource ("Kind ns/name"), the entries of its last valid
+	// version: a resource whose new version is invalid keeps them (last-known-good), so a
+	// bad edit never removes a policy from the dataplane.
+	lastValid map[string][]entry
 }
 
 // New returns a file datastore for path (a file or a directory read recursively).
@@ -110,6 +114,7 @@ func (s *Source) applyLocked(st *store.Store) (datastore.Problems, error) {
 		states = append(states, s.files[p])
 	}
 	entries, problems, notices := assemble(states)
+	entries = s.keepLastValid(entries, problems)
 	next := make(map[model.Key][sha256.Size]byte, len(entries))
 	objs := make([]model.Object, 0, len(entries))
 	for _, e := range entries {
@@ -128,7 +133,39 @@ func (s *Source) applyLocked(st *store.Store) (datastore.Problems, error) {
 	}
 	s.current = next
 	s.notices = notices
+	s.lastValid = map[string][]entry{}
+	for _, e := range entries {
+		s.lastValid[e.Resource] = append(s.lastValid[e.Resource], e)
+	}
 	return problems, nil
+}
+
+// keepLastValid adds back the last valid entries of every resource that now has a problem
+// and no valid entries (an edit made it invalid); a resource that is gone from the files has
+// no problem and is deleted as usual.
+func (s *Source) keepLastValid(entries []entry, problems datastore.Problems) []entry {
+	if len(s.lastValid) == 0 {
+		return entries
+	}
+	present := make(map[string]bool, len(entries))
+	keys := make(map[model.Key]bool, len(entries))
+	for _, e := range entries {
+		present[e.Resource] = true
+		keys[e.Object.GetMeta().Key] = true
+	}
+	for _, p := range problems {
+		if p.Resource == "" || present[p.Resource] {
+			continue
+		}
+		present[p.Resource] = true
+		for _, e := range s.lastValid[p.Resource] {
+			if k := e.Object.GetMeta().Key; !keys[k] {
+				keys[k] = true
+				entries = append(entries, e)
+			}
+		}
+	}
+	return entries
 }
 
 // unstamped returns o, or a shallow copy without revision when o has been written to a store

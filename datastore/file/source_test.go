@@ -219,12 +219,25 @@ func TestLoadAndWatch(t *testing.T) {
 		t.Errorf("a broken file changed the store (-before +after):\n%s", diff)
 	}
 
-	// ...and once it parses, an invalid resource is left out and reported, the rest stays.
+	// ...and once it parses, an invalid resource is reported and keeps its last valid
+	// version (last-known-good: a bad edit never removes it); the rest stays.
 	replaceFile(t, a, gns("a1", "10.1.0.0/16")+"---\n"+gns("a2", "10.2.0.0/99"))
 	want = []string{a + `:8: GlobalNetworkSet a2: spec.nets[0]: invalid CIDR "10.2.0.0/99"; expected an address or address/prefix-length`}
 	if diff := cmp.Diff(want, log.await(t)); diff != "" {
 		t.Errorf("problems for an invalid resource (-want +got):\n%s", diff)
 	}
+	if diff := cmp.Diff(before, revisions(st)); diff != "" {
+		t.Errorf("an invalid version changed the store (-before +after):\n%s", diff)
+	}
+	if st.Revision() != rev {
+		t.Errorf("store revision %d after an invalid version, want %d (no write)", st.Revision(), rev)
+	}
+
+	// Deleting the invalid resource from the file deletes it.
+	replaceFile(t, a, gns("a1", "10.1.0.0/16")+"---\n"+gns("b2", "10.6.0.0/16")+"---\n"+gns("a2", "10.2.0.0/99"))
+	_ = log.await(t)
+	before, rev = revisions(st), st.Revision()
+	replaceFile(t, a, gns("a1", "10.1.0.0/16")+"---\n"+gns("b2", "10.6.0.0/16"))
 	after := waitFor(t, st, "a2 removed", func(r map[string]uint64) bool { _, ok := r["GlobalNetworkSet a2"]; return !ok })
 	checkStep(t, st, rev, before, after, nil, []string{"GlobalNetworkSet a2"})
 
