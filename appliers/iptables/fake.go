@@ -381,7 +381,7 @@ func (f *Fake) ipset(fs []string) error {
 		if !ok {
 			return fmt.Errorf("the set with the given name does not exist")
 		}
-		if s.header.Family != o.header.Family || (s.header.Type == "hash:ip,port") != (o.header.Type == "hash:ip,port") {
+		if s.header.Family != o.header.Family || s.header.Type != o.header.Type {
 			return fmt.Errorf("the sets cannot be swapped: their type does not match")
 		}
 		s.header.Name, o.header.Name = fs[2], name

@@ -16,7 +16,7 @@ const (
 	SetCreate   Verb = "set-create"   // create a set and add its members
 	SetAdd      Verb = "set-add"      // add one member
 	SetDel      Verb = "set-del"      // delete one member
-	SetReplace  Verb = "set-replace"  // rebuild in a temporary set and swap it in (new type or size)
+	SetReplace  Verb = "set-replace"  // rebuild in a temporary set and swap it in (new maxelem)
 	SetDestroy  Verb = "set-destroy"  // destroy, after the rules referencing it are gone
 	ChainWrite  Verb = "chain-write"  // create or flush a chain and append all its rules
 	ChainDelete Verb = "chain-delete" // flush and delete a chain

@@ -38,6 +38,8 @@ var hookOf = map[string][2]string{
 	"filter-output":          {"filter", "OUTPUT"},
 	"filter-output-host":     {"filter", "OUTPUT"},
 	"nat-postrouting":        {"nat", "POSTROUTING"},
+	"nat-prerouting":         {"nat", "PREROUTING"},
+	"nat-output":             {"nat", "OUTPUT"},
 }
 
 // ChainName is the iptables chain for an nftables chain (or "map-NAME" dispatch chain):
@@ -60,14 +62,17 @@ func ChainName(name string) string {
 	return stem + h[:MaxChainName-len(stem)]
 }
 
-// SetName is the ipset for an nftables set: "felis-4-" or "felis-6-" and a hash of the set's
-// name; the pool sets keep readable names.
-func SetName(nftSet string, family int) string {
+// SetName is the ipset for an nftables set of the given ipset type: "felis-" + family + a
+// type letter (i: hash:ip, n: hash:net, p: hash:ip,port) + a hash of the set's name, so a
+// type change is a new set (the kernel swaps only sets of one type); the pool sets keep
+// readable names.
+func SetName(nftSet string, family int, typ string) string {
 	if strings.HasPrefix(nftSet, nft.SetPoolsNAT) || strings.HasPrefix(nftSet, nft.SetPoolsAll) {
 		return Prefix + nftSet
 	}
+	letter := map[string]string{"hash:ip": "i", "hash:net": "n", "hash:ip,port": "p"}[typ]
 	sum := sha256.Sum256([]byte(nftSet))
-	return fmt.Sprintf("%s%d-%s", Prefix, family, hex.EncodeToString(sum[:8]))
+	return fmt.Sprintf("%s%d%s-%s", Prefix, family, letter, hex.EncodeToString(sum[:8]))
 }
 
 // literalSetName is the ipset holding a rule's literal list of several prefixes.
@@ -94,18 +99,21 @@ type translator struct {
 	snap     snapshot.Snapshot
 	types    map[string]snapshot.IPSetType // nft set name -> snapshot type
 	sets     map[string]Set
+	setNames map[string]string // nft set name -> ipset name
 	chains   map[string]*nft.Chain
 	maps     map[string]*nft.Map
 	maxElem  int
+	affinity map[string]int // nft dynamic sets (session affinity) -> timeout: xt_recent lists
 	out      Ruleset
 	rendered map[ChainKey]bool
 }
 
 func translate(snap snapshot.Snapshot, table nft.Table) (Ruleset, error) {
 	t := &translator{
-		snap: snap, types: map[string]snapshot.IPSetType{}, sets: map[string]Set{},
+		snap: snap, types: map[string]snapshot.IPSetType{}, sets: map[string]Set{}, setNames: map[string]string{},
 		chains: map[string]*nft.Chain{}, maps: map[string]*nft.Map{},
 		maxElem: cmp.Or(snap.Config.IPSetsMaxSize, defaultMaxElem), rendered: map[ChainKey]bool{},
+		affinity: map[string]int{},
 	}
 	for _, s := range snap.IPSets {
 		for _, fam := range []int{4, 6} {
@@ -159,13 +167,19 @@ func translate(snap snapshot.Snapshot, table nft.Table) (Ruleset, error) {
 }
 
 func (t *translator) addSet(s nft.Set) {
-	set := Set{Name: SetName(s.Name, s.Family), Family: s.Family, MaxElem: t.maxElem, Type: "hash:net"}
+	if s.Timeout > 0 {
+		t.affinity[s.Name] = s.Timeout
+		return
+	}
+	set := Set{Family: s.Family, MaxElem: t.maxElem, Type: "hash:net"}
 	switch {
 	case s.Concat:
 		set.Type = "hash:ip,port"
 	case t.types[s.Name] == snapshot.IPSetIP && !slices.ContainsFunc(s.Elements, func(e nft.Element) bool { return !e.Prefix.IsSingleIP() }):
 		set.Type = "hash:ip"
 	}
+	set.Name = SetName(s.Name, s.Family, set.Type)
+	t.setNames[s.Name] = set.Name
 	for _, e := range s.Elements {
 		set.Members = append(set.Members, members(set.Type, e)...)
 	}
@@ -265,12 +279,19 @@ func (t *translator) dispatch(fam int, table, mapName string, out bool) (string,
 	}
 	var rules []string
 	for _, e := range m.Elements {
+		if m.Family != 0 && m.Family != key.Family {
+			continue
+		}
 		if err := t.chain(key.Family, key.Table, e.Chain, false); err != nil {
 			return "", err
 		}
+		match := flag + " " + e.Interface
+		if m.Family != 0 { // a service frontend: address, protocol, port
+			match = fmt.Sprintf("-d %s -p %s -m multiport --dports %d", netip.PrefixFrom(e.Addr, e.Addr.BitLen()), protoName(e.Proto), e.Port)
+		}
 		rules = append(rules,
-			fmt.Sprintf("%s %s -j %s", flag, e.Interface, ChainName(e.Chain)),
-			fmt.Sprintf("%s %s -j MARK --set-xmark %#x/%#x", flag, e.Interface, AcceptMark, AcceptMark))
+			fmt.Sprintf("%s -j %s", match, ChainName(e.Chain)),
+			fmt.Sprintf("%s -j MARK --set-xmark %#x/%#x", match, AcceptMark, AcceptMark))
 	}
 	if len(rules) == 0 {
 		rules = []string{"-j RETURN"}

@@ -1,7 +1,10 @@
 package iptables
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"net/netip"
 	"fmt"
 	"strconv"
 	"strings"
@@ -57,10 +60,26 @@ func (t *translator) rule(fam int, table string, r nft.Rule, base bool) ([]strin
 				fixed("! -p " + protoName(s.Proto))
 			}
 		case nft.AddrSet:
-			fixed(setMatch(SetName(s.Set, s.Family), s.Neg, dir(s.Dst)))
+			if secs, ok := t.affinity[s.Set]; ok {
+				if s.Neg || s.Dst {
+					return nil, fmt.Errorf("affinity set %s: only a source match has an iptables form", s.Set)
+				}
+				fixed(fmt.Sprintf("-m recent --name %s --rcheck --seconds %d --reap --rsource", recentName(s.Set), secs))
+				continue
+			}
+			fixed(setMatch(t.setNames[s.Set], s.Neg, dir(s.Dst)))
+		case nft.SetUpdate:
+			effects = append(effects, fmt.Sprintf("-m recent --name %s --set --rsource", recentName(s.Set)))
+		case nft.DNAT:
+			to := netip.AddrPortFrom(s.Addr, s.Port).String()
+			verdict = nft.Verdict{Kind: "dnat", Chain: to}
+		case nft.NumgenVmap:
+			verdict = s
+		case nft.FrontendVmap:
+			verdict = nft.IfVmap{Map: s.Map}
 		case nft.TupleSet:
 			d := dir(s.Dst)
-			fixed(setMatch(SetName(s.Set, s.Family), s.Neg, d+","+d))
+			fixed(setMatch(t.setNames[s.Set], s.Neg, d+","+d))
 		case nft.AddrList:
 			m, err := t.addrList(s, &srcAddr, &dstAddr)
 			if errors.Is(err, errNever) {
@@ -167,13 +186,24 @@ func (t *translator) rule(fam int, table string, r nft.Rule, base bool) ([]strin
 			}
 			return m + " " + target
 		}
-		for _, e := range effects {
+		for _, e := range effects { // "-m recent --set" is a match with a side effect: no target
 			out = append(out, with(e))
 		}
 		switch v := verdict.(type) {
 		case nil:
 		case nft.Masquerade:
 			out = append(out, with("-j MASQUERADE"))
+		case nft.NumgenVmap:
+			for i, c := range v.Chains {
+				if err := t.chain(fam, table, c, false); err != nil {
+					return nil, err
+				}
+				if rest := len(v.Chains) - i; rest > 1 {
+					out = append(out, with(fmt.Sprintf("-m statistic --mode random --probability %.11f -g %s", 1/float64(rest), ChainName(c))))
+				} else {
+					out = append(out, with("-g "+ChainName(c)))
+				}
+			}
 		case nft.IfVmap:
 			chain, err := t.dispatch(fam, table, v.Map, v.Out)
 			if err != nil {
@@ -190,6 +220,13 @@ func (t *translator) rule(fam int, table string, r nft.Rule, base bool) ([]strin
 				}
 			case "drop":
 				out = append(out, with("-j DROP"))
+			case "dnat":
+				out = append(out, with("-j DNAT --to-destination "+v.Chain))
+			case "goto":
+				if err := t.chain(fam, table, v.Chain, false); err != nil {
+					return nil, err
+				}
+				out = append(out, with("-g "+ChainName(v.Chain)))
 			case "return":
 				if passOnly && len(effects) == 1 {
 					out = append(out, fmt.Sprintf("-m mark --mark %#x/%#x -j RETURN", PassMark, PassMark))
@@ -207,6 +244,12 @@ func (t *translator) rule(fam int, table string, r nft.Rule, base bool) ([]strin
 		}
 	}
 	return out, nil
+}
+
+// recentName is the xt_recent list standing in for an nftables affinity set.
+func recentName(set string) string {
+	sum := sha256.Sum256([]byte(set))
+	return Prefix + "aff-" + hex.EncodeToString(sum[:8])
 }
 
 func dir(dst bool) string {
@@ -306,4 +349,3 @@ func product(groups [][]string) [][]string {
 	}
 	return out
 }
-

@@ -7,17 +7,19 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	nft "github.com/felis-dev/felis/appliers/nftables/render"
 )
 
 // Prefix starts the name of every chain and IP set felis owns; nothing else is touched.
 const Prefix = "felis-"
 
-// Mark bits: PassMark is the nftables renderer's (a policy's Pass); AcceptMark carries an
-// accept up the call stack to the hook rule, since an iptables ACCEPT would end the whole
-// kernel chain where nftables ends only felis's base chain.
+// Mark bits: PassMark and the services' masquerade mark are the nftables renderer's;
+// AcceptMark carries an accept up the call stack to the hook rule, since an iptables ACCEPT
+// would end the whole kernel chain where nftables ends only felis's base chain.
 const (
-	PassMark   uint32 = 0x01000000
-	AcceptMark uint32 = 0x02000000
+	PassMark   uint32 = nft.PassMark
+	AcceptMark uint32 = 0x04000000
 )
 
 // Tables in the order felis writes them.
@@ -63,7 +65,9 @@ type ChainKey struct {
 }
 
 // String renders the key as "ip6tables -t filter felis-x".
-func (k ChainKey) String() string { return fmt.Sprintf("%s -t %s %s", binary(k.Family), k.Table, k.Chain) }
+func (k ChainKey) String() string {
+	return fmt.Sprintf("%s -t %s %s", binary(k.Family), k.Table, k.Chain)
+}
 
 func (k ChainKey) compare(o ChainKey) int {
 	return cmp.Or(cmp.Compare(k.Family, o.Family), cmp.Compare(tableRank(k.Table), tableRank(o.Table)), cmp.Compare(k.Chain, o.Chain))
