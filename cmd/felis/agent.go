@@ -170,13 +170,46 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 	if f.once {
 		return a.once(ctx)
 	}
-	go func() {
-		if err := src.Watch(ctx, st, func(p datastore.Problems) { a.reportProblems(src.Name(), p) }); err != nil && !errors.Is(err, context.Canceled) {
-			log.Error("datastore watch stopped", "err", err)
-			stop()
-		}
-	}()
+	go a.watch(ctx, src)
 	return a.run(ctx, f.coalesce, f.resync)
+}
+
+// watch follows the datastore until ctx ends. When the watch fails (an outage, a vanished
+// directory) the store keeps its last state and the dataplane stays programmed as it is;
+// readiness reports the outage, and the watch restarts with backoff (up to 30 s). A watch
+// that has run for watchHealthy without failing counts as recovered.
+func (a *agent) watch(ctx context.Context, src datastore.Source) {
+	const watchHealthy = time.Second
+	backoff := time.Duration(0)
+	for {
+		failed := make(chan error, 1)
+		go func() {
+			err := src.Watch(ctx, a.st, func(p datastore.Problems) { a.reportProblems(src.Name(), p) })
+			if err == nil && ctx.Err() == nil {
+				err = errors.New("watch ended")
+			}
+			failed <- err
+		}()
+		var err error
+		select {
+		case err = <-failed:
+		case <-time.After(watchHealthy):
+			a.health.datastore(nil)
+			backoff = 0
+			err = <-failed
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		a.health.datastore(err)
+		backoff = min(max(2*backoff, 500*time.Millisecond), 30*time.Second)
+		a.log.Error("datastore watch failed; keeping the last state and the dataplane as programmed, retrying", "in", backoff, "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+	}
 }
 
 // newAgent returns an agent whose first sync of every dataplane reads the kernel.

@@ -361,3 +361,52 @@ func TestStatusCommand(t *testing.T) {
 		t.Errorf("error for a missing agent: %v", err)
 	}
 }
+
+// flakySource is a datastore whose Watch fails the first fails times, then runs until ctx ends.
+type flakySource struct {
+	mu      sync.Mutex
+	fails   int
+	watches int
+}
+
+func (f *flakySource) Name() string { return "flaky" }
+
+func (f *flakySource) Load(context.Context, *store.Store) (datastore.Problems, error) {
+	return nil, nil
+}
+
+func (f *flakySource) Watch(ctx context.Context, _ *store.Store, _ func(datastore.Problems)) error {
+	f.mu.Lock()
+	f.watches++
+	fail := f.fails > 0
+	f.fails--
+	f.mu.Unlock()
+	if fail {
+		return errors.New("connection refused")
+	}
+	<-ctx.Done()
+	return nil
+}
+
+func TestAgentWatchOutageRetriesAndReportsReadiness(t *testing.T) {
+	clock := time.Unix(1000, 0)
+	dp := &scriptedDataplane{next: func(bool) (map[string]int, error) { return nil, nil }}
+	a, _ := daemonAgent(t, dp, &clock)
+	if _, err := a.cycle(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	src := &flakySource{fails: 1}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.watch(ctx, src); close(done) }()
+	waitFor(t, func() bool { return strings.Contains(a.health.ready(), "datastore watch failed: connection refused") })
+	// The watch is retried after the backoff and, once it holds, readiness recovers.
+	waitFor(t, func() bool { return a.health.ready() == "" })
+	cancel()
+	<-done
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	if src.watches != 2 {
+		t.Errorf("%d watches, want 2 (the failed one and its retry)", src.watches)
+	}
+}

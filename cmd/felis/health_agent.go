@@ -14,14 +14,15 @@ import (
 //
 //   - live: the agent loop completed an iteration (a cycle, or an idle wake-up) within the
 //     liveness timeout; a loop stuck in a kernel call or a deadlock fails it;
-//   - ready: every datastore source is in sync and the last sync of every dataplane
-//     succeeded.
+//   - ready: every datastore source is in sync, the datastore watch is running, and the
+//     last sync of every dataplane succeeded.
 type health struct {
 	mu       sync.Mutex
 	now      func() time.Time
 	timeout  time.Duration
 	lastLoop time.Time
 	inSync   bool
+	dsErr    string            // the datastore watch's failure ("" = watching)
 	dpErr    map[string]string // dataplane -> error of its last sync ("" = succeeded)
 }
 
@@ -50,6 +51,19 @@ func (h *health) setInSync(in bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.inSync = in
+}
+
+// datastore records the datastore watch failing (err) or running again (nil).
+func (h *health) datastore(err error) {
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.dsErr = ""
+	if err != nil {
+		h.dsErr = err.Error()
+	}
 }
 
 // synced records the outcome of a dataplane's sync (nil error = success).
@@ -83,6 +97,9 @@ func (h *health) ready() string {
 	var why []string
 	if !h.inSync {
 		why = append(why, "datastore not in sync")
+	}
+	if h.dsErr != "" {
+		why = append(why, "datastore watch failed: "+h.dsErr)
 	}
 	dps := make([]string, 0, len(h.dpErr))
 	for dp := range h.dpErr {
