@@ -27,4 +27,7 @@ type Result struct {
 	Ops []string
 	// Counts breaks the operations down by kind (e.g. "element-add", "chain-replace").
 	Counts map[string]int
+	// Warnings are parts of the snapshot the applier could not program and left out (each
+	// naming the snapshot field); the rest was programmed. The agent logs them.
+	Warnings []string
 }

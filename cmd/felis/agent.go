@@ -418,6 +418,9 @@ func (a *agent) logProgrammed(name string, rev uint64, full bool, res appliers.R
 	for _, op := range res.Ops {
 		a.log.Debug("op", "dataplane", name, "op", op)
 	}
+	for _, w := range res.Warnings {
+		a.log.Warn("left out of the dataplane", "dataplane", name, "reason", w)
+	}
 }
 
 func formatCounts(c map[string]int) string {
