@@ -6,7 +6,7 @@ NODE      ?= node-a
 # Packages whose concurrency is tested under the race detector.
 RACE_PKGS := ./model/... ./datastore/... ./cmd/felis
 
-.PHONY: bench all build example deps test tools lint vet fmt-check staticcheck unit race golden generate check-generated clean
+.PHONY: bench all build example deps test tools windows lint vet fmt-check staticcheck unit race golden generate check-generated clean
 
 all: build
 
@@ -28,7 +28,11 @@ test: deps lint check-generated tools unit race
 tools:
 	@./tools/kube-apiserver/build.sh >/dev/null
 
-lint: fmt-check vet staticcheck
+lint: fmt-check vet staticcheck windows
+
+## windows: the whole module cross-builds and vets for Windows (the HNS dataplane's home).
+windows:
+	@./tools/windows-build.sh
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
