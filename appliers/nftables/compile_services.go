@@ -10,7 +10,6 @@ import (
 
 	"github.com/felis-dev/felis/appliers/nftables/render"
 	gnft "github.com/google/nftables"
-	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 )
@@ -28,18 +27,13 @@ func (c *compiler) serviceStmt(s render.Stmt) (exprs []expr.Any, ok bool, err er
 			&expr.Payload{DestRegister: reg32_0 + n/4 + 1, Base: expr.PayloadBaseTransportHeader, Offset: portOffset(true), Len: 2},
 			l,
 		}, true, nil
-	case render.NumgenVmap:
-		els := make([]gnft.SetElement, len(s.Chains))
-		for i, ch := range s.Chains {
-			els[i] = gnft.SetElement{Key: binary.NativeEndian.AppendUint32(nil, uint32(i)), VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: ch}}
-		}
-		m := &gnft.Set{Table: c.table, Anonymous: true, Constant: true, IsMap: true, KeyType: gnft.TypeInteger, DataType: gnft.TypeVerdict, KeyByteOrder: binaryutil.NativeEndian}
-		if err := c.conn.AddSet(m, els); err != nil {
-			return nil, true, err
+	case render.RandomOneIn:
+		if s.Mod == 0 {
+			return nil, true, fmt.Errorf("numgen modulus 0: %w", ErrInvalid)
 		}
 		return []expr.Any{
-			&expr.Numgen{Register: reg1, Modulus: uint32(len(s.Chains)), Type: unix.NFT_NG_RANDOM},
-			&expr.Lookup{SourceRegister: reg1, SetName: m.Name, SetID: m.ID, IsDestRegSet: true, DestRegister: 0},
+			&expr.Numgen{Register: reg1, Modulus: s.Mod, Type: unix.NFT_NG_RANDOM},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: ne32(0)},
 		}, true, nil
 	case render.DNAT:
 		fam := uint32(unix.NFPROTO_IPV4)

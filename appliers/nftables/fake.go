@@ -128,8 +128,6 @@ func refs(r render.Rule) (sets, maps, chains []string) {
 			maps = append(maps, s.Map)
 		case render.SetUpdate:
 			sets = append(sets, s.Set)
-		case render.NumgenVmap:
-			chains = append(chains, s.Chains...)
 		case render.Verdict:
 			if s.Chain != "" {
 				chains = append(chains, s.Chain)

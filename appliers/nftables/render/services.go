@@ -11,7 +11,7 @@ import (
 // one transaction changes policy and load balancing together and the same chain-hash diff
 // applies: static base chains at the dstnat hooks look every packet's destination up in a
 // frontend verdict map; each service port has a chain that picks an endpoint chain at random
-// (after an affinity check), and each endpoint chain DNATs. DNAT happens at priority -100,
+// (after an affinity check) with a cascade of random draws, and each endpoint chain DNATs. DNAT happens at priority -100,
 // after the preDNAT policies (-150) and before every filter chain, so policy sees the chosen
 // backend, as in Calico.
 
@@ -129,7 +129,11 @@ func (b *builder) balanceChain(s *snapshot.Service, f snapshot.Frontend, sp serv
 			}})
 		}
 	}
-	c.Rules = append(c.Rules, Rule{Stmts: []Stmt{NumgenVmap{Chains: chains}}})
+	n := len(chains)
+	for i, ep := range chains[:n-1] {
+		c.Rules = append(c.Rules, Rule{Stmts: []Stmt{RandomOneIn{Mod: uint32(n - i)}, Verdict{Kind: "goto", Chain: ep}}})
+	}
+	c.Rules = append(c.Rules, Rule{Stmts: []Stmt{Verdict{Kind: "goto", Chain: chains[n-1]}}})
 	return b.addChain(c)
 }
 

@@ -3,7 +3,6 @@ package render
 import (
 	"fmt"
 	"net/netip"
-	"strings"
 )
 
 // FrontendVmap dispatches a packet by destination address, protocol and port through a
@@ -13,9 +12,14 @@ type FrontendVmap struct {
 	Map    string
 }
 
-// NumgenVmap picks one of Chains uniformly at random and jumps there with goto:
-// "numgen random mod 2 vmap { 0 : goto a, 1 : goto b }".
-type NumgenVmap struct{ Chains []string }
+// RandomOneIn matches with probability 1/Mod, drawing a fresh random number:
+// "numgen random mod 3 == 0". A chain of them picks one of N targets uniformly: the i-th
+// (from 0) of N-1 rules matches one in N-i, the last target takes what is left (iptables'
+// statistic cascade). One fresh draw per rule costs no set, where kube-proxy's
+// "numgen random mod N vmap { ... }" costs an anonymous map per service, and the kernel
+// resolves each anonymous map of a batch by walking the whole transaction: quadratic in a
+// full sync of thousands of services.
+type RandomOneIn struct{ Mod uint32 }
 
 // DNAT rewrites the destination to Addr and Port: "dnat ip to 10.0.0.1:8080". The rule must
 // match the transport protocol first (nft needs one to rewrite a port).
@@ -32,7 +36,7 @@ type SetUpdate struct {
 }
 
 func (FrontendVmap) isStmt() {}
-func (NumgenVmap) isStmt()   {}
+func (RandomOneIn) isStmt()  {}
 func (DNAT) isStmt()         {}
 func (SetUpdate) isStmt()    {}
 
@@ -42,13 +46,7 @@ func (s FrontendVmap) String() string {
 }
 
 // String renders the statement in nft syntax.
-func (s NumgenVmap) String() string {
-	parts := make([]string, len(s.Chains))
-	for i, c := range s.Chains {
-		parts[i] = fmt.Sprintf("%d : goto %s", i, c)
-	}
-	return fmt.Sprintf("numgen random mod %d vmap { %s }", len(s.Chains), strings.Join(parts, ", "))
-}
+func (s RandomOneIn) String() string { return fmt.Sprintf("numgen random mod %d == 0", s.Mod) }
 
 // String renders the statement in nft syntax.
 func (s DNAT) String() string {

@@ -106,12 +106,12 @@ func TestRenderServicesSemantics(t *testing.T) {
 	}{
 		// Ready backends only (the terminating 10.0.2.2 is left out), with affinity checks.
 		{"cluster ip with affinity", 4, "10.96.0.10", 6, 80,
-			[]string{"numgen random mod 2", "10.0.1.1:8080", "10.0.2.1:8080", "ip saddr @aff-300-"}, []string{"10.0.2.2"}},
+			[]string{"numgen random mod 2 == 0 goto sep-", "10.0.1.1:8080", "10.0.2.1:8080", "ip saddr @aff-300-"}, []string{"10.0.2.2"}},
 		// externalTrafficPolicy Local: only the local backend, no masquerade mark.
-		{"nodeport local", 4, "192.168.1.10", 6, 30080, []string{"svc-app/shop//tcp/4-local:", "numgen random mod 1", "10.0.1.5:8080"}, []string{"10.0.2.5", "-ext:"}},
+		{"nodeport local", 4, "192.168.1.10", 6, 30080, []string{"svc-app/shop//tcp/4-local:", "10.0.1.5:8080"}, []string{"10.0.2.5", "-ext:", "numgen"}},
 		// Cluster policy NodePort: mark for masquerade, then the cluster chain.
 		{"nodeport cluster", 4, "192.168.1.10", 6, 30379, []string{"meta mark set meta mark | 0x02000000", "goto svc-app/cache//tcp/4"}, nil},
-		{"ipv6 cluster ip", 6, "fd00:96::30", 6, 6379, []string{"numgen random mod 1", "[fd00:10::6]:6379"}, nil},
+		{"ipv6 cluster ip", 6, "fd00:96::30", 6, 6379, []string{"[fd00:10::6]:6379"}, nil},
 		{"no backends", 4, "10.96.0.40", 6, 80, []string{"drop"}, []string{"numgen"}},
 	}
 	for _, tc := range tests {
@@ -123,10 +123,6 @@ func TestRenderServicesSemantics(t *testing.T) {
 				case render.Verdict:
 					if st.Chain != "" {
 						text += "\n" + st.Chain + ":\n" + rules(st.Chain)
-					}
-				case render.NumgenVmap:
-					for _, ep := range st.Chains {
-						text += "\n" + ep + ":\n" + rules(ep)
 					}
 				}
 			}

@@ -1,0 +1,91 @@
+//go:build linux
+
+package nftables
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/felis-dev/felis/snapshot"
+)
+
+// kube-proxy's scale for its nftables partial-sync work: 10,000 services with 2 endpoints.
+const benchServices, benchEndpoints = 10000, 2
+
+// plainServices is n ClusterIP services of one TCP port with `backends` ready endpoints.
+func plainServices(n, backends int) snapshot.Snapshot {
+	s := snapshot.Snapshot{Node: "node-1"}
+	for i := range n {
+		svc := snapshot.Service{ID: fmt.Sprintf("ns%d/svc%d", i%100, i),
+			Frontends: []snapshot.Frontend{{Addr: netip.AddrFrom4([4]byte{10, 96, byte(i >> 8), byte(i)}), Protocol: 6, Port: 80, Kind: "ClusterIP", PortName: "http"}}}
+		for j := range backends {
+			k := i*backends + j
+			svc.Backends = append(svc.Backends, snapshot.Backend{Addr: netip.AddrFrom4([4]byte{10, byte(1 + k>>16), byte(k >> 8), byte(k)}),
+				Protocol: 6, Port: 8080, PortName: "http", Node: "node-2", Ready: true, Serving: true})
+		}
+		s.Services = append(s.Services, svc)
+	}
+	s.Finalize()
+	return s
+}
+
+// BenchmarkKernelServicesFull programs 10,000 services × 2 endpoints into an empty netns:
+// render, plan and one batch (kube-proxy's nftables mode: ~9 minutes before its partial-sync
+// work).
+func BenchmarkKernelServicesFull(b *testing.B) {
+	snap := plainServices(benchServices, benchEndpoints)
+	ctx := context.Background()
+	var total, render time.Duration
+	chains := 0
+	for range b.N {
+		b.StopTimer()
+		k := newKernel(b)
+		b.StartTimer()
+		start := time.Now()
+		desired := mustRender(b, snap)
+		render += time.Since(start)
+		if err := k.Apply(ctx, Plan(desired, nil)); err != nil {
+			b.Fatal(err)
+		}
+		total += time.Since(start)
+		chains = len(desired.Chains)
+	}
+	reportMS(b, total)
+	b.ReportMetric(float64(render.Microseconds())/1000/float64(b.N), "render-ms/op")
+	b.ReportMetric(float64(chains), "chains")
+}
+
+// BenchmarkKernelServiceAdd adds one service (2 endpoints) on top of 10,000, and removes it
+// again, alternately: render, plan against what was committed, one batch (kube-proxy after
+// its partial-sync work: 141 ms).
+func BenchmarkKernelServiceAdd(b *testing.B) {
+	base := plainServices(benchServices, benchEndpoints)
+	more := plainServices(benchServices+1, benchEndpoints)
+	ctx := context.Background()
+	k := newKernel(b)
+	ap := NewApplier(k)
+	if _, err := ap.Sync(ctx, mustRender(b, base)); err != nil {
+		b.Fatal(err)
+	}
+	snaps := []snapshot.Snapshot{more, base}
+	var render time.Duration
+	b.ResetTimer()
+	start := time.Now()
+	for i := range b.N {
+		r := time.Now()
+		desired := mustRender(b, snaps[i%2])
+		render += time.Since(r)
+		ops, err := ap.Sync(ctx, desired)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(ops) != 4 { // 2 endpoint chains, the service chain, the map element
+			b.Fatalf("%d ops, want 4:\n%s", len(ops), Script(ops))
+		}
+	}
+	reportMS(b, time.Since(start))
+	b.ReportMetric(float64(render.Microseconds())/1000/float64(b.N), "render-ms/op")
+}
