@@ -332,7 +332,7 @@ func TestStatusBook(t *testing.T) {
 func TestStatusCommand(t *testing.T) {
 	b := newStatusBook("n1")
 	b.setInSync(true)
-	b.record(&snapshot.Snapshot{Endpoints: []snapshot.Endpoint{{ID: "ns/a", Interface: "calia", Hash: "h"}}}, 3, time.Now().Add(-time.Minute), "")
+	b.record(&snapshot.Snapshot{Endpoints: []snapshot.Endpoint{{ID: "ns/a-eth0", Namespace: "ns", Workload: "a", Interface: "calia", Hash: "h"}}}, 3, time.Now().Add(-time.Minute), "")
 	srv := httptest.NewServer(healthHandler(newHealth(time.Minute, time.Now, nil), b))
 	defer srv.Close()
 	addr := strings.TrimPrefix(srv.URL, "http://")
@@ -343,7 +343,7 @@ func TestStatusCommand(t *testing.T) {
 	}
 	lines := strings.Split(strings.TrimSpace(text.String()), "\n")
 	if len(lines) != 3 || lines[0] != "node n1, in sync true, programmed revision 3" ||
-		strings.Join(strings.Fields(lines[2]), " ") != "ns/a WorkloadEndpoint calia programmed 3 1m0s ago" {
+		strings.Join(strings.Fields(lines[2]), " ") != "ns/a-eth0 ns/a calia programmed 3 1m0s ago" {
 		t.Errorf("text output:\n%s", text.String())
 	}
 	var js bytes.Buffer

@@ -21,8 +21,9 @@ const (
 
 // EndpointStatus is one local endpoint's programming status, as /status serves it.
 type EndpointStatus struct {
-	ID        string    `json:"id"`   // NAMESPACE/NAME of a workload endpoint, or the host endpoint's name
-	Kind      string    `json:"kind"` // WorkloadEndpoint or HostEndpoint
+	ID        string    `json:"id"`                 // NAMESPACE/NAME of a workload endpoint, or the host endpoint's name
+	Kind      string    `json:"kind"`               // WorkloadEndpoint or HostEndpoint
+	Workload  string    `json:"workload,omitempty"` // NAMESPACE/POD of a workload endpoint
 	Interface string    `json:"interface"`
 	State     string    `json:"state"` // programmed, error or pending
 	Reason    string    `json:"reason,omitempty"`
@@ -73,10 +74,10 @@ func (b *statusBook) record(snap *snapshot.Snapshot, rev uint64, now time.Time, 
 		policyHash["profile:"+p.ID] = p.Hash
 	}
 	next := make(map[string]*EndpointStatus, len(snap.Endpoints)+len(snap.HostEndpoints))
-	add := func(id, kind, iface, own string, dirs ...snapshot.Direction) {
+	add := func(id, kind, workload, iface, own string, dirs ...snapshot.Direction) {
 		h := endpointHash(own, policyHash, dirs)
 		cur := b.byID[kind+"/"+id]
-		st := &EndpointStatus{ID: id, Kind: kind, Interface: iface}
+		st := &EndpointStatus{ID: id, Kind: kind, Workload: workload, Interface: iface}
 		switch {
 		case cur != nil && cur.hash == h && cur.State == stateProgrammed:
 			*st = *cur // unchanged and in place, whatever this cycle did
@@ -94,10 +95,10 @@ func (b *statusBook) record(snap *snapshot.Snapshot, rev uint64, now time.Time, 
 		next[kind+"/"+id] = st
 	}
 	for _, e := range snap.Endpoints {
-		add(e.ID, "WorkloadEndpoint", e.Interface, e.Hash, e.Ingress, e.Egress)
+		add(e.ID, "WorkloadEndpoint", e.Namespace+"/"+e.Workload, e.Interface, e.Hash, e.Ingress, e.Egress)
 	}
 	for _, e := range snap.HostEndpoints {
-		add(e.ID, "HostEndpoint", e.Interface, e.Hash,
+		add(e.ID, "HostEndpoint", "", e.Interface, e.Hash,
 			e.Normal.Ingress, e.Normal.Egress, e.PreDNAT.Ingress, e.PreDNAT.Egress,
 			e.Untracked.Ingress, e.Untracked.Egress, e.Forward.Ingress, e.Forward.Egress)
 	}

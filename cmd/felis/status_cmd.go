@@ -78,13 +78,17 @@ func printStatus(w io.Writer, r StatusReport, now time.Time) error {
 		fmt.Fprintf(w, "last error: %s\n", r.LastError)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ENDPOINT\tKIND\tINTERFACE\tSTATE\tREVISION\tSINCE\tREASON")
+	fmt.Fprintln(tw, "ENDPOINT\tWORKLOAD\tINTERFACE\tSTATE\tREVISION\tSINCE\tREASON")
 	for _, e := range r.Endpoints {
 		since := "-"
 		if !e.Time.IsZero() {
 			since = now.Sub(e.Time).Round(time.Second).String() + " ago"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", e.ID, e.Kind, e.Interface, e.State, e.Revision, since, e.Reason)
+		workload := e.Workload
+		if workload == "" {
+			workload = "(" + e.Kind + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", e.ID, workload, e.Interface, e.State, e.Revision, since, e.Reason)
 	}
 	return tw.Flush()
 }
