@@ -1,0 +1,242 @@
+//go:build linux
+
+package fv_test
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/felis-dev/felis/tools/netns"
+)
+
+// TestMultiNode runs felis agent (nftables policy, netlink routing) on two nodes joined by an
+// underlay bridge, with one pod on each wired only on the pod side (felis programs the host
+// routes and proxy-ARP), and checks with real packets: cross-node TCP/UDP/ICMP over VXLAN;
+// switching the pool to no encapsulation moves every route off the VXLAN device with none
+// left behind; policy applies across nodes; removing a node takes its routes, FDB and
+// neighbour entries away on the other node.
+func TestMultiNode(t *testing.T) {
+	netns.RequireRoot(t)
+	bin := buildFelis(t)
+	h := netns.New(t)
+	u, err := h.NewUnderlay("ul")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type nodeInfo struct {
+		node   *netns.Node
+		pod    *netns.Pod
+		block  string // 10.66.N.0/26
+		tunnel string // 10.66.N.0
+		mac    string
+	}
+	var nodes []*nodeInfo
+	for i := 1; i <= 2; i++ {
+		n, err := u.NewNode(fmt.Sprintf("node%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pod, err := n.NewPod(netns.PodOptions{Namespace: "mn", Name: fmt.Sprintf("pod%d", i),
+			IPv4: netip.MustParseAddr(fmt.Sprintf("10.66.%d.2", i)), SkipHostWiring: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, &nodeInfo{node: n, pod: pod, block: fmt.Sprintf("10.66.%d.0/26", i),
+			tunnel: fmt.Sprintf("10.66.%d.0", i), mac: fmt.Sprintf("66:00:00:00:00:%02x", i)})
+	}
+	dir := t.TempDir()
+	write := func(name, body string) {
+		t.Helper()
+		// Write to a temporary name and rename, so the watching agents never read half a file.
+		tmp := filepath.Join(dir, "."+name+".tmp")
+		if err := os.WriteFile(tmp, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nodeYAML := func(n *nodeInfo) string {
+		return fmt.Sprintf(`apiVersion: v1
+kind: Node
+metadata:
+  name: %s
+  annotations:
+    projectcalico.org/IPv4Address: %s/24
+    projectcalico.org/IPv4VXLANTunnelAddr: %s
+    projectcalico.org/VXLANTunnelMACAddr: "%s"
+status:
+  addresses: [{type: InternalIP, address: %s}]
+---
+apiVersion: crd.projectcalico.org/v1
+kind: IPAMBlock
+metadata: {name: %s}
+spec: {cidr: %s, affinity: "host:%s", allocations: [], unallocated: [], attributes: [], strictAffinity: false}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: %s, namespace: mn, labels: {app: %s}}
+spec: {nodeName: %s, containers: [{name: main, image: busybox}]}
+status: {phase: Running, podIP: %s, podIPs: [{ip: %s}]}
+`, n.node.NodeName, n.node.IPv4, n.tunnel, n.mac, n.node.IPv4,
+			strings.NewReplacer(".", "-", "/", "-").Replace(n.block), n.block, n.node.NodeName,
+			n.pod.PodName, n.pod.PodName, n.node.NodeName, n.pod.IPv4, n.pod.IPv4)
+	}
+	pool := func(mode string) string {
+		return fmt.Sprintf(`apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: pool}
+spec: {cidr: 10.66.0.0/16, vxlanMode: %s, ipipMode: Never, blockSize: 26, natOutgoing: false, nodeSelector: all()}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: mn}
+`, mode)
+	}
+	write("cluster.yaml", pool("Always"))
+	for _, n := range nodes {
+		write(n.node.NodeName+".yaml", nodeYAML(n))
+	}
+
+	for _, n := range nodes {
+		p, err := n.node.Start(context.Background(), bin, "agent", "--datastore", "file:"+dir, "--node", n.node.NodeName,
+			"--resync-interval", "5s", "--coalesce", "20ms")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("agent on %s:\n%s", n.node.NodeName, p.Output())
+			}
+		})
+	}
+	listeners := func(proto netns.Protocol, port uint16) {
+		for _, n := range nodes {
+			if _, err := n.pod.Listen(proto, port); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	listeners(netns.TCP, 8080)
+	listeners(netns.UDP, 5353)
+	a, b := nodes[0], nodes[1]
+	dst := func(p *netns.Pod, port uint16) netip.AddrPort { return netip.AddrPortFrom(p.IPv4, port) }
+	eventually := func(what string, cond func() error) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		var err error
+		for time.Now().Before(deadline) {
+			if err = cond(); err == nil {
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		t.Fatalf("%s: %v", what, err)
+	}
+	routes := func(n *nodeInfo, args ...string) string {
+		out, err := n.node.Exec(context.Background(), "ip", append([]string{"-4", "route", "show", "proto", "80"}, args...)...)
+		if err != nil {
+			if strings.Contains(err.Error(), "Cannot find device") {
+				return "" // no VXLAN device, so no route through it
+			}
+			t.Fatalf("ip route on %s: %v", n.node.NodeName, err)
+		}
+		return string(out)
+	}
+
+	// 1. Over VXLAN: both directions, TCP, UDP and ICMP.
+	for _, pair := range [][2]*nodeInfo{{a, b}, {b, a}} {
+		from, to := pair[0], pair[1]
+		eventually(fmt.Sprintf("VXLAN TCP %s -> %s", from.pod.Name, to.pod.Name), func() error {
+			return from.pod.Probe(netns.TCP, dst(to.pod, 8080)).Allowed()
+		})
+		if err := from.pod.Probe(netns.UDP, dst(to.pod, 5353)).Allowed(); err != nil {
+			t.Errorf("VXLAN UDP %s -> %s: %v", from.pod.Name, to.pod.Name, err)
+		}
+		if err := from.pod.Probe(netns.ICMP, dst(to.pod, 0)).Allowed(); err != nil {
+			t.Errorf("VXLAN ICMP %s -> %s: %v", from.pod.Name, to.pod.Name, err)
+		}
+	}
+	if r := routes(a, "dev", "vxlan.calico"); !strings.Contains(r, b.block) {
+		t.Fatalf("node1 has no VXLAN route to node2's block %s:\n%s", b.block, r)
+	}
+
+	// 2. The pool stops encapsulating: routes move to the underlay, none stays on vxlan.calico.
+	write("cluster.yaml", pool("Never"))
+	eventually("direct route to node2's block, VXLAN device gone", func() error {
+		if _, err := a.node.Exec(context.Background(), "ip", "link", "show", "vxlan.calico"); err == nil {
+			return fmt.Errorf("vxlan.calico still exists with no VXLAN pool")
+		}
+		if r := routes(a, b.block); !strings.Contains(r, "via "+b.node.IPv4.String()) {
+			return fmt.Errorf("route to %s is %q, want via %s", b.block, strings.TrimSpace(r), b.node.IPv4)
+		}
+		if r := routes(a, "dev", "vxlan.calico"); strings.TrimSpace(r) != "" {
+			return fmt.Errorf("stale VXLAN routes left:\n%s", r)
+		}
+		return nil
+	})
+	if err := a.pod.Probe(netns.TCP, dst(b.pod, 8080)).Allowed(); err != nil {
+		t.Errorf("no-encap TCP: %v", err)
+	}
+
+	// 3. Policy across nodes: pod2 accepts only app=nobody, so pod1 on the other node is denied.
+	write("policy.yaml", `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: only-nobody, namespace: mn}
+spec:
+  podSelector: {matchLabels: {app: pod2}}
+  policyTypes: [Ingress]
+  ingress: [{from: [{podSelector: {matchLabels: {app: nobody}}}]}]
+`)
+	eventually("cross-node deny", func() error { return a.pod.Probe(netns.TCP, dst(b.pod, 8080)).Denied() })
+	if err := b.pod.Probe(netns.TCP, dst(a.pod, 8080)).Allowed(); err != nil {
+		t.Errorf("the other direction is still open: %v", err)
+	}
+	if err := os.Remove(filepath.Join(dir, "policy.yaml")); err != nil {
+		t.Fatal(err)
+	}
+
+	// 4. Back to VXLAN, then node2 leaves: node1 drops its routes, FDB and neighbour entries.
+	write("cluster.yaml", pool("Always"))
+	neigh := func() string {
+		out, _ := a.node.Exec(context.Background(), "ip", "neigh", "show", "dev", "vxlan.calico")
+		fdb, _ := a.node.Exec(context.Background(), "bridge", "fdb", "show", "dev", "vxlan.calico")
+		return string(out) + string(fdb)
+	}
+	eventually("VXLAN peer programmed again", func() error {
+		if !strings.Contains(neigh(), b.mac) {
+			return fmt.Errorf("no neighbour/FDB entry for node2's VTEP %s:\n%s", b.mac, neigh())
+		}
+		return a.pod.Probe(netns.TCP, dst(b.pod, 8080)).Allowed()
+	})
+	if err := os.Remove(filepath.Join(dir, b.node.NodeName+".yaml")); err != nil {
+		t.Fatal(err)
+	}
+	eventually("node2 forgotten on node1", func() error {
+		if r := routes(a); strings.Contains(r, b.block) || strings.Contains(r, b.pod.IPv4.String()) {
+			return fmt.Errorf("routes to node2 remain:\n%s", r)
+		}
+		if n := neigh(); strings.Contains(n, b.mac) || strings.Contains(n, b.tunnel) {
+			return fmt.Errorf("neighbour/FDB entries for node2 remain:\n%s", n)
+		}
+		return nil
+	})
+}
+
+// buildFelis builds the felis binary for the test.
+func buildFelis(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "felis")
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/felis-dev/felis/cmd/felis")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build felis: %v\n%s", err, out)
+	}
+	return bin
+}
