@@ -216,6 +216,18 @@ spec:
 		}
 		return a.pod.Probe(netns.TCP, dst(b.pod, 8080)).Allowed()
 	})
+	// Pod deletion: node2 drops the route to its pod (and proxy settings with the interface).
+	if r := routes(b, b.pod.IPv4.String()); !strings.Contains(r, b.pod.HostInterface) {
+		t.Fatalf("node2 has no route to its pod via %s:\n%s", b.pod.HostInterface, r)
+	}
+	body := nodeYAML(b)
+	write(b.node.NodeName+".yaml", body[:strings.LastIndex(body, "---\napiVersion: v1\nkind: Pod")])
+	eventually("pod2's route removed on node2", func() error {
+		if r := routes(b, b.pod.IPv4.String()); strings.TrimSpace(r) != "" {
+			return fmt.Errorf("route to the deleted pod remains: %s", r)
+		}
+		return nil
+	})
 	if err := os.Remove(filepath.Join(dir, b.node.NodeName+".yaml")); err != nil {
 		t.Fatal(err)
 	}
