@@ -8,6 +8,9 @@ set -euo pipefail
 declare -A want=(
   [nft]=nftables
   [ip]=iproute2
+  [iptables-legacy]=iptables
+  [iptables-nft]=iptables
+  [ipset]=ipset
 )
 
 missing=()

@@ -4,8 +4,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"net/netip"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 
@@ -73,8 +73,10 @@ func (t *translator) rule(fam int, table string, r nft.Rule, base bool) ([]strin
 		case nft.DNAT:
 			to := netip.AddrPortFrom(s.Addr, s.Port).String()
 			verdict = nft.Verdict{Kind: "dnat", Chain: to}
-		case nft.NumgenVmap:
-			verdict = s
+		case nft.RandomOneIn:
+			if s.Mod > 1 {
+				fixed(fmt.Sprintf("-m statistic --mode random --probability %.11f", 1/float64(s.Mod)))
+			}
 		case nft.FrontendVmap:
 			verdict = nft.IfVmap{Map: s.Map}
 		case nft.TupleSet:
@@ -193,17 +195,6 @@ func (t *translator) rule(fam int, table string, r nft.Rule, base bool) ([]strin
 		case nil:
 		case nft.Masquerade:
 			out = append(out, with("-j MASQUERADE"))
-		case nft.NumgenVmap:
-			for i, c := range v.Chains {
-				if err := t.chain(fam, table, c, false); err != nil {
-					return nil, err
-				}
-				if rest := len(v.Chains) - i; rest > 1 {
-					out = append(out, with(fmt.Sprintf("-m statistic --mode random --probability %.11f -g %s", 1/float64(rest), ChainName(c))))
-				} else {
-					out = append(out, with("-g "+ChainName(c)))
-				}
-			}
 		case nft.IfVmap:
 			chain, err := t.dispatch(fam, table, v.Map, v.Out)
 			if err != nil {

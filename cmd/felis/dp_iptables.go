@@ -3,7 +3,9 @@
 package main
 
 import (
+	"cmp"
 	"context"
+	"os"
 
 	"github.com/felis-dev/felis/appliers"
 	"github.com/felis-dev/felis/appliers/iptables"
@@ -13,8 +15,9 @@ import (
 var iptablesBackend string
 
 func init() {
-	rootCmd.PersistentFlags().StringVar(&iptablesBackend, "iptables-backend", iptables.BackendAuto,
-		"iptables flavour for --dataplane iptables: legacy, nft or auto (detected as Felix does)")
+	def := cmp.Or(os.Getenv("FELIS_IPTABLES_BACKEND"), iptables.BackendAuto)
+	rootCmd.PersistentFlags().StringVar(&iptablesBackend, "iptables-backend", def,
+		"iptables flavour for --dataplane iptables: legacy, nft or auto (detected as Felix does); default from $FELIS_IPTABLES_BACKEND")
 	policyDataplanes["iptables"] = func() (appliers.Dataplane, error) {
 		k, err := iptables.NewKernel(context.Background(), iptablesBackend)
 		if err != nil {
