@@ -260,7 +260,7 @@ var _ = Describe("felis agent lifecycle against real packets", func() {
 				}
 			})
 
-			It("repairs drift (a deleted rule and set element) at the next resync, exactly", func() {
+			It("repairs drift (rules and set elements deleted or added with nft) at the next resync, exactly", func() {
 				e := newEnv(dp, false)
 				e.addPods(ports, ns1Pods...)
 				e.writeCluster(ns1)
@@ -298,15 +298,28 @@ var _ = Describe("felis agent lifecycle against real packets", func() {
 				}
 				Expect(set).NotTo(BeEmpty(), "no selector set with a single-address element in the felis table:\n%s", before)
 
-				By(fmt.Sprintf("deleting rule %d of %s and element %s of %s with nft", handle, chain, elem, set))
+				server := "wl-in-" + e.pod("ns1/server").HostInterface
+				Expect(t.Chains).To(HaveKey(server))
+				stray := "10.65.0.99"
+				drift := []string{
+					fmt.Sprintf("delete rule inet felis %s handle %d", chain, handle),
+					fmt.Sprintf("insert rule inet felis %s accept", server), // would open the isolated server
+					fmt.Sprintf("delete element inet felis %s { %s }", set, elem),
+					fmt.Sprintf("add element inet felis %s { %s }", set, stray),
+				}
+				By("drifting the table with nft: " + strings.Join(drift, "; "))
 				n := len(e.cycles())
-				_, err := e.nft(fmt.Sprintf("delete rule inet felis %s handle %d; delete element inet felis %s { %s }", chain, handle, set, elem))
+				_, err := e.nft(strings.Join(drift, "; "))
 				Expect(err).NotTo(HaveOccurred())
-				Expect(e.listTable()).NotTo(Equal(before), "nft changed nothing")
+				drifted := e.table()
+				Expect(drifted.Chains[chain]).To(HaveLen(len(t.Chains[chain])-1), "nft did not delete the rule")
+				Expect(drifted.Chains[server]).To(HaveLen(len(t.Chains[server])+1), "nft did not insert the rule")
+				Expect(drifted.Sets[set]).To(ContainElement(stray))
+				Expect(drifted.Sets[set]).NotTo(ContainElement(elem))
 
 				c := e.waitCycle(n, func(c cycle) bool { return c.Full && c.Ops > 0 })
-				Expect(c.Counts).To(Equal(map[string]int{"add element": 1, "replace chain": 1}),
-					"the resync should restore exactly the deleted element and the edited chain: %s", c.Line)
+				Expect(c.Counts).To(Equal(map[string]int{"add element": 1, "delete element": 1, "replace chain": 2}),
+					"the resync should rewrite exactly the two edited chains and undo the two element changes: %s", c.Line)
 				if diff := cmp.Diff(before, e.listTable()); diff != "" {
 					Fail("the felis table after the resync differs from before the drift (-before +after):\n" + diff)
 				}
