@@ -86,13 +86,16 @@ type builder struct {
 	chains   map[string]Chain
 	maps     map[string]*Map
 	logPfx   string
-	affinity []Set // session-affinity sets the service chains use
 }
 
 // Render returns the desired felis table for snap. It fails, naming the resource, when the
 // snapshot is inconsistent: a rule referencing an IP set it does not hold, an endpoint
 // referencing a missing policy, two endpoints on one interface.
-func Render(snap snapshot.Snapshot) (Table, error) {
+func Render(snap snapshot.Snapshot) (Table, error) { return NewRenderer().Render(snap) }
+
+// Render returns the desired felis table for snap, as the function Render does, reusing what
+// it rendered for services that did not change.
+func (r *Renderer) Render(snap snapshot.Snapshot) (Table, error) {
 	b := &builder{
 		snap:     snap,
 		ipSets:   map[string]snapshot.IPSetType{},
@@ -139,10 +142,12 @@ func Render(snap snapshot.Snapshot) (Table, error) {
 			return Table{}, err
 		}
 	}
-	if err := b.services(); err != nil {
+	for _, fam := range []int{4, 6} {
+		b.maps[ServiceMap(fam)] = &Map{Name: ServiceMap(fam), Family: fam}
+	}
+	if err := r.services(&snap); err != nil {
 		return Table{}, err
 	}
-	t.Sets = append(t.Sets, b.affinity...)
 	if err := b.baseChains(wild); err != nil {
 		return Table{}, err
 	}
@@ -154,6 +159,9 @@ func Render(snap snapshot.Snapshot) (Table, error) {
 		t.Chains = append(t.Chains, c)
 	}
 	t.Sort()
+	if err := r.mergeInto(&t); err != nil {
+		return Table{}, err
+	}
 	return t, nil
 }
 

@@ -1,8 +1,11 @@
 package render
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 
 	"github.com/felis-dev/felis/snapshot"
 )
@@ -38,54 +41,250 @@ type servicePort struct {
 	family   int
 }
 
-// services renders every service's chains and map elements.
-func (b *builder) services() error {
-	for _, fam := range []int{4, 6} {
-		b.maps[ServiceMap(fam)] = &Map{Name: ServiceMap(fam), Family: fam}
+// Renderer is Render with a memory of the services it rendered: a service whose content
+// hash (and node) did not change since the last call keeps its chains, sets and map elements
+// without being rendered again, and the sorted lists they live in are patched rather than
+// rebuilt, so one changed service among thousands costs about what it costs. Its result is
+// always the same as Render's. A Renderer is not safe for concurrent use.
+type Renderer struct {
+	gen     uint64                   // render count, to find the services that went
+	entries map[string]*serviceEntry // by service ID
+	chains  []Chain                  // every service's chains, by name
+	sets    []Set                    // every service's affinity sets, by name
+	elems   []frontendElement        // every service's map elements, by key then owner
+}
+
+// serviceEntry is what one service rendered to.
+type serviceEntry struct {
+	hash, node string // what the rendering depends on: the service's content hash and the node
+	gen        uint64 // the last render that had this service
+	chains     []Chain
+	sets       []Set
+	elems      []frontendElement
+}
+
+// frontendElement is a frontend map element with the service that wants it: when two
+// services claim one key, the first by ID keeps it.
+type frontendElement struct {
+	MapElement
+	owner string
+}
+
+func compareFrontendElement(a, b frontendElement) int {
+	return cmp.Or(a.MapElement.Compare(b.MapElement), strings.Compare(a.owner, b.owner))
+}
+
+// NewRenderer returns a Renderer with nothing remembered.
+func NewRenderer() *Renderer { return &Renderer{entries: map[string]*serviceEntry{}} }
+
+// services brings the renderer's service objects up to date with the snapshot.
+func (r *Renderer) services(snap *snapshot.Snapshot) error {
+	r.gen++
+	var changed []*snapshot.Service
+	for i := range snap.Services {
+		s := &snap.Services[i]
+		e := r.entries[s.ID]
+		if e == nil || e.hash != s.Hash || e.node != snap.Node || s.Hash == "" {
+			changed = append(changed, s)
+		} else {
+			e.gen = r.gen
+		}
 	}
-	taken := map[MapElement]string{} // frontend key -> the service that has it
-	for i := range b.snap.Services {
-		s := &b.snap.Services[i]
-		made := map[string]bool{} // chains this service already rendered
-		for _, f := range s.Frontends {
-			if !f.Addr.IsValid() || f.Port == 0 {
-				return fmt.Errorf("service %s: frontend %s/%d/%d: invalid address or port", s.ID, f.Addr, f.Protocol, f.Port)
+	var gone []string
+	if len(r.entries) > len(snap.Services)-len(changed) {
+		for id, e := range r.entries {
+			if e.gen != r.gen {
+				gone = append(gone, id)
 			}
-			fam := family(f.Addr)
-			sp := servicePort{name: safeName(fmt.Sprintf("%s/%s/%s/%d", s.ID, f.PortName, protoName(f.Protocol), fam)),
-				portName: f.PortName, proto: f.Protocol, family: fam}
-			target, err := b.serviceChains(s, f, sp, made)
-			if err != nil {
-				return err
+		}
+	}
+	if len(changed) == 0 && len(gone) == 0 {
+		return nil
+	}
+	fresh := make([]*serviceEntry, len(changed))
+	for i, s := range changed {
+		e, err := renderService(s, snap.Node)
+		if err != nil {
+			return err
+		}
+		e.gen = r.gen
+		fresh[i] = e
+	}
+	// Many changes: rebuild the sorted lists; few: patch them.
+	if len(changed)+len(gone) > len(r.entries)/8+16 {
+		for _, id := range gone {
+			delete(r.entries, id)
+		}
+		for i, s := range changed {
+			r.entries[s.ID] = fresh[i]
+		}
+		r.rebuild()
+		return nil
+	}
+	var old, added serviceEntry
+	for _, id := range gone {
+		collect(&old, r.entries[id])
+		delete(r.entries, id)
+	}
+	for i, s := range changed {
+		if e := r.entries[s.ID]; e != nil {
+			collect(&old, e)
+		}
+		r.entries[s.ID] = fresh[i]
+		collect(&added, fresh[i])
+	}
+	r.patch(&old, &added)
+	return nil
+}
+
+// collect appends one entry's objects to acc.
+func collect(acc, e *serviceEntry) {
+	acc.chains = append(acc.chains, e.chains...)
+	acc.sets = append(acc.sets, e.sets...)
+	acc.elems = append(acc.elems, e.elems...)
+}
+
+func (r *Renderer) rebuild() {
+	r.chains, r.sets, r.elems = r.chains[:0], r.sets[:0], r.elems[:0]
+	for _, e := range r.entries {
+		r.chains = append(r.chains, e.chains...)
+		r.sets = append(r.sets, e.sets...)
+		r.elems = append(r.elems, e.elems...)
+	}
+	slices.SortFunc(r.chains, func(a, b Chain) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(r.sets, func(a, b Set) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(r.elems, compareFrontendElement)
+}
+
+// patch removes old's objects from the sorted lists and inserts added's, in place: a few
+// changed services move memory but allocate nothing.
+func (r *Renderer) patch(old, added *serviceEntry) {
+	r.chains = patchSorted(r.chains, old.chains, added.chains, func(a, b Chain) int { return strings.Compare(a.Name, b.Name) })
+	r.sets = patchSorted(r.sets, old.sets, added.sets, func(a, b Set) int { return strings.Compare(a.Name, b.Name) })
+	r.elems = patchSorted(r.elems, old.elems, added.elems, compareFrontendElement)
+}
+
+// patchSorted returns list (sorted by cmp) without the items of del and with those of add.
+func patchSorted[T any](list, del, add []T, cmp func(a, b T) int) []T {
+	for _, x := range del {
+		if i, ok := slices.BinarySearchFunc(list, x, cmp); ok {
+			list = slices.Delete(list, i, i+1)
+		}
+	}
+	for _, x := range add {
+		i, _ := slices.BinarySearchFunc(list, x, cmp)
+		list = slices.Insert(list, i, x)
+	}
+	return list
+}
+
+// mergeInto adds the service objects to a sorted table (which must hold the empty frontend
+// maps), keeping it sorted; every slice it writes is new, so the table shares nothing mutable
+// with the renderer.
+func (r *Renderer) mergeInto(t *Table) error {
+	var err error
+	t.Chains, err = mergeByName(t.Chains, r.chains, func(c Chain) string { return c.Name })
+	if err != nil {
+		return err
+	}
+	if t.Sets, err = mergeByName(t.Sets, r.sets, func(s Set) string { return s.Name }); err != nil {
+		return err
+	}
+	for i := range t.Maps {
+		m := &t.Maps[i]
+		fam := 0
+		for _, f := range []int{4, 6} {
+			if m.Name == ServiceMap(f) {
+				fam = f
 			}
-			key := MapElement{Addr: f.Addr.Unmap(), Proto: f.Protocol, Port: f.Port}
-			if owner, dup := taken[key]; dup {
-				// Two frontends on one address, protocol and port: the first service (by ID)
-				// keeps it, as the map can hold one verdict per key.
-				_ = owner
+		}
+		if fam == 0 {
+			continue
+		}
+		var out []MapElement
+		for _, el := range r.elems {
+			if family(el.Addr) != fam {
 				continue
 			}
-			taken[key] = s.ID
-			key.Chain = target
-			m := b.maps[ServiceMap(fam)]
-			m.Elements = append(m.Elements, key)
+			if n := len(out); n > 0 && out[n-1].Compare(el.MapElement) == 0 {
+				continue // a second service on the same address, protocol and port
+			}
+			out = append(out, el.MapElement)
 		}
+		m.Elements = out
 	}
 	return nil
 }
 
-// serviceChains renders the chains a frontend needs and returns the one its map element
+// mergeByName merges two lists sorted by name into a new one; a name in both is an error.
+func mergeByName[T any](a, b []T, name func(T) string) ([]T, error) {
+	out := make([]T, 0, len(a)+len(b))
+	i, j := 0, 0
+	for i < len(a) && j < len(b) {
+		switch c := strings.Compare(name(a[i]), name(b[j])); {
+		case c < 0:
+			out = append(out, a[i])
+			i++
+		case c > 0:
+			out = append(out, b[j])
+			j++
+		default:
+			return nil, fmt.Errorf("%s rendered twice (a service chain or set clashes with another object)", name(a[i]))
+		}
+	}
+	out = append(out, a[i:]...)
+	return append(out, b[j:]...), nil
+}
+
+// serviceBuilder renders one service.
+type serviceBuilder struct {
+	s      *snapshot.Service
+	node   string
+	chains map[string]bool
+	out    serviceEntry
+}
+
+// renderService renders one service's chains (hashed), affinity sets and map elements.
+func renderService(s *snapshot.Service, node string) (*serviceEntry, error) {
+	sb := &serviceBuilder{s: s, node: node, chains: map[string]bool{}}
+	sb.out.hash, sb.out.node = s.Hash, node
+	for _, f := range s.Frontends {
+		if !f.Addr.IsValid() || f.Port == 0 {
+			return nil, fmt.Errorf("service %s: frontend %s/%d/%d: invalid address or port", s.ID, f.Addr, f.Protocol, f.Port)
+		}
+		fam := family(f.Addr)
+		sp := servicePort{name: safeName(fmt.Sprintf("%s/%s/%s/%d", s.ID, f.PortName, protoName(f.Protocol), fam)),
+			portName: f.PortName, proto: f.Protocol, family: fam}
+		target, err := sb.frontendChains(f, sp)
+		if err != nil {
+			return nil, err
+		}
+		sb.out.elems = append(sb.out.elems, frontendElement{MapElement: MapElement{Addr: f.Addr.Unmap(), Proto: f.Protocol, Port: f.Port, Chain: target}, owner: s.ID})
+	}
+	slices.SortFunc(sb.out.elems, compareFrontendElement)
+	sb.out.elems = slices.CompactFunc(sb.out.elems, func(a, b frontendElement) bool { return a.MapElement.Compare(b.MapElement) == 0 })
+	slices.SortFunc(sb.out.chains, func(a, b Chain) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(sb.out.sets, func(a, b Set) int { return strings.Compare(a.Name, b.Name) })
+	return &sb.out, nil
+}
+
+func (sb *serviceBuilder) addChain(c Chain) {
+	sb.chains[c.Name] = true
+	c.Hash = ChainHash(c)
+	sb.out.chains = append(sb.out.chains, c)
+}
+
+// frontendChains renders the chains a frontend needs and returns the one its map element
 // jumps to: the cluster-wide chain, the local-endpoints chain, or (external frontends that
 // do not keep the client address) a chain that marks for masquerade first.
-func (b *builder) serviceChains(s *snapshot.Service, f snapshot.Frontend, sp servicePort, made map[string]bool) (string, error) {
+func (sb *serviceBuilder) frontendChains(f snapshot.Frontend, sp servicePort) (string, error) {
 	external := f.Kind != "ClusterIP"
 	lb := "svc-" + sp.name
 	if f.LocalOnly {
 		lb += "-local"
 	}
-	if !made[lb] {
-		made[lb] = true
-		if err := b.balanceChain(s, f, sp, lb); err != nil {
+	if !sb.chains[lb] {
+		if err := sb.balanceChain(f, sp, lb); err != nil {
 			return "", err
 		}
 	}
@@ -93,38 +292,36 @@ func (b *builder) serviceChains(s *snapshot.Service, f snapshot.Frontend, sp ser
 		return lb, nil
 	}
 	ext := "svc-" + sp.name + "-ext"
-	if !made[ext] {
-		made[ext] = true
-		if err := b.addChain(Chain{Name: ext, Level: LevelEndpoint, Rules: []Rule{
+	if !sb.chains[ext] {
+		sb.addChain(Chain{Name: ext, Level: LevelEndpoint, Rules: []Rule{
 			{Stmts: []Stmt{MarkSet{Bits: MasqMark}}},
 			{Stmts: []Stmt{Verdict{Kind: "goto", Chain: lb}}},
-		}}); err != nil {
-			return "", err
-		}
+		}})
 	}
 	return ext, nil
 }
 
 // balanceChain renders a service port's load-balancing chain over the frontend's backends,
 // and their endpoint chains.
-func (b *builder) balanceChain(s *snapshot.Service, f snapshot.Frontend, sp servicePort, name string) error {
-	backends := s.BackendsFor(f, b.snap.Node)
+func (sb *serviceBuilder) balanceChain(f snapshot.Frontend, sp servicePort, name string) error {
+	backends := sb.s.BackendsFor(f, sb.node)
 	c := Chain{Name: name, Level: LevelTier}
 	if len(backends) == 0 {
 		// kube-proxy rejects; felis drops (no reject statement in its vocabulary yet).
 		c.Rules = []Rule{{Stmts: []Stmt{Drop}}}
-		return b.addChain(c)
+		sb.addChain(c)
+		return nil
 	}
 	chains := make([]string, len(backends))
 	for i, be := range backends {
-		ep, err := b.endpointChain(s, sp, be)
+		ep, err := sb.endpointChain(sp, be)
 		if err != nil {
 			return err
 		}
 		chains[i] = ep
-		if s.AffinitySeconds > 0 {
+		if sb.s.AffinitySeconds > 0 {
 			c.Rules = append(c.Rules, Rule{Stmts: []Stmt{
-				AddrSet{Family: sp.family, Set: affinitySet(ep, s.AffinitySeconds)},
+				AddrSet{Family: sp.family, Set: affinitySet(ep, sb.s.AffinitySeconds)},
 				Verdict{Kind: "goto", Chain: ep},
 			}})
 		}
@@ -134,7 +331,8 @@ func (b *builder) balanceChain(s *snapshot.Service, f snapshot.Frontend, sp serv
 		c.Rules = append(c.Rules, Rule{Stmts: []Stmt{RandomOneIn{Mod: uint32(n - i)}, Verdict{Kind: "goto", Chain: ep}}})
 	}
 	c.Rules = append(c.Rules, Rule{Stmts: []Stmt{Verdict{Kind: "goto", Chain: chains[n-1]}}})
-	return b.addChain(c)
+	sb.addChain(c)
+	return nil
 }
 
 func affinitySet(endpointChain string, seconds int32) string {
@@ -143,25 +341,26 @@ func affinitySet(endpointChain string, seconds int32) string {
 
 // endpointChain renders (once) the chain that sends a service port's packet to one backend:
 // hairpin masquerade mark, affinity record, DNAT.
-func (b *builder) endpointChain(s *snapshot.Service, sp servicePort, be snapshot.Backend) (string, error) {
+func (sb *serviceBuilder) endpointChain(sp servicePort, be snapshot.Backend) (string, error) {
 	if !be.Addr.IsValid() || be.Port == 0 {
-		return "", fmt.Errorf("service %s: backend %s:%d: invalid address or port", s.ID, be.Addr, be.Port)
+		return "", fmt.Errorf("service %s: backend %s:%d: invalid address or port", sb.s.ID, be.Addr, be.Port)
 	}
 	addr := be.Addr.Unmap()
 	name := safeName(fmt.Sprintf("sep-%s/%s", sp.name, netip.AddrPortFrom(addr, be.Port)))
-	if _, done := b.chains[name]; done {
+	if sb.chains[name] {
 		return name, nil
 	}
 	c := Chain{Name: name, Level: LevelPolicy, Rules: []Rule{
 		{Stmts: []Stmt{AddrList{Family: sp.family, Prefixes: []netip.Prefix{netip.PrefixFrom(addr, addr.BitLen())}}, MarkSet{Bits: MasqMark}}},
 	}}
-	if s.AffinitySeconds > 0 {
-		set := affinitySet(name, s.AffinitySeconds)
-		b.affinity = append(b.affinity, Set{Name: set, Family: sp.family, Timeout: int(s.AffinitySeconds)})
+	if sb.s.AffinitySeconds > 0 {
+		set := affinitySet(name, sb.s.AffinitySeconds)
+		sb.out.sets = append(sb.out.sets, Set{Name: set, Family: sp.family, Timeout: int(sb.s.AffinitySeconds)})
 		c.Rules = append(c.Rules, Rule{Stmts: []Stmt{SetUpdate{Family: sp.family, Set: set}}})
 	}
 	c.Rules = append(c.Rules, Rule{Stmts: []Stmt{L4Proto{Proto: sp.proto}, DNAT{Addr: addr, Port: be.Port}}})
-	return name, b.addChain(c)
+	sb.addChain(c)
+	return name, nil
 }
 
 // serviceBaseChains are the static dispatch chains at the dstnat hooks: packets from

@@ -1,9 +1,14 @@
 package render_test
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/felis-dev/felis/appliers/nftables/render"
 	"github.com/felis-dev/felis/snapshot"
@@ -137,5 +142,72 @@ func TestRenderServicesSemantics(t *testing.T) {
 				t.Errorf("%s: %q present in\n%s", tc.name, bad, text)
 			}
 		}
+	}
+}
+
+// TestRendererEqualsRender drives a Renderer through random service changes (backends come
+// and go, affinity flips, services appear and vanish, two services claim one frontend key,
+// the node changes) and checks every result against a fresh Render. Most steps change a few
+// services (the renderer patches its lists); a node change re-renders everything.
+func TestRendererEqualsRender(t *testing.T) {
+	r := render.NewRenderer()
+	rng := rand.New(rand.NewPCG(1, 2))
+	snap := servicesSnapshot()
+	gen := func(i int) snapshot.Service {
+		return snapshot.Service{ID: fmt.Sprintf("gen/s%02d", i),
+			Frontends: []snapshot.Frontend{{Addr: netip.AddrFrom4([4]byte{10, 97, 0, byte(i)}), Protocol: 6, Port: 80, Kind: "ClusterIP"}},
+			Backends:  []snapshot.Backend{{Addr: netip.AddrFrom4([4]byte{10, 2, 0, byte(rng.IntN(9))}), Protocol: 6, Port: 80, Node: "node-1", Ready: true, Serving: true}}}
+	}
+	for i := range 60 {
+		snap.Services = append(snap.Services, gen(i))
+	}
+	patched := 0
+	for step := range 400 {
+		svcs := slices.Clone(snap.Services)
+		for n := 1 + rng.IntN(3); n > 0; n-- {
+			i := rng.IntN(len(svcs))
+			switch rng.IntN(5) {
+			case 0:
+				svcs = slices.Delete(svcs, i, i+1)
+			case 1:
+				svcs = append(svcs, gen(rng.IntN(80)))
+			case 2:
+				svcs = append(svcs, snapshot.Service{ID: "aaa/clash", // app/web's ClusterIP port: one keeps the key
+					Frontends: []snapshot.Frontend{{Addr: netip.MustParseAddr("10.96.0.10"), Protocol: 6, Port: 80, Kind: "ClusterIP", PortName: "http"}}})
+			case 3:
+				svcs[i].AffinitySeconds = int32(rng.IntN(2) * 60)
+			default:
+				svcs[i].Backends = slices.Clone(svcs[i].Backends)
+				if len(svcs[i].Backends) > 0 {
+					svcs[i].Backends = svcs[i].Backends[1:]
+				} else {
+					svcs[i].Backends = gen(0).Backends
+				}
+			}
+		}
+		// Later duplicates win, as a changed service replaces its old self.
+		slices.Reverse(svcs)
+		slices.SortStableFunc(svcs, func(a, b snapshot.Service) int { return strings.Compare(a.ID, b.ID) })
+		snap.Services = slices.CompactFunc(svcs, func(a, b snapshot.Service) bool { return a.ID == b.ID })
+		if rng.IntN(25) == 0 {
+			snap.Node = map[string]string{"node-1": "node-2", "node-2": "node-1"}[snap.Node]
+		} else {
+			patched++
+		}
+		snap.Finalize()
+		got, err := r.Render(snap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := render.Render(snap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := cmp.Diff(want.String(), got.String()); d != "" {
+			t.Fatalf("step %d: Renderer differs from Render (-want +got):\n%s", step, d)
+		}
+	}
+	if patched < 300 {
+		t.Errorf("only %d of 400 steps were small changes", patched)
 	}
 }
