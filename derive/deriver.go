@@ -739,15 +739,23 @@ func (d *Deriver) assemble(v *store.View) (*snapshot.Snapshot, error) {
 	}
 	slices.SortFunc(s.Endpoints, func(a, b snapshot.Endpoint) int { return strings.Compare(a.ID, b.ID) })
 	slices.SortFunc(s.HostEndpoints, func(a, b snapshot.HostEndpoint) int { return strings.Compare(a.ID, b.ID) })
+	// Every EndpointSlice in key order, built only when a service set needs recomputing:
+	// sorting thousands of slices every cycle would make each cycle cost the cluster's size.
 	var slicesList []*model.EndpointSlice
-	for _, k := range sortedKeys(boolKeys(d.endpointSlices)) {
-		slicesList = append(slicesList, d.endpointSlices[k])
+	listSlices := func() []*model.EndpointSlice {
+		if slicesList == nil {
+			slicesList = make([]*model.EndpointSlice, 0, len(d.endpointSlices))
+			for _, k := range sortedKeys(boolKeys(d.endpointSlices)) {
+				slicesList = append(slicesList, d.endpointSlices[k])
+			}
+		}
+		return slicesList
 	}
 	for _, id := range d.setIDs {
 		set := d.sets[id]
 		if set.dirty {
 			if set.def.Kind == setService {
-				set.members = ipSetMembers(set.def, nil, slicesList)
+				set.members = ipSetMembers(set.def, nil, listSlices())
 			} else {
 				set.members = snapshot.SortMembers(slices.Collect(maps.Keys(set.counts)))
 			}
