@@ -16,7 +16,8 @@ import (
 // Cleanup removes felis's iptables state (hook rules, felis chains, felis ipsets) from both
 // iptables flavours in the current network namespace: the nftables mode calls it at start so
 // switching modes leaves nothing behind. Missing binaries mean there is nothing to remove.
-func Cleanup(ctx context.Context) error {
+// Options (WithNetNS) pick another network namespace.
+func Cleanup(ctx context.Context, opts ...KernelOption) error {
 	if _, err := exec.LookPath("ipset"); err != nil {
 		return nil
 	}
@@ -25,7 +26,7 @@ func Cleanup(ctx context.Context) error {
 		if _, err := exec.LookPath(binaryFor(4, b, "save")); err != nil {
 			continue
 		}
-		k, err := NewKernel(ctx, b)
+		k, err := NewKernel(ctx, b, opts...)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -42,6 +43,9 @@ func Cleanup(ctx context.Context) error {
 	}
 	if len(errs) == 0 {
 		k := &Kernel{backend: BackendNFT}
+		for _, o := range opts {
+			o(k)
+		}
 		st := NewState()
 		out, err := k.IPSetSave(ctx)
 		if err == nil {

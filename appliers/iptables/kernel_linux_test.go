@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -161,5 +162,64 @@ func TestKernelMatchesFake(t *testing.T) {
 				t.Errorf("after Remove (-empty +observed):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestKernelCleanup removes felis's state of both flavours (as the nftables mode does at
+// start) and keeps foreign rules; RemoveNFTablesTable removes the nftables mode's table.
+func TestKernelCleanup(t *testing.T) {
+	ctx := context.Background()
+	ns := newNetNS(t)
+	desired := mustRender(t, fixtureSnapshot())
+	for _, backend := range []string{BackendLegacy, BackendNFT} {
+		k, err := NewKernel(ctx, backend, WithNetNS(ns))
+		if err != nil {
+			t.Fatal(err)
+		}
+		foreign := "*filter\n:KUBE-X - [0:0]\n-A INPUT -j KUBE-X\nCOMMIT\n"
+		if err := k.Restore(ctx, 4, foreign); err != nil {
+			t.Fatal(err)
+		}
+		st, err := Observe(ctx, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := Apply(ctx, k, Plan(desired, st)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := Cleanup(ctx, WithNetNS(ns)); err != nil {
+		t.Fatal(err)
+	}
+	for _, backend := range []string{BackendLegacy, BackendNFT} {
+		k, _ := NewKernel(ctx, backend, WithNetNS(ns))
+		st, err := Observe(ctx, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(NewState(), st); diff != "" {
+			t.Errorf("%s after Cleanup (-empty +observed):\n%s", backend, diff)
+		}
+		save, _ := k.Save(ctx, 4)
+		if !strings.Contains(save, "-A INPUT -j KUBE-X") {
+			t.Errorf("%s: Cleanup removed a foreign rule:\n%s", backend, save)
+		}
+	}
+
+	sh(t, &Kernel{netns: ns}, "", "nft", "add", "table", "inet", "felis")
+	f, err := os.Open("/run/netns/" + ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := RemoveNFTablesTable(int(f.Fd())); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := (&Kernel{netns: ns}).run(ctx, nil, "nft", "list", "tables")
+	if strings.Contains(out, "felis") {
+		t.Errorf("table inet felis still there: %s", out)
+	}
+	if err := RemoveNFTablesTable(int(f.Fd())); err != nil {
+		t.Errorf("second removal (no table): %v", err)
 	}
 }
