@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/felis-dev/felis/appliers/nftables/internal/fixture"
 	"github.com/felis-dev/felis/appliers/nftables/render"
 	"github.com/felis-dev/felis/snapshot"
 )
@@ -98,4 +99,15 @@ func BenchmarkKernelServiceAdd(b *testing.B) {
 	}
 	reportMS(b, time.Since(start))
 	b.ReportMetric(float64(renderTime.Microseconds())/1000/float64(b.N), "render-ms/op")
+}
+
+// BenchmarkKernelChainUpdateWithServices is BenchmarkKernelChainUpdate (one policy rule
+// changed on top of 2,000 sets and policies) with 10,000 services in the table too: what the
+// services cost the policy hot path (the kernel re-validates the table's jump graph).
+func BenchmarkKernelChainUpdateWithServices(b *testing.B) {
+	s := fixture.Scaled(benchN, benchMembers)
+	s.Services = plainServices(benchServices, benchEndpoints).Services
+	a := mustRender(b, s)
+	s.Policies[7].Inbound[0].DstPorts = []snapshot.PortRange{{Min: 4242, Max: 4242}}
+	hotPath(b, a, mustRender(b, s), 1)
 }
