@@ -31,14 +31,8 @@ func Cleanup(ctx context.Context, opts ...KernelOption) error {
 			errs = append(errs, err)
 			continue
 		}
-		st, err := Observe(ctx, k)
-		if err != nil {
+		if err := removeRules(ctx, k); err != nil {
 			errs = append(errs, err)
-			continue
-		}
-		st.Sets = map[string]Set{} // sets are shared by both flavours: destroyed once, below
-		if err := Apply(ctx, k, Plan(Ruleset{}, st)); err != nil {
-			errs = append(errs, fmt.Errorf("remove felis iptables-%s rules: %w", b, err))
 		}
 	}
 	if len(errs) == 0 {
@@ -59,6 +53,34 @@ func Cleanup(ctx context.Context, opts ...KernelOption) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// removeRules removes felis's chains and hook rules from k's flavour, keeping the ipsets
+// (both flavours share them).
+func removeRules(ctx context.Context, k *Kernel) error {
+	st, err := Observe(ctx, k)
+	if err != nil {
+		return err
+	}
+	st.Sets = map[string]Set{}
+	if err := Apply(ctx, k, Plan(Ruleset{}, st)); err != nil {
+		return fmt.Errorf("remove felis iptables-%s rules: %w", k.backend, err)
+	}
+	return nil
+}
+
+// RemoveOtherBackend removes felis's chains and hook rules from the flavour k does not use
+// (a node that switched between legacy and nft keeps no stale rules there); a missing
+// binary means there is nothing to remove.
+func (k *Kernel) RemoveOtherBackend(ctx context.Context) error {
+	other := &Kernel{backend: BackendNFT, netns: k.netns}
+	if k.backend == BackendNFT {
+		other.backend = BackendLegacy
+	}
+	if _, err := exec.LookPath(binaryFor(4, other.backend, "save")); err != nil {
+		return nil
+	}
+	return removeRules(ctx, other)
 }
 
 // RemoveNFTablesTable deletes the nftables mode's table (inet felis) if it exists, in the

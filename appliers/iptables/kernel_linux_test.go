@@ -188,6 +188,17 @@ func TestKernelCleanup(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	legacy, _ := NewKernel(ctx, BackendLegacy, WithNetNS(ns))
+	if err := legacy.RemoveOtherBackend(ctx); err != nil {
+		t.Fatal(err)
+	}
+	nftk, _ := NewKernel(ctx, BackendNFT, WithNetNS(ns))
+	if st, _ := Observe(ctx, nftk); len(st.Chains)+len(st.Hooks) != 0 || len(st.Sets) == 0 {
+		t.Errorf("after RemoveOtherBackend the nft flavour holds %d chains, %d hooked chains and %d sets; want rules gone, sets kept", len(st.Chains), len(st.Hooks), len(st.Sets))
+	}
+	if st, _ := Observe(ctx, legacy); len(st.Chains) == 0 {
+		t.Error("RemoveOtherBackend removed the legacy flavour's chains too")
+	}
 	if err := Cleanup(ctx, WithNetNS(ns)); err != nil {
 		t.Fatal(err)
 	}

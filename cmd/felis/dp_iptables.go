@@ -25,12 +25,16 @@ func init() {
 		}
 		d := iptables.NewDataplane(k)
 		removed := false
-		// Switching from the nftables mode: its table goes once, before the first full sync.
-		d.BeforeFull = func(context.Context) error {
+		// Switching from the nftables mode, or between iptables flavours: the other mode's
+		// state goes once, before the first full sync.
+		d.BeforeFull = func(ctx context.Context) error {
 			if removed {
 				return nil
 			}
 			if err := iptables.RemoveNFTablesTable(0); err != nil {
+				return err
+			}
+			if err := k.RemoveOtherBackend(ctx); err != nil {
 				return err
 			}
 			removed = true
