@@ -151,7 +151,7 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 	}
 	st := store.New()
 	a := newAgent(log, f.node, dps, st, opts)
-	defer a.deriver.Close()
+	defer func() { a.deriver.Close() }()
 	a.livenessTimeout = f.livenessTimeout
 	a.health = newHealth(f.livenessTimeout, time.Now, dataplaneNames(dps))
 	a.metrics = newAgentMetrics(st)
@@ -171,6 +171,9 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 		return a.once(ctx)
 	}
 	go a.watch(ctx, src)
+	reconfig := make(chan []derive.ConfigOverride)
+	a.reconfigure = reconfig
+	go cfg.watchConfigFile(ctx, 2*time.Second, log, reconfig)
 	return a.run(ctx, f.coalesce, f.resync)
 }
 
@@ -309,6 +312,10 @@ type agent struct {
 	health          *health       // nil: no health tracking
 	status          *statusBook   // nil: no endpoint status
 	livenessTimeout time.Duration // the loop wakes at least every third of it (0: 20 s)
+
+	// reconfigure delivers new config overrides (a changed config file): the agent derives
+	// with them from the next cycle on. nil: never.
+	reconfigure <-chan []derive.ConfigOverride
 
 	// firstChange is the UnixNano time of the first store change since the last cycle took
 	// its view (0: none), for the change-to-programmed latency.
@@ -497,6 +504,12 @@ func (a *agent) run(ctx context.Context, coalesce, resync time.Duration) error {
 			}
 			resyncT.Reset(resync)
 		case <-retry:
+		case o := <-a.reconfigure:
+			a.opts.ConfigOverrides = o
+			if a.deriver != nil {
+				a.deriver.Close()
+				a.deriver = derive.NewDeriver(a.st, a.node, a.opts)
+			}
 		case <-tick.C:
 			// Idle: nothing to program, but the loop is alive. A pending retry keeps its
 			// timer only by being re-armed, so retry now instead of waiting again.

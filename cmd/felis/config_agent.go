@@ -12,17 +12,22 @@ package main
 // Process keys (datastore, nodeName, the listen addresses, intervals) are read once at
 // start. Dataplane keys (the FelixConfiguration fields felis uses) reach derive as
 // derive.Options.ConfigOverrides, laid over the FelixConfigurations of every cycle, so
-// FelixConfiguration edits apply without a restart while env and file values keep winning.
+// FelixConfiguration edits apply without a restart while env and file values keep winning;
+// the agent also re-reads the config file and applies changed dataplane keys live.
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/netip"
 	"os"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/pflag"
 	"sigs.k8s.io/yaml"
@@ -95,20 +100,9 @@ func resolveAgentConfig(fl *pflag.FlagSet, configFile string, getenv func(string
 	}
 	fileVals := map[string]any{}
 	if configFile != "" {
-		raw, err := os.ReadFile(configFile)
-		if err != nil {
-			return nil, fmt.Errorf("--config: %w", err)
-		}
-		var doc map[string]any
-		if err := yaml.Unmarshal(raw, &doc); err != nil {
-			return nil, fmt.Errorf("config file %s: %w", configFile, err)
-		}
-		for k, v := range doc {
-			ck, ok := canonicalKey(k)
-			if !ok || ck == "config" {
-				return nil, fmt.Errorf("config file %s: unknown key %q (known: %s)", configFile, k, strings.Join(knownKeys(), ", "))
-			}
-			fileVals[ck] = v
+		var err error
+		if fileVals, err = readConfigFile(configFile); err != nil {
+			return nil, err
 		}
 		c.file = configFile
 	}
@@ -135,23 +129,113 @@ func resolveAgentConfig(fl *pflag.FlagSet, configFile string, getenv func(string
 			c.processes[p.key] = "default"
 		}
 	}
-	envSpec := map[string]any{}
 	for _, k := range dataplaneKeys {
-		if v, ok := fileVals[k]; ok && v != nil && v != "" {
-			c.fileSpec[k] = v
-		}
 		if s := getenv(envPrefix + strings.ToUpper(k)); s != "" {
 			c.env[k] = s
-			envSpec[k] = envValue(k, s)
 		}
 	}
-	if len(c.fileSpec) > 0 {
-		c.overrides = append(c.overrides, derive.ConfigOverride{Name: "config file " + configFile, Spec: c.fileSpec})
-	}
-	if len(envSpec) > 0 {
-		c.overrides = append(c.overrides, derive.ConfigOverride{Name: "environment", Spec: envSpec})
-	}
+	c.fileSpec = dataplaneSpec(fileVals)
+	c.overrides = c.overridesWith(c.fileSpec)
 	return c, nil
+}
+
+// readConfigFile reads a config file into canonical key -> value.
+func readConfigFile(path string) (map[string]any, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--config: %w", err)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		return nil, fmt.Errorf("config file %s: %w", path, err)
+	}
+	vals := map[string]any{}
+	for k, v := range doc {
+		ck, ok := canonicalKey(k)
+		if !ok || ck == "config" {
+			return nil, fmt.Errorf("config file %s: unknown key %q (known: %s)", path, k, strings.Join(knownKeys(), ", "))
+		}
+		vals[ck] = v
+	}
+	return vals, nil
+}
+
+// dataplaneSpec keeps the dataplane keys that are set.
+func dataplaneSpec(vals map[string]any) map[string]any {
+	spec := map[string]any{}
+	for _, k := range dataplaneKeys {
+		if v, ok := vals[k]; ok && v != nil && v != "" {
+			spec[k] = v
+		}
+	}
+	return spec
+}
+
+// overridesWith returns the derive overrides for a config file spec and the environment.
+func (c *agentConfig) overridesWith(fileSpec map[string]any) []derive.ConfigOverride {
+	var out []derive.ConfigOverride
+	if len(fileSpec) > 0 {
+		out = append(out, derive.ConfigOverride{Name: "config file " + c.file, Spec: fileSpec})
+	}
+	if len(c.env) > 0 {
+		envSpec := map[string]any{}
+		for k, s := range c.env {
+			envSpec[k] = envValue(k, s)
+		}
+		out = append(out, derive.ConfigOverride{Name: "environment", Spec: envSpec})
+	}
+	return out
+}
+
+// watchConfigFile re-reads the config file every interval until ctx ends and, when its
+// dataplane keys change, sends the new overrides to apply (without a restart). Process keys
+// are read once at start: a change to one is logged as needing a restart. A file that does
+// not read or parse is logged and ignored; the last good values stay in force.
+func (c *agentConfig) watchConfigFile(ctx context.Context, interval time.Duration, log *slog.Logger, apply chan<- []derive.ConfigOverride) {
+	if c.file == "" {
+		return
+	}
+	start, err := readConfigFile(c.file)
+	if err != nil {
+		start = map[string]any{}
+	}
+	lastSpec := c.fileSpec
+	lastErr := ""
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		vals, err := readConfigFile(c.file)
+		if err != nil {
+			if err.Error() != lastErr {
+				log.Error("config file unreadable; keeping its last good values", "err", err)
+			}
+			lastErr = err.Error()
+			continue
+		}
+		lastErr = ""
+		for _, p := range processKeys {
+			if fmt.Sprint(vals[p.key]) != fmt.Sprint(start[p.key]) && strings.HasPrefix(c.processes[p.key], "config file") {
+				log.Warn("config file changed a setting that needs a restart", "key", p.key, "value", vals[p.key])
+			}
+		}
+		start = vals
+		spec := dataplaneSpec(vals)
+		if reflect.DeepEqual(spec, lastSpec) {
+			continue
+		}
+		lastSpec = spec
+		log.Info("config file changed; applying its dataplane settings", "file", c.file)
+		select {
+		case apply <- c.overridesWith(spec):
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 func knownKeys() []string {

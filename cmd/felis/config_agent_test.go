@@ -2,13 +2,18 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/felis-dev/felis/derive"
 	"github.com/felis-dev/felis/model"
 	"github.com/felis-dev/felis/model/store"
 )
@@ -157,4 +162,105 @@ func TestPrintConfigSources(t *testing.T) {
 	if !strings.Contains(buf.String(), "KEY") || !strings.Contains(buf.String(), "FelixConfiguration node.n1") {
 		t.Errorf("printed table lacks its header or a source:\n%s", buf.String())
 	}
+}
+
+func TestWatchConfigFileAppliesDataplaneKeys(t *testing.T) {
+	file := writeConfigFile(t, "vxlanPort: 5000\nlogLevel: info\n")
+	c, err := resolveAgentConfig(newAgentCmd().Flags(), file, envOf(map[string]string{"FELIS_LOGPREFIX": "env"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logBuf lockedLog
+	log := slog.New(slog.NewTextHandler(&logBuf, nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	apply := make(chan []derive.ConfigOverride)
+	go c.watchConfigFile(ctx, 5*time.Millisecond, log, apply)
+
+	rewrite := func(text string) {
+		t.Helper()
+		tmp := file + ".tmp"
+		if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, file); err != nil {
+			t.Fatal(err)
+		}
+	}
+	next := func() []derive.ConfigOverride {
+		t.Helper()
+		select {
+		case o := <-apply:
+			return o
+		case <-time.After(5 * time.Second):
+			t.Fatal("no overrides applied within 5 s")
+			return nil
+		}
+	}
+	// A broken file and a process-key change apply nothing; a dataplane change applies, with
+	// the environment still on top.
+	rewrite("vxlanPort: [\n")
+	waitFor(t, func() bool { return strings.Contains(logBuf.String(), "config file unreadable") })
+	rewrite("vxlanPort: 5000\nlogLevel: debug\n")
+	waitFor(t, func() bool { return strings.Contains(logBuf.String(), "needs a restart") })
+	rewrite("vxlanPort: 5001\nlogLevel: debug\n")
+	got := next()
+	want := []derive.ConfigOverride{
+		{Name: "config file " + file, Spec: map[string]any{"vxlanPort": float64(5001)}},
+		{Name: "environment", Spec: map[string]any{"logPrefix": "env"}},
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("overrides (-want +got):\n%s", d)
+	}
+	select {
+	case o := <-apply:
+		t.Errorf("overrides applied again without a change: %v", o)
+	case <-time.After(50 * time.Millisecond):
+	}
+}
+
+func TestAgentAppliesReconfiguration(t *testing.T) {
+	dp := &recordingDataplane{}
+	a, st := newTestAgent(dp)
+	st.RegisterSource("file")
+	_ = st.MarkInSync("file")
+	reconfig := make(chan []derive.ConfigOverride)
+	a.reconfigure = reconfig
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.run(ctx, time.Millisecond, time.Hour) }()
+	lastPrefix := func() string {
+		dp.mu.Lock()
+		defer dp.mu.Unlock()
+		if dp.last == nil {
+			return ""
+		}
+		return dp.last.Config.LogPrefix
+	}
+	waitFor(t, func() bool { return lastPrefix() == "calico-packet" })
+	reconfig <- []derive.ConfigOverride{{Name: "config file x", Spec: map[string]any{"logPrefix": "reloaded"}}}
+	waitFor(t, func() bool { return lastPrefix() == "reloaded" })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	a.deriver.Close()
+}
+
+// lockedLog is a log sink safe for a writing goroutine and a reading test.
+type lockedLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }
