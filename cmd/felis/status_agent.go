@@ -14,7 +14,6 @@ import (
 
 // Endpoint programming states.
 const (
-	statePending    = "pending"    // derived, not yet programmed (waiting for in-sync or a first sync)
 	stateProgrammed = "programmed" // every dataplane holds its current desired state
 	stateError      = "error"      // its current desired state failed to program; Reason says why
 )
@@ -25,7 +24,7 @@ type EndpointStatus struct {
 	Kind      string    `json:"kind"`               // WorkloadEndpoint or HostEndpoint
 	Workload  string    `json:"workload,omitempty"` // NAMESPACE/POD of a workload endpoint
 	Interface string    `json:"interface"`
-	State     string    `json:"state"` // programmed, error or pending
+	State     string    `json:"state"` // programmed or error
 	Reason    string    `json:"reason,omitempty"`
 	Revision  uint64    `json:"revision"` // store revision of the state (programmed or attempted)
 	Time      time.Time `json:"time"`     // when the endpoint reached State
