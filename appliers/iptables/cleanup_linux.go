@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"syscall"
 
 	gnft "github.com/google/nftables"
 
@@ -95,6 +96,9 @@ func RemoveNFTablesTable(netnsFd int) error {
 		return fmt.Errorf("nftables: %w", err)
 	}
 	tables, err := c.ListTablesOfFamily(gnft.TableFamilyINet)
+	if errors.Is(err, syscall.EPROTONOSUPPORT) || errors.Is(err, syscall.EAFNOSUPPORT) {
+		return nil // a kernel without nf_tables holds no nftables table
+	}
 	if err != nil {
 		return fmt.Errorf("nftables: list tables: %w", err)
 	}

@@ -97,7 +97,7 @@ type Hook struct {
 	Hashes []string
 }
 
-// Line is the full iptables-restore line of rule i of a chain or hook, as appended.
+// line is the iptables-restore line appending one rule with its hash comment.
 func line(chain, body, hash string) string {
 	return "-A " + chain + " -m comment --comment \"" + Prefix[:len(Prefix)-1] + ":" + hash + "\" " + body
 }
