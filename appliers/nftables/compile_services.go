@@ -27,6 +27,8 @@ func (c *compiler) serviceStmt(s render.Stmt) (exprs []expr.Any, ok bool, err er
 			&expr.Payload{DestRegister: reg32_0 + n/4 + 1, Base: expr.PayloadBaseTransportHeader, Offset: portOffset(true), Len: 2},
 			l,
 		}, true, nil
+	case render.Reject:
+		return []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_PORT_UNREACH}}, true, nil
 	case render.RandomOneIn:
 		if s.Mod == 0 {
 			return nil, true, fmt.Errorf("numgen modulus 0: %w", ErrInvalid)

@@ -4,9 +4,11 @@ package nftables
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/netip"
+	"syscall"
 	"testing"
 	"time"
 
@@ -55,9 +57,9 @@ func ask(t *testing.T, ns netns.NsHandle, dst netip.AddrPort, timeout time.Durat
 
 // TestPacketsServices load-balances real TCP through a ClusterIP and a NodePort: from a pod
 // every backend answers; a backend itself reaches its own service (hairpin); a not-ready
-// backend gets no new connection; affinity pins a client; an ingress policy that allows only
-// the target port admits service traffic (policy sees the DNATed destination); and a client
-// outside the node reaches the NodePort.
+// backend gets no new connection; affinity pins a client; a service without endpoints refuses
+// at once; an ingress policy that allows only the target port admits service traffic (policy
+// sees the DNATed destination); and a client outside the node reaches the NodePort.
 func TestPacketsServices(t *testing.T) {
 	a, b, c := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("10.0.0.3")
 	nodeIP, extIP := netip.MustParseAddr("192.168.50.1"), netip.MustParseAddr("192.168.50.2")
@@ -176,6 +178,21 @@ func TestPacketsServices(t *testing.T) {
 	if seen := probe(pods["calicccc"], svc, 10); len(seen) != 1 || seen[""] != 0 {
 		t.Errorf("ClientIP affinity from pod C: %v, want one backend throughout", seen)
 	}
+
+	snap.Services[0].Backends = nil
+	snap.Services[0].AffinitySeconds = 0
+	sync("no endpoints")
+	err = inNS(t, pods["caliaaaa"], func() error {
+		c, err := net.DialTimeout("tcp", svc.String(), 2*time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("service without endpoints: dial error %v, want connection refused (rejected at once)", err)
+	}
+	snap.Services[0].Backends = []snapshot.Backend{backend(b, true), backend(c, true)}
 
 	snap.Endpoints[1].Ingress = snapshot.Direction{Tiers: []snapshot.TierPolicies{{Tier: "default", DefaultAction: snapshot.Deny}}}
 	snap.Endpoints[2].Ingress = snap.Endpoints[1].Ingress

@@ -307,8 +307,8 @@ func (sb *serviceBuilder) balanceChain(f snapshot.Frontend, sp servicePort, name
 	backends := sb.s.BackendsFor(f, sb.node)
 	c := Chain{Name: name, Level: LevelTier}
 	if len(backends) == 0 {
-		// kube-proxy rejects; felis drops (no reject statement in its vocabulary yet).
-		c.Rules = []Rule{{Stmts: []Stmt{Drop}}}
+		// As kube-proxy does: the client learns at once that nothing serves the port.
+		c.Rules = []Rule{{Stmts: []Stmt{Reject{}}}}
 		sb.addChain(c)
 		return nil
 	}

@@ -35,10 +35,17 @@ type SetUpdate struct {
 	Set    string
 }
 
+// Reject answers the packet with an ICMP (ICMPv6) port unreachable and drops it: "reject".
+type Reject struct{}
+
+func (Reject) isStmt()       {}
 func (FrontendVmap) isStmt() {}
 func (RandomOneIn) isStmt()  {}
 func (DNAT) isStmt()         {}
 func (SetUpdate) isStmt()    {}
+
+// String renders the statement in nft syntax.
+func (Reject) String() string { return "reject" }
 
 // String renders the statement in nft syntax.
 func (s FrontendVmap) String() string {

@@ -117,7 +117,7 @@ func TestRenderServicesSemantics(t *testing.T) {
 		// Cluster policy NodePort: mark for masquerade, then the cluster chain.
 		{"nodeport cluster", 4, "192.168.1.10", 6, 30379, []string{"meta mark set meta mark | 0x02000000", "goto svc-app/cache//tcp/4"}, nil},
 		{"ipv6 cluster ip", 6, "fd00:96::30", 6, 6379, []string{"[fd00:10::6]:6379"}, nil},
-		{"no backends", 4, "10.96.0.40", 6, 80, []string{"drop"}, []string{"numgen"}},
+		{"no backends", 4, "10.96.0.40", 6, 80, []string{"reject"}, []string{"numgen", "drop"}},
 	}
 	for _, tc := range tests {
 		chain := target(tc.fam, tc.addr, tc.proto, tc.port)
