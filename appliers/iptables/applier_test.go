@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/felis-dev/felis/snapshot"
 )
@@ -50,6 +51,11 @@ func syncAndCheck(t *testing.T, r Runner, desired Ruleset) []Op {
 	return ops
 }
 
+// stateDiff compares states without the kernel chains' lengths (which count others' rules).
+func stateDiff(want, got *State) string {
+	return cmp.Diff(want, got, cmpopts.IgnoreFields(State{}, "ChainLen"))
+}
+
 func opsText(ops []Op) string {
 	var b strings.Builder
 	for _, o := range ops {
@@ -70,7 +76,7 @@ func TestFakeSyncObserveEqualsDesired(t *testing.T) {
 		t.Errorf("restores = %d, want 9", got)
 	}
 	st, _ := Observe(context.Background(), f)
-	if diff := cmp.Diff(StateOf(desired), st); diff != "" {
+	if diff := stateDiff(StateOf(desired), st); diff != "" {
 		t.Errorf("observed state (-committed +observed):\n%s", diff)
 	}
 }
@@ -270,7 +276,62 @@ func TestPlanDeletesStaleChainsAndSets(t *testing.T) {
 		t.Errorf("ops %v: want chain deletes and set destroys", v)
 	}
 	st, _ := Observe(ctx, f)
-	if diff := cmp.Diff(StateOf(desired), st); diff != "" {
+	if diff := stateDiff(StateOf(desired), st); diff != "" {
 		t.Errorf("state (-want +got):\n%s", diff)
+	}
+}
+
+func TestChainInsertModeAppend(t *testing.T) {
+	ctx := context.Background()
+	f := NewFake()
+	if err := f.Restore(ctx, 4, "*filter\n:KUBE-X - [0:0]\n-A INPUT -j KUBE-X\nCOMMIT\n"); err != nil {
+		t.Fatal(err)
+	}
+	input := ChainKey{Family: 4, Table: "filter", Chain: "INPUT"}
+	positions := func() []int {
+		st, err := Observe(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []int
+		for _, h := range st.Hooks[input] {
+			out = append(out, h.Index)
+		}
+		return out
+	}
+	appendMode := fixtureSnapshot()
+	appendMode.Config.ChainInsertMode = "Append"
+	a := NewApplier(f)
+	syncAndCheck(t, f, mustRender(t, appendMode))
+	if diff := cmp.Diff([]int{1, 2}, positions()); diff != "" {
+		t.Errorf("append mode: INPUT hook positions (-want +got):\n%s", diff)
+	}
+	// A foreign rule appended after felis's moves them back to the end on resync.
+	if err := f.Restore(ctx, 4, "*filter\n-A INPUT -j KUBE-X\nCOMMIT\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Resync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ops, err := a.Sync(ctx, mustRender(t, appendMode))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(map[Verb]int{HookWrite: 1}, verbs(ops)); diff != "" {
+		t.Errorf("append repair (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]int{2, 3}, positions()); diff != "" {
+		t.Errorf("after repair: INPUT hook positions (-want +got):\n%s", diff)
+	}
+	// Back to insert mode: every hook moves to the top.
+	ops, err = a.Sync(ctx, mustRender(t, fixtureSnapshot()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := verbs(ops); v[HookWrite] != len(mustRender(t, fixtureSnapshot()).Hooks) || len(v) != 1 {
+		t.Errorf("switch to insert: ops %v, want only hook writes", v)
+	}
+	if diff := cmp.Diff([]int{0, 1}, positions()); diff != "" {
+		t.Errorf("insert mode: INPUT hook positions (-want +got):\n%s", diff)
 	}
 }

@@ -77,7 +77,7 @@ func TestKernelMatchesFake(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if diff := cmp.Diff(StateOf(desired), st); diff != "" {
+				if diff := stateDiff(StateOf(desired), st); diff != "" {
 					t.Fatalf("%s: observed (-committed +observed):\n%s", name, diff)
 				}
 			}
@@ -145,7 +145,7 @@ func TestKernelMatchesFake(t *testing.T) {
 				t.Errorf("drift repair (deleted %q): (-want +got):\n%s\n%s", hook.Line, diff, opsText(ops))
 			}
 			st, _ = Observe(ctx, k)
-			if diff := cmp.Diff(StateOf(desired), st); diff != "" {
+			if diff := stateDiff(StateOf(desired), st); diff != "" {
 				t.Errorf("after repair (-committed +observed):\n%s", diff)
 			}
 
@@ -158,7 +158,7 @@ func TestKernelMatchesFake(t *testing.T) {
 				t.Fatal(err)
 			}
 			st, _ = Observe(ctx, k)
-			if diff := cmp.Diff(NewState(), st); diff != "" {
+			if diff := stateDiff(NewState(), st); diff != "" {
 				t.Errorf("after Remove (-empty +observed):\n%s", diff)
 			}
 		})
@@ -208,7 +208,7 @@ func TestKernelCleanup(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if diff := cmp.Diff(NewState(), st); diff != "" {
+		if diff := stateDiff(NewState(), st); diff != "" {
 			t.Errorf("%s after Cleanup (-empty +observed):\n%s", backend, diff)
 		}
 		save, _ := k.Save(ctx, 4)

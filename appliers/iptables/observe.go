@@ -47,6 +47,9 @@ func ParseSave(st *State, family int, text string) error {
 				st.Hooks[k] = append(st.Hooks[k], HookRule{Index: index[chain], Line: rest, Hash: hash})
 			}
 			index[chain]++
+			if !strings.HasPrefix(chain, Prefix) {
+				st.ChainLen[k] = index[chain]
+			}
 		}
 	}
 	return sc.Err()

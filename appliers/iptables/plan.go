@@ -48,15 +48,17 @@ func (o Op) String() string {
 }
 
 // State is what the dataplane holds of felis's: sets with members, felis chains with their
-// rule hashes ("" for a rule without one), and felis's rules in kernel chains.
+// rule hashes ("" for a rule without one), felis's rules in kernel chains, and how many
+// rules each kernel chain holding some had when observed.
 type State struct {
-	Sets   map[string]Set
-	Chains map[ChainKey][]string
-	Hooks  map[ChainKey][]HookRule
+	Sets     map[string]Set
+	Chains   map[ChainKey][]string
+	Hooks    map[ChainKey][]HookRule
+	ChainLen map[ChainKey]int
 }
 
-// HookRule is one felis rule found in a kernel chain: its 0-based position, its text after
-// "-A CHAIN " (what a -D needs) and its hash.
+// HookRule is one felis rule found in a kernel chain: its 0-based position (-1: appended,
+// position unknown), its text after "-A CHAIN " (what a -D needs) and its hash.
 type HookRule struct {
 	Index int
 	Line  string
@@ -65,7 +67,7 @@ type HookRule struct {
 
 // NewState returns an empty state.
 func NewState() *State {
-	return &State{Sets: map[string]Set{}, Chains: map[ChainKey][]string{}, Hooks: map[ChainKey][]HookRule{}}
+	return &State{Sets: map[string]Set{}, Chains: map[ChainKey][]string{}, Hooks: map[ChainKey][]HookRule{}, ChainLen: map[ChainKey]int{}}
 }
 
 // StateOf is the state the dataplane holds once r is committed.
@@ -79,7 +81,11 @@ func StateOf(r Ruleset) *State {
 	}
 	for _, h := range r.Hooks {
 		for i, body := range h.Rules {
-			s.Hooks[h.ChainKey] = append(s.Hooks[h.ChainKey], HookRule{Index: i, Line: strings.TrimPrefix(line(h.Chain, body, h.Hashes[i]), "-A "+h.Chain+" "), Hash: h.Hashes[i]})
+			idx := i
+			if h.Append {
+				idx = -1
+			}
+			s.Hooks[h.ChainKey] = append(s.Hooks[h.ChainKey], HookRule{Index: idx, Line: strings.TrimPrefix(line(h.Chain, body, h.Hashes[i]), "-A "+h.Chain+" "), Hash: h.Hashes[i]})
 		}
 	}
 	return s
@@ -169,12 +175,16 @@ func Plan(desired Ruleset, observed *State) []Op {
 	for _, h := range desired.Hooks {
 		wantHook[h.ChainKey] = true
 		obs := observed.Hooks[h.ChainKey]
-		if hookMatches(h, obs) {
+		if hookMatches(h, obs, observed.ChainLen[h.ChainKey]) {
 			continue
 		}
 		lines := hookDeletes(h.Chain, obs)
 		for i, body := range h.Rules {
-			lines = append(lines, fmt.Sprintf("-I %s %d %s", h.Chain, i+1, strings.TrimPrefix(line(h.Chain, body, h.Hashes[i]), "-A "+h.Chain+" ")))
+			l := line(h.Chain, body, h.Hashes[i])
+			if !h.Append {
+				l = fmt.Sprintf("-I %s %d %s", h.Chain, i+1, strings.TrimPrefix(l, "-A "+h.Chain+" "))
+			}
+			lines = append(lines, l)
 		}
 		ops = append(ops, Op{Verb: HookWrite, Family: h.Family, Table: h.Table, Name: h.Chain, Lines: lines})
 	}
@@ -195,12 +205,18 @@ func hasReplace(ops []Op, tmp string) bool {
 	return slices.ContainsFunc(ops, func(o Op) bool { return o.Verb == SetReplace && tmpSetName(o.Name) == tmp })
 }
 
-func hookMatches(h Hook, obs []HookRule) bool {
+// hookMatches says whether the observed felis rules of a kernel chain are the desired ones in
+// the desired place: the top, or (append mode) the end of a chain of chainLen rules.
+func hookMatches(h Hook, obs []HookRule, chainLen int) bool {
 	if len(obs) != len(h.Hashes) {
 		return false
 	}
 	for i, r := range obs {
-		if r.Index != i || r.Hash != h.Hashes[i] {
+		at := i
+		if h.Append {
+			at = chainLen - len(obs) + i
+		}
+		if r.Hash != h.Hashes[i] || (r.Index != at && r.Index >= 0) {
 			return false
 		}
 	}

@@ -152,11 +152,15 @@ func translate(snap snapshot.Snapshot, table nft.Table) (Ruleset, error) {
 	}
 	for k, refs := range hooks {
 		slices.SortFunc(refs, func(a, b hookRef) int { return cmp.Or(cmp.Compare(a.prio, b.prio), cmp.Compare(a.name, b.name)) })
-		h := Hook{ChainKey: k}
+		h := Hook{ChainKey: k, Append: strings.EqualFold(snap.Config.ChainInsertMode, "append")}
 		for _, r := range refs {
 			h.Rules = append(h.Rules, "-j "+ChainName(r.name))
 		}
-		h.Hashes = hashRules(k.Chain, h.Rules)
+		seed := k.Chain
+		if h.Append { // the same rules in the other place are other rules
+			seed += " append"
+		}
+		h.Hashes = hashRules(seed, h.Rules)
 		t.out.Hooks = append(t.out.Hooks, h)
 	}
 	for _, s := range t.sets {

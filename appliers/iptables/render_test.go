@@ -231,6 +231,7 @@ COMMIT
 		Hooks: map[ChainKey][]HookRule{
 			{4, "filter", "INPUT"}: {{Index: 1, Line: `-m comment --comment "felis:0123456789abcdef" -j felis-a`, Hash: "0123456789abcdef"}},
 		},
+		ChainLen: map[ChainKey]int{{4, "filter", "INPUT"}: 2},
 	}
 	if diff := cmp.Diff(want, st); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)

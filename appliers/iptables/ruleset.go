@@ -90,9 +90,11 @@ type Chain struct {
 	Hashes []string
 }
 
-// Hook is felis's rules at the top of one kernel chain (INPUT, FORWARD, ...), in order.
+// Hook is felis's rules in one kernel chain (INPUT, FORWARD, ...), in order: at the top, or
+// at the end when Append (FelixConfiguration chainInsertMode: Append).
 type Hook struct {
 	ChainKey
+	Append bool
 	Rules  []string
 	Hashes []string
 }
