@@ -170,6 +170,9 @@ func TestKernelMatchesFake(t *testing.T) {
 func TestKernelCleanup(t *testing.T) {
 	ctx := context.Background()
 	ns := newNetNS(t)
+	if err := Cleanup(ctx, WithNetNS(ns)); err != nil {
+		t.Fatalf("Cleanup with nothing to remove: %v", err)
+	}
 	desired := mustRender(t, fixtureSnapshot())
 	for _, backend := range []string{BackendLegacy, BackendNFT} {
 		k, err := NewKernel(ctx, backend, WithNetNS(ns))
