@@ -122,21 +122,7 @@ func Plan(desired Ruleset, observed *State) []Op {
 			lines = append(lines, "swap "+tmp+" "+d.Name, "destroy "+tmp)
 			ops = append(ops, Op{Verb: SetReplace, Family: d.Family, Name: d.Name, Lines: lines})
 		default:
-			have := map[string]bool{}
-			for _, m := range o.Members {
-				have[m] = true
-			}
-			for _, m := range d.Members {
-				if !have[m] {
-					ops = append(ops, Op{Verb: SetAdd, Family: d.Family, Name: d.Name, Lines: []string{"add " + d.Name + " " + m}})
-				}
-				delete(have, m)
-			}
-			for _, m := range o.Members { // observed order is sorted
-				if have[m] {
-					ops = append(ops, Op{Verb: SetDel, Family: d.Family, Name: d.Name, Lines: []string{"del " + d.Name + " " + m}})
-				}
-			}
+			ops = memberOps(ops, d, o.Members)
 		}
 	}
 	wantSet := map[string]bool{}
@@ -199,6 +185,24 @@ func Plan(desired Ruleset, observed *State) []Op {
 		ops = append(ops, Op{Verb: HookWrite, Family: k.Family, Table: k.Table, Name: k.Chain, Lines: hookDeletes(k.Chain, observed.Hooks[k])})
 	}
 	return append(ops, destroys...)
+}
+
+// memberOps appends one op per member to add or delete, walking both sorted member lists.
+func memberOps(ops []Op, d Set, have []string) []Op {
+	want := d.Members
+	for len(want) > 0 || len(have) > 0 {
+		switch {
+		case len(have) == 0 || len(want) > 0 && want[0] < have[0]:
+			ops = append(ops, Op{Verb: SetAdd, Family: d.Family, Name: d.Name, Lines: []string{"add " + d.Name + " " + want[0]}})
+			want = want[1:]
+		case len(want) == 0 || have[0] < want[0]:
+			ops = append(ops, Op{Verb: SetDel, Family: d.Family, Name: d.Name, Lines: []string{"del " + d.Name + " " + have[0]}})
+			have = have[1:]
+		default:
+			want, have = want[1:], have[1:]
+		}
+	}
+	return ops
 }
 
 func hasReplace(ops []Op, tmp string) bool {

@@ -244,3 +244,25 @@ COMMIT
 		t.Errorf("plan verbs %v, want one hook write, one chain write, one delete", got)
 	}
 }
+
+func TestMemberOps(t *testing.T) {
+	tests := []struct {
+		want, have []string
+		lines      []string
+	}{
+		{nil, nil, nil},
+		{[]string{"a", "c"}, []string{"a", "c"}, nil},
+		{[]string{"a", "b", "c"}, []string{"b"}, []string{"add s a", "add s c"}},
+		{[]string{"b"}, []string{"a", "b", "c"}, []string{"del s a", "del s c"}},
+		{[]string{"a", "d"}, []string{"b", "c", "d"}, []string{"add s a", "del s b", "del s c"}},
+	}
+	for _, tc := range tests {
+		var got []string
+		for _, o := range memberOps(nil, Set{Name: "s", Members: tc.want}, tc.have) {
+			got = append(got, o.Lines...)
+		}
+		if diff := cmp.Diff(tc.lines, got); diff != "" {
+			t.Errorf("want %v, have %v (-want +got):\n%s", tc.want, tc.have, diff)
+		}
+	}
+}
