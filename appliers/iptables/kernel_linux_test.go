@@ -237,3 +237,13 @@ func TestKernelCleanup(t *testing.T) {
 		t.Errorf("second removal (no table): %v", err)
 	}
 }
+
+// TestKernelServices loads the services translation (DNAT, statistic, recent, the reject
+// mark and REJECT) into both flavours: the kernel accepts every rule, and observes it back.
+func TestKernelServices(t *testing.T) {
+	for _, backend := range []string{BackendLegacy, BackendNFT} {
+		t.Run(backend, func(t *testing.T) {
+			syncAndCheck(t, newTestKernel(t, backend), mustRender(t, servicesSnapshot()))
+		})
+	}
+}

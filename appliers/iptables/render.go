@@ -42,6 +42,10 @@ var hookOf = map[string][2]string{
 	"nat-output":             {"nat", "OUTPUT"},
 }
 
+// rejectsMarked are the base chains, one per filter hook a packet can take after nat, that
+// reject what a service without endpoints marked in nat.
+var rejectsMarked = map[string]bool{"filter-input": true, "filter-forward": true, "filter-output": true}
+
 // ChainName is the iptables chain for an nftables chain (or "map-NAME" dispatch chain):
 // "felis-" + the name when it fits 28 characters of [A-Za-z0-9._-], otherwise its first two
 // words and a hash of the whole name.
@@ -250,6 +254,9 @@ func (t *translator) chain(fam int, table, name string, base bool) error {
 	if base {
 		// The accept mark says "an accept happened below"; it starts clear in every base chain.
 		rules = append(rules, fmt.Sprintf("-j MARK --set-xmark 0x0/%#x", AcceptMark))
+		if rejectsMarked[name] {
+			rules = append(rules, fmt.Sprintf("-m mark --mark %#x/%#x -j REJECT", RejectMark, RejectMark))
+		}
 	}
 	for i, r := range c.Rules {
 		out, err := t.rule(fam, table, r, base)

@@ -140,8 +140,9 @@ func TestTranslation(t *testing.T) {
 		table, nft  string
 		first, want []string // want: a run of rules in the chain (first: its first rules)
 	}{
-		{"a base chain clears the accept mark, accepts by returning", 4, "filter", "filter-input", []string{
+		{"a base chain clears the accept mark, rejects what nat marked, accepts by returning", 4, "filter", "filter-input", []string{
 			"-j MARK --set-xmark 0x0/0x4000000",
+			"-m mark --mark 0x8000000/0x8000000 -j REJECT",
 			"-m conntrack --ctstate ESTABLISHED,RELATED -j RETURN",
 			"-m conntrack --ctstate INVALID -j DROP",
 			"-m conntrack --ctstate UNTRACKED -j RETURN",
@@ -265,4 +266,41 @@ func TestMemberOps(t *testing.T) {
 			t.Errorf("want %v, have %v (-want +got):\n%s", tc.want, tc.have, diff)
 		}
 	}
+}
+
+func TestServicesTranslation(t *testing.T) {
+	rs := mustRender(t, servicesSnapshot())
+	var nat, rejects []string
+	for _, c := range rs.Chains {
+		for _, r := range c.Rules {
+			if c.Table == "nat" && strings.Contains(r, "0x8000000/0x8000000") {
+				nat = append(nat, r)
+			}
+			if strings.Contains(r, "-j REJECT") {
+				if c.Table != "filter" {
+					t.Errorf("%s: REJECT outside the filter table: %s", c.ChainKey, r)
+				}
+				rejects = append(rejects, c.Chain)
+			}
+		}
+	}
+	if len(nat) != 1 {
+		t.Errorf("want the empty service's chain to set the reject mark once, got %q", nat)
+	}
+	if diff := cmp.Diff([]string{"felis-filter-forward", "felis-filter-input", "felis-filter-output"}, slices.Sorted(slices.Values(uniq(rejects)))); diff != "" {
+		t.Errorf("chains rejecting marked packets (-want +got):\n%s", diff)
+	}
+	joined := rs.String()
+	for _, want := range []string{"-j DNAT --to-destination 10.0.1.1:8080", "-m statistic --mode random --probability 0.50000000000",
+		"-m recent --name felis-aff-", "--rcheck --seconds 300 --reap --rsource", "-j DNAT --to-destination [fd00:10::6]:6379",
+		"-d 10.96.0.10/32 -p tcp -m multiport --dports 80 -j felis-"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("translation lacks %q", want)
+		}
+	}
+}
+
+func uniq(s []string) []string {
+	slices.Sort(s)
+	return slices.Compact(s)
 }

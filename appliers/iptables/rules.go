@@ -173,6 +173,8 @@ func (t *translator) rule(fam int, table string, r nft.Rule, base bool) ([]strin
 			effects = append(effects, "-j LOG --log-prefix "+strconv.Quote(logPrefix(s.Prefix)))
 		case nft.Notrack:
 			effects = append(effects, "-j CT --notrack")
+		case nft.Reject:
+			verdict = s
 		case nft.Verdict, nft.Masquerade, nft.IfVmap:
 			verdict = s
 		default:
@@ -195,6 +197,19 @@ func (t *translator) rule(fam int, table string, r nft.Rule, base bool) ([]strin
 		case nil:
 		case nft.Masquerade:
 			out = append(out, with("-j MASQUERADE"))
+		case nft.Reject:
+			if table != "nat" {
+				out = append(out, with("-j REJECT"))
+				break
+			}
+			// iptables rejects only in filter: mark, end felis's nat chains as an accept
+			// would, and let the filter hook chains reject.
+			out = append(out, with(fmt.Sprintf("-j MARK --set-xmark %#x/%#x", RejectMark, RejectMark)))
+			if base {
+				out = append(out, with("-j RETURN"))
+			} else {
+				out = append(out, with(acceptMarkSet), acceptMarkCheck)
+			}
 		case nft.IfVmap:
 			chain, err := t.dispatch(fam, table, v.Map, v.Out)
 			if err != nil {

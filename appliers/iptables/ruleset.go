@@ -20,6 +20,9 @@ const Prefix = "felis-"
 const (
 	PassMark   uint32 = nft.PassMark
 	AcceptMark uint32 = 0x04000000
+	// RejectMark carries a service's reject from the nat table, where iptables has no
+	// REJECT, to the filter chains, which reject marked packets first.
+	RejectMark uint32 = 0x08000000
 )
 
 // Tables in the order felis writes them.
