@@ -250,7 +250,7 @@ func (d *Deriver) apply(v *store.View, changed []model.Key) {
 	d.updateActivation()
 	if slicesChanged {
 		for _, s := range d.sets {
-			if s.def.Kind == setService {
+			if s.def.Kind == setService && d.services.dirty[s.def.Service] {
 				s.dirty = true
 			}
 		}
@@ -739,23 +739,11 @@ func (d *Deriver) assemble(v *store.View) (*snapshot.Snapshot, error) {
 	}
 	slices.SortFunc(s.Endpoints, func(a, b snapshot.Endpoint) int { return strings.Compare(a.ID, b.ID) })
 	slices.SortFunc(s.HostEndpoints, func(a, b snapshot.HostEndpoint) int { return strings.Compare(a.ID, b.ID) })
-	// Every EndpointSlice in key order, built only when a service set needs recomputing:
-	// sorting thousands of slices every cycle would make each cycle cost the cluster's size.
-	var slicesList []*model.EndpointSlice
-	listSlices := func() []*model.EndpointSlice {
-		if slicesList == nil {
-			slicesList = make([]*model.EndpointSlice, 0, len(d.endpointSlices))
-			for _, k := range sortedKeys(boolKeys(d.endpointSlices)) {
-				slicesList = append(slicesList, d.endpointSlices[k])
-			}
-		}
-		return slicesList
-	}
 	for _, id := range d.setIDs {
 		set := d.sets[id]
 		if set.dirty {
 			if set.def.Kind == setService {
-				set.members = ipSetMembers(set.def, nil, listSlices())
+				set.members = ipSetMembers(set.def, nil, d.services.slicesOf(set.def.Service))
 			} else {
 				set.members = snapshot.SortMembers(slices.Collect(maps.Keys(set.counts)))
 			}

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/felis-dev/felis/model"
@@ -101,6 +102,10 @@ func (w *randomWorld) object() model.Object {
 		if w.rng.IntN(2) == 0 {
 			rule.Destination.Ports = []model.Port{{Name: "http"}}
 		}
+		if w.rng.IntN(3) == 0 {
+			// Calico's services match, over the random services' slices.
+			rule.Destination = model.EntityRule{Services: &model.ServiceMatch{Name: fmt.Sprintf("svc%d", w.rng.IntN(3)), Namespace: w.pick(worldNS)}}
+		}
 		if w.rng.IntN(2) == 0 {
 			p.Ingress = []model.Rule{rule}
 			p.Types = []model.PolicyType{model.PolicyTypeIngress}
@@ -189,10 +194,11 @@ func (w *randomWorld) endpointSlice() *model.EndpointSlice {
 // every batch, that the incremental Deriver returns byte-for-byte what the pure Derive
 // returns for the same view.
 func TestDeriverEqualsDerive(t *testing.T) {
-	withBackends, withNodePorts := 0, 0 // the world must exercise services, not just allow them
+	withBackends, withNodePorts, withServiceSets := 0, 0, 0 // the world must exercise services, not just allow them
 	defer func() {
-		if withBackends == 0 || withNodePorts == 0 {
-			t.Errorf("no snapshot had a service with backends (%d) or a NodePort frontend (%d)", withBackends, withNodePorts)
+		if withBackends == 0 || withNodePorts == 0 || withServiceSets == 0 {
+			t.Errorf("no snapshot had a service with backends (%d), a NodePort frontend (%d) or a filled services-rule IP set (%d)",
+				withBackends, withNodePorts, withServiceSets)
 		}
 	}()
 	for seed := uint64(1); seed <= 40; seed++ {
@@ -231,6 +237,11 @@ func TestDeriverEqualsDerive(t *testing.T) {
 			got, err := d.Derive(v)
 			if err != nil {
 				t.Fatal(err)
+			}
+			for _, set := range want.IPSets {
+				if strings.HasPrefix(set.Source, "service ") && len(set.Members) > 0 {
+					withServiceSets++
+				}
 			}
 			for _, sv := range want.Services {
 				if len(sv.Backends) > 0 {

@@ -59,6 +59,19 @@ func (sd *serviceDeriver) changed(v *store.View, node string, k model.Key) {
 	}
 }
 
+// slicesOf returns a service's EndpointSlices in key order.
+func (sd *serviceDeriver) slicesOf(id string) []*model.EndpointSlice {
+	keys := make(map[model.Key]bool, len(sd.bySvc[id]))
+	for k := range sd.bySvc[id] {
+		keys[k] = true
+	}
+	out := make([]*model.EndpointSlice, 0, len(keys))
+	for _, k := range sortedKeys(keys) {
+		out = append(out, sd.slices[k])
+	}
+	return out
+}
+
 // assemble recomputes what changed and returns every service in ID order.
 func (sd *serviceDeriver) assemble(v *store.View, node string) []snapshot.Service {
 	if sd.envDirty {
