@@ -26,10 +26,11 @@ import (
 // milliseconds, so a second of silence is a drop.
 const probeTimeout = time.Second
 
-// agentRouting says whether felis agent programs routes and proxy-ARP itself. Until the netlink
-// applier is wired into the agent the harness does the host side of the pod wiring, and the
-// agent runs with --no-routing so the two never fight over the same routes.
-const agentRouting = false
+// agentRouting says whether felis agent programs the host side of the pod wiring (routes to
+// the pods, proxy-ARP/NDP) itself, through its netlink applier, as on a real node. When false
+// the harness wires the host side as a CNI plugin would and the agent runs with --no-routing,
+// so the two never fight over the same routes (useful to tell a policy bug from a routing one).
+const agentRouting = true
 
 // podSpec is one pod of a scenario; its addresses follow its position in env.pods.
 type podSpec struct {
