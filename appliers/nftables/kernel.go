@@ -279,6 +279,11 @@ func (k *Kernel) Observe(context.Context) (*render.Table, error) {
 			continue
 		}
 		s.Table = k.table
+		if s.HasTimeout || s.Dynamic {
+			// Affinity sets: packets own the elements, and there may be one per client.
+			out.Sets = append(out.Sets, observeTimeoutSet(s))
+			continue
+		}
 		els, err := k.conn.GetSetElements(s)
 		if err != nil {
 			return nil, fmt.Errorf("list elements of %s: %w", s.Name, err)
@@ -351,9 +356,6 @@ func decodeVerdict(b []byte) (expr.VerdictKind, string) {
 }
 
 func observeSet(s *gnft.Set, els []gnft.SetElement) render.Set {
-	if s.HasTimeout || s.Dynamic {
-		return observeTimeoutSet(s)
-	}
 	out := render.Set{Name: s.Name}
 	n := s.KeyType.Bytes
 	switch n {
