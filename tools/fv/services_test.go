@@ -120,7 +120,7 @@ var _ = Describe("felis agent load-balances Kubernetes services", Label("nftable
 		e.addPods(nil, svcPods...)
 		backends = map[string]*netns.Listener{}
 		for _, p := range []string{"web-a", "web-b", "web-c"} {
-			l, err := e.pod("app/" + p).Listen(netns.TCP, svcTarget)
+			l, err := e.pod("app/"+p).Listen(netns.TCP, svcTarget)
 			Expect(err).NotTo(HaveOccurred())
 			backends[p] = l
 		}
@@ -175,7 +175,7 @@ var _ = Describe("felis agent load-balances Kubernetes services", Label("nftable
 		// Allow only the web service: the ClusterIP works, a pod port outside the service does not.
 		rewrite("policy.yaml", servicePolicyYAML(true))
 		seen := servedBy(client, cip, 10, backends)
-		Expect(seen["web-a"]+seen["web-b"]+seen["web-c"]).To(Equal(10))
+		Expect(seen["web-a"] + seen["web-b"] + seen["web-c"]).To(Equal(10))
 		other, err := e.pod("app/web-a").Listen(netns.TCP, 7000)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(client.Probe(netns.TCP, netip.AddrPortFrom(e.pod("app/web-a").IPv4, other.Port)).Denied()).To(Succeed(),
