@@ -18,7 +18,7 @@ func init() {
 		if err != nil {
 			return nil, err
 		}
-		return &nftDataplane{kernel: k, applier: nftables.NewApplier(k)}, nil
+		return &nftDataplane{kernel: k, applier: nftables.NewApplier(k), renderer: render.NewRenderer()}, nil
 	}
 }
 
@@ -26,12 +26,15 @@ func init() {
 type nftDataplane struct {
 	kernel  *nftables.Kernel
 	applier *nftables.Applier
+	// renderer remembers what it rendered for each service, so a cycle re-renders only the
+	// services that changed.
+	renderer *render.Renderer
 }
 
 func (d *nftDataplane) Name() string { return "nftables" }
 
 func (d *nftDataplane) Sync(ctx context.Context, desired *snapshot.Snapshot, full bool) (appliers.Result, error) {
-	table, err := render.Render(*desired)
+	table, err := d.renderer.Render(*desired)
 	if err != nil {
 		return appliers.Result{}, fmt.Errorf("render: %w", err)
 	}
@@ -48,7 +51,7 @@ func (d *nftDataplane) Sync(ctx context.Context, desired *snapshot.Snapshot, ful
 }
 
 func (d *nftDataplane) Pending(ctx context.Context, desired *snapshot.Snapshot) ([]string, error) {
-	table, err := render.Render(*desired)
+	table, err := d.renderer.Render(*desired)
 	if err != nil {
 		return nil, fmt.Errorf("render: %w", err)
 	}
