@@ -33,6 +33,10 @@ func TestRepeatLimiter(t *testing.T) {
 		logs: []entry{{0, "a", "1"}, {10 * time.Second, "a", "1"}},
 		want: []string{"a k=1", "a k=1"},
 	}, {
+		name: "a count with no repeat after the interval is flushed when anything else is logged",
+		logs: []entry{{0, "a", "1"}, {time.Second, "a", "1"}, {2 * time.Second, "a", "1"}, {5 * time.Second, "b", "1"}, {12 * time.Second, "b", "2"}},
+		want: []string{"a k=1", "b k=1", "a k=1 suppressed=2", "b k=2"},
+	}, {
 		name: "the interval restarts at each line written",
 		logs: []entry{{0, "a", "1"}, {10 * time.Second, "a", "1"}, {15 * time.Second, "a", "1"}, {21 * time.Second, "a", "1"}},
 		want: []string{"a k=1", "a k=1", "a k=1 suppressed=1"},
