@@ -32,6 +32,7 @@ var _ = Describe("felis agent against real packets, dataplane iptables", Label("
 			ports := []port{tcp8080, udp8080}
 			It("restores a deleted hook rule and a deleted ipset member on resync", func() {
 				e := newEnv("iptables", false)
+				e.dumpOnFailure(backend)
 				e.addPods(ports, ns1Pods...)
 				e.writeCluster(ns1)
 				e.writePods()
@@ -69,6 +70,7 @@ var _ = Describe("felis agent against real packets, dataplane iptables", Label("
 
 			It("changes only ipset members when a label flips", func() {
 				e := newEnv("iptables", false)
+				e.dumpOnFailure(backend)
 				e.addPods(ports, ns1Pods...)
 				e.writeCluster(ns1)
 				e.writePods()
@@ -90,6 +92,21 @@ var _ = Describe("felis agent against real packets, dataplane iptables", Label("
 		})
 	}
 })
+
+// dumpOnFailure prints felis's iptables rules and ipsets when the spec fails.
+func (e *env) dumpOnFailure(backend string) {
+	DeferCleanup(func() {
+		if !CurrentSpecReport().Failed() {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, cmd := range [][]string{{"iptables-" + backend + "-save"}, {"ip6tables-" + backend + "-save"}, {"ipset", "save"}} {
+			out, err := e.node.Exec(ctx, cmd[0], cmd[1:]...)
+			GinkgoWriter.Printf("--- %s (err %v):\n%s\n", strings.Join(cmd, " "), err, out)
+		}
+	})
+}
 
 // exec runs a command in the node namespace and returns its output.
 func (e *env) exec(name string, args ...string) string {
