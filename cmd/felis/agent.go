@@ -161,20 +161,49 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 		}
 	}
 
-	problems, err := src.Load(ctx, st)
-	if err != nil {
-		return fmt.Errorf("--datastore %s: %w", f.datastore, err)
-	}
-	a.reportProblems(src.Name(), problems)
-
 	if f.once {
+		problems, err := src.Load(ctx, st)
+		if err != nil {
+			return fmt.Errorf("--datastore %s: %w", f.datastore, err)
+		}
+		a.reportProblems(src.Name(), problems)
 		return a.once(ctx)
+	}
+	if !a.load(ctx, src) {
+		a.log.Info("stopping before the first load; the dataplane was not touched")
+		return nil
 	}
 	go a.watch(ctx, src)
 	reconfig := make(chan []derive.ConfigOverride)
 	a.reconfigure = reconfig
 	go cfg.watchConfigFile(ctx, 2*time.Second, log, reconfig)
 	return a.run(ctx, f.coalesce, f.resync)
+}
+
+// load reads the datastore's initial state, retrying with backoff (1 s doubling to 30 s)
+// while it is unreachable: the agent stays up (live, not ready) and programs nothing, so a
+// restart during an outage leaves the kernel as the last agent left it. It returns false
+// when ctx ended first.
+func (a *agent) load(ctx context.Context, src datastore.Source) bool {
+	for backoff := time.Second; ; backoff = min(2*backoff, 30*time.Second) {
+		problems, err := src.Load(ctx, a.st)
+		if err == nil {
+			a.health.datastore(nil)
+			a.reportProblems(src.Name(), problems)
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		a.health.datastore(err)
+		a.health.loopIteration()
+		a.log.Error("datastore load failed; nothing programmed, retrying", "in", backoff, "err", err)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(backoff):
+		}
+	}
 }
 
 // watch follows the datastore until ctx ends. When the watch fails (an outage, a vanished

@@ -362,17 +362,28 @@ func TestStatusCommand(t *testing.T) {
 	}
 }
 
-// flakySource is a datastore whose Watch fails the first fails times, then runs until ctx ends.
+// flakySource is a datastore whose Load fails the first loadFails times and whose Watch
+// fails the first fails times, then runs until ctx ends.
 type flakySource struct {
-	mu      sync.Mutex
-	fails   int
-	watches int
+	mu        sync.Mutex
+	loadFails int
+	loads     int
+	fails     int
+	watches   int
 }
 
 func (f *flakySource) Name() string { return "flaky" }
 
-func (f *flakySource) Load(context.Context, *store.Store) (datastore.Problems, error) {
-	return nil, nil
+func (f *flakySource) Load(_ context.Context, st *store.Store) (datastore.Problems, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.loads++
+	if f.loadFails > 0 {
+		f.loadFails--
+		return nil, errors.New("no route to host")
+	}
+	st.RegisterSource("flaky")
+	return datastore.Problems{{Where: "x.yaml:1", Resource: "NetworkPolicy ns/p", Reason: "bad"}}, st.MarkInSync("flaky")
 }
 
 func (f *flakySource) Watch(ctx context.Context, _ *store.Store, _ func(datastore.Problems)) error {
@@ -399,7 +410,7 @@ func TestAgentWatchOutageRetriesAndReportsReadiness(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { a.watch(ctx, src); close(done) }()
-	waitFor(t, func() bool { return strings.Contains(a.health.ready(), "datastore watch failed: connection refused") })
+	waitFor(t, func() bool { return strings.Contains(a.health.ready(), "datastore unavailable: connection refused") })
 	// The watch is retried after the backoff and, once it holds, readiness recovers.
 	waitFor(t, func() bool { return a.health.ready() == "" })
 	cancel()
@@ -408,5 +419,37 @@ func TestAgentWatchOutageRetriesAndReportsReadiness(t *testing.T) {
 	defer src.mu.Unlock()
 	if src.watches != 2 {
 		t.Errorf("%d watches, want 2 (the failed one and its retry)", src.watches)
+	}
+}
+
+func TestAgentLoadRetriesUntilTheDatastoreAnswers(t *testing.T) {
+	clock := time.Unix(1000, 0)
+	dp := &scriptedDataplane{next: func(bool) (map[string]int, error) { return nil, nil }}
+	st := store.New()
+	a := newAgent(slog.New(slog.NewTextHandler(io.Discard, nil)), "n1", []appliers.Dataplane{dp}, st, derive.Options{})
+	defer a.deriver.Close()
+	a.metrics = newAgentMetrics(st)
+	a.health = newHealth(time.Minute, func() time.Time { return clock }, []string{"fake"})
+	src := &flakySource{loadFails: 1}
+	if !a.load(context.Background(), src) {
+		t.Fatal("load gave up")
+	}
+	if src.loads != 2 || !st.InSync() {
+		t.Errorf("%d loads, in sync %v: want a failed load, a retry, and a store in sync", src.loads, st.InSync())
+	}
+	if got := gathered(t, a.metrics)["felis_invalid_resources{}"]; got != 1 {
+		t.Errorf("invalid resources %v after the load, want 1", got)
+	}
+	if why := a.health.ready(); strings.Contains(why, "no route to host") {
+		t.Errorf("readiness still reports the datastore after it loaded: %q", why)
+	}
+	if len(dp.takeCalls()) != 0 {
+		t.Error("the dataplane was synced during load")
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if a.load(ctx, &flakySource{loadFails: 100}) {
+		t.Error("load succeeded against a datastore that never answers")
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/felis-dev/felis/appliers"
 	"github.com/felis-dev/felis/appliers/nftables"
+	"github.com/felis-dev/felis/appliers/nftables/render"
 	"github.com/felis-dev/felis/datastore"
 	"github.com/felis-dev/felis/derive"
 	"github.com/felis-dev/felis/model/store"
@@ -41,7 +42,7 @@ func newFakeNftAgent(t *testing.T, fake *nftables.Fake, dir string) *fakeNftAgen
 		t.Fatal(err)
 	}
 	st := store.New()
-	dp := &nftDataplane{applier: nftables.NewApplier(fake)}
+	dp := &nftDataplane{applier: nftables.NewApplier(fake), renderer: render.NewRenderer()}
 	a := newAgent(slog.New(slog.NewTextHandler(io.Discard, nil)), "node-a", []appliers.Dataplane{dp}, st, derive.Options{})
 	t.Cleanup(a.deriver.Close)
 	a.metrics = newAgentMetrics(st)

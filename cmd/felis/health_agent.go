@@ -99,7 +99,7 @@ func (h *health) ready() string {
 		why = append(why, "datastore not in sync")
 	}
 	if h.dsErr != "" {
-		why = append(why, "datastore watch failed: "+h.dsErr)
+		why = append(why, "datastore unavailable: "+h.dsErr)
 	}
 	dps := make([]string, 0, len(h.dpErr))
 	for dp := range h.dpErr {

@@ -269,7 +269,7 @@ var _ = Describe("felis agent as a node daemon", func() {
 				Expect(os.Rename(e.dir, away)).To(Succeed())
 				Eventually(e.agent.Output).WithTimeout(10 * time.Second).Should(ContainSubstring("datastore watch failed"))
 				Eventually(func() string { _, body := e.nodeHTTP("http://127.0.0.1:9099/readiness"); return body }).
-					WithTimeout(10 * time.Second).Should(ContainSubstring("datastore watch failed"))
+					WithTimeout(10 * time.Second).Should(ContainSubstring("datastore unavailable"))
 				code, _ := e.nodeHTTP("http://127.0.0.1:9099/readiness")
 				Expect(code).To(Equal(503))
 
