@@ -59,11 +59,12 @@ golden:
 generate: golden
 	$(GO) test -count=1 ./appliers/hns -update
 	$(GO) test -count=1 ./appliers/nftables/render -update
+	$(GO) test -count=1 ./appliers/iptables -run TestGolden -update
 
 ## check-generated: fail if regenerating would change committed files.
 check-generated:
 	@$(MAKE) --no-print-directory generate >/dev/null
-	@git diff --exit-code --stat -- golden/ cmd/felis/testdata/golden/ appliers/hns/testdata/ appliers/nftables/render/testdata/ || { echo "generated files are out of date: run 'make generate' and commit"; exit 1; }
+	@git diff --exit-code --stat -- golden/ cmd/felis/testdata/golden/ appliers/hns/testdata/ appliers/nftables/render/testdata/ appliers/iptables/testdata/ || { echo "generated files are out of date: run 'make generate' and commit"; exit 1; }
 
 ## bench: the benchmarks behind BENCHMARKS.md (kernel ones need root); several minutes.
 bench:

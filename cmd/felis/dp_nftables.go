@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/felis-dev/felis/appliers"
+	"github.com/felis-dev/felis/appliers/iptables"
 	"github.com/felis-dev/felis/appliers/nftables"
 	"github.com/felis-dev/felis/appliers/nftables/render"
 	"github.com/felis-dev/felis/snapshot"
@@ -14,6 +15,11 @@ import (
 
 func init() {
 	policyDataplanes["nftables"] = func() (appliers.Dataplane, error) {
+		// Switching from the iptables dataplane: remove what it left (felis chains, hook rules,
+		// ipsets) before nftables takes over.
+		if err := iptables.Cleanup(context.Background()); err != nil {
+			return nil, fmt.Errorf("removing the iptables dataplane's state: %w", err)
+		}
 		k, err := nftables.NewKernel()
 		if err != nil {
 			return nil, err
