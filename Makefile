@@ -64,7 +64,7 @@ generate: golden
 ## check-generated: fail if regenerating would change committed files.
 check-generated:
 	@$(MAKE) --no-print-directory generate >/dev/null
-	@git diff --exit-code --stat -- golden/ cmd/felis/testdata/golden/ appliers/hns/testdata/ appliers/nftables/render/testdata/ appliers/iptables/testdata/ || { echo "generated files are out of date: run 'make generate' and commit"; exit 1; }
+	@out=$$(git status --porcelain -- golden/ cmd/felis/testdata/golden/ appliers/hns/testdata/ appliers/nftables/render/testdata/ appliers/iptables/testdata/); if [ -n "$$out" ]; then echo "$$out"; echo "generated files are out of date: run 'make generate' and commit"; exit 1; fi
 
 ## bench: the benchmarks behind BENCHMARKS.md (kernel ones need root); several minutes.
 bench:
