@@ -158,12 +158,26 @@ func (e *env) kill9() {
 	Eventually(e.agent.Done()).WithTimeout(5 * time.Second).Should(BeClosed())
 }
 
-// nodeHTTP fetches url inside the node namespace; it returns the HTTP status and body.
+// startAgentNoWait starts felis agent as startAgent does, without waiting for a cycle.
+func (e *env) startAgentNoWait(extraArgs ...string) {
+	args := []string{"agent", "--datastore", "file:" + e.dir, "--node", e.node.NodeName, "--dataplane", e.dataplane}
+	if !agentRouting {
+		args = append(args, "--no-routing")
+	}
+	p, err := e.node.Start(context.Background(), felisBin, append(args, extraArgs...)...)
+	Expect(err).NotTo(HaveOccurred())
+	e.agent = p
+}
+
+// nodeHTTP fetches url inside the node namespace; it returns the HTTP status and body, or
+// 0 and the error when nothing answers (the agent is not listening yet).
 func (e *env) nodeHTTP(url string) (int, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	out, err := e.node.Exec(ctx, "curl", "-s", "-w", "\n%{http_code}", url)
-	Expect(err).NotTo(HaveOccurred())
+	if err != nil {
+		return 0, err.Error()
+	}
 	text := strings.TrimRight(string(out), "\n")
 	i := strings.LastIndexByte(text, '\n')
 	var code int
@@ -292,6 +306,35 @@ var _ = Describe("felis agent as a node daemon", func() {
 				Eventually(func() error {
 					return e.pod("ns1/client").Probe(netns.TCP, netip.AddrPortFrom(server, 8080)).Denied()
 				}).WithTimeout(5 * time.Second).Should(Succeed())
+			})
+
+			It("restarts during a datastore outage without touching the dataplane, and adopts it when the datastore returns", func() {
+				e := daemonBasics(dp)
+				e.expectEnforced()
+				before := e.listTable()
+
+				By("killing the agent and taking the datastore away, then starting a new agent")
+				e.kill9()
+				away := e.dir + ".away"
+				Expect(os.Rename(e.dir, away)).To(Succeed())
+				e.startAgentNoWait()
+				Eventually(func() string { _, body := e.nodeHTTP("http://127.0.0.1:9099/readiness"); return body }).
+					WithTimeout(10 * time.Second).Should(ContainSubstring("datastore unavailable"))
+				code, body := e.nodeHTTP("http://127.0.0.1:9099/liveness")
+				Expect(code).To(Equal(200), "liveness while the datastore is unavailable: %s", body)
+				Expect(e.agent.Output()).To(ContainSubstring("datastore load failed"))
+				Expect(e.cycles()).To(BeEmpty(), "the agent programmed without a datastore")
+				Expect(e.listTable()).To(Equal(before))
+				e.expectEnforced()
+
+				By("bringing the datastore back: the agent loads, and its first sync applies nothing")
+				Expect(os.Rename(away, e.dir)).To(Succeed())
+				first := e.waitCycle(0, func(cycle) bool { return true })
+				Expect(first.Full).To(BeTrue())
+				Expect(first.Ops).To(Equal(0), "the agent changed the table after the outage: %s", first.Line)
+				Expect(e.listTable()).To(Equal(before))
+				Eventually(func() int { c, _ := e.nodeHTTP("http://127.0.0.1:9099/readiness"); return c }).
+					WithTimeout(10 * time.Second).Should(Equal(200))
 			})
 
 			It("reports an invalid policy (log, metric, felis validate) and keeps enforcing the rest", func() {
