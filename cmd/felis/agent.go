@@ -364,7 +364,7 @@ func (a *agent) cycle(ctx context.Context) (*snapshot.Snapshot, error) {
 		a.status.setInSync(view.InSync())
 	}
 	if !view.InSync() {
-		a.firstChange.CompareAndSwap(0, changedAt)
+		a.keepChangeStamp(changedAt)
 		a.log.Info("waiting for every datastore source to be in sync; nothing programmed")
 		return nil, nil
 	}
@@ -379,7 +379,7 @@ func (a *agent) cycle(ctx context.Context) (*snapshot.Snapshot, error) {
 	deriveTime := time.Since(start)
 	a.metrics.observeDerive(deriveTime)
 	if err != nil {
-		a.firstChange.CompareAndSwap(0, changedAt)
+		a.keepChangeStamp(changedAt)
 		if a.status != nil {
 			a.status.fail("derive: " + err.Error())
 		}
@@ -395,7 +395,7 @@ func (a *agent) cycle(ctx context.Context) (*snapshot.Snapshot, error) {
 	failure := ""
 	if err != nil {
 		failure = err.Error()
-		a.firstChange.CompareAndSwap(0, changedAt) // measured when a later cycle programs it
+		a.keepChangeStamp(changedAt) // measured when a later cycle programs it
 	} else {
 		a.metrics.programmed(view.Revision(), time.Since(time.Unix(0, changedAt)), changedAt != 0)
 	}
@@ -543,6 +543,23 @@ func (a *agent) run(ctx context.Context, coalesce, resync time.Duration) error {
 			// Idle: nothing to program, but the loop is alive. A pending retry keeps its
 			// timer only by being re-armed, so retry now instead of waiting again.
 			runCycle = backoff > 0
+		}
+	}
+}
+
+// keepChangeStamp puts back the change stamp of a cycle that programmed nothing, keeping
+// the earlier of it and any stamp a newer change left meanwhile.
+func (a *agent) keepChangeStamp(at int64) {
+	if at == 0 {
+		return
+	}
+	for {
+		cur := a.firstChange.Load()
+		if cur != 0 && cur <= at {
+			return
+		}
+		if a.firstChange.CompareAndSwap(cur, at) {
+			return
 		}
 	}
 }

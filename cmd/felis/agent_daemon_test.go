@@ -453,3 +453,21 @@ func TestAgentLoadRetriesUntilTheDatastoreAnswers(t *testing.T) {
 		t.Error("load succeeded against a datastore that never answers")
 	}
 }
+
+func TestKeepChangeStampKeepsTheEarliest(t *testing.T) {
+	tests := []struct{ cur, at, want int64 }{
+		{0, 0, 0}, // nothing to put back
+		{0, 5, 5}, // no newer change: put back
+		{9, 5, 5}, // a newer change stamped later: the earlier one counts
+		{3, 5, 3}, // already earlier (cannot happen in the loop, but must not move forward)
+		{7, 0, 7}, // nothing to put back: keep the newer stamp
+	}
+	for _, tc := range tests {
+		a := &agent{}
+		a.firstChange.Store(tc.cur)
+		a.keepChangeStamp(tc.at)
+		if got := a.firstChange.Load(); got != tc.want {
+			t.Errorf("stamp %d, put back %d: got %d, want %d", tc.cur, tc.at, got, tc.want)
+		}
+	}
+}
