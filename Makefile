@@ -60,11 +60,12 @@ generate: golden
 	$(GO) test -count=1 ./appliers/hns -update
 	$(GO) test -count=1 ./appliers/nftables/render -update
 	$(GO) test -count=1 ./appliers/iptables -run TestGolden -update
+	$(GO) generate ./appliers/bpf/...
 
 ## check-generated: fail if regenerating would change committed files.
 check-generated:
 	@$(MAKE) --no-print-directory generate >/dev/null
-	@out=$$(git status --porcelain -- golden/ cmd/felis/testdata/golden/ appliers/hns/testdata/ appliers/nftables/render/testdata/ appliers/iptables/testdata/); if [ -n "$$out" ]; then echo "$$out"; echo "generated files are out of date: run 'make generate' and commit"; exit 1; fi
+	@out=$$(git status --porcelain -- golden/ cmd/felis/testdata/golden/ appliers/hns/testdata/ appliers/nftables/render/testdata/ appliers/iptables/testdata/ appliers/bpf/policy_bpfel.go appliers/bpf/policy_bpfel.o); if [ -n "$$out" ]; then echo "$$out"; echo "generated files are out of date: run 'make generate' and commit"; exit 1; fi
 
 ## bench: the benchmarks behind BENCHMARKS.md (kernel ones need root); several minutes.
 bench:

@@ -11,12 +11,17 @@ declare -A want=(
   [iptables-legacy]=iptables
   [iptables-nft]=iptables
   [ipset]=ipset
+  [clang-14]=clang-14
+  [llvm-strip]=llvm
+  [bpftool]=bpftool
 )
 
 missing=()
 for cmd in "${!want[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${want[$cmd]}")
 done
+# headers without a command: the BPF C programs need libbpf's
+[ -f /usr/include/bpf/bpf_helpers.h ] || missing+=(libbpf-dev)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -1,0 +1,408 @@
+// SPDX-License-Identifier: Apache-2.0
+// felis TC policy program: one object attached to both TC hooks of every workload interface
+// (host side of the veth). It interprets each endpoint's policy program from maps: a flat
+// instruction stream (tests in conjunctive normal form, then an action) per direction, walked
+// with bpf_loop. IP sets live in one LPM trie keyed by (set, family, protocol, port, prefix).
+// A conntrack map lets established flows and their replies through without policy.
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#define FAMILY_V4 4
+#define FAMILY_V6 6
+
+// Instruction kinds.
+#define K_IPVER 1
+#define K_PROTO 2
+#define K_ICMP 3
+#define K_SET 4
+#define K_PORT 5
+#define K_ACTION 16
+
+// Instruction flags.
+#define F_NEG 1       // negate the test's result
+#define F_END 2       // the test closes its clause (clause = OR of its tests)
+#define F_SRC 4       // the test looks at the source side (else destination)
+#define F_WITHPORT 8  // set lookup with the packet's protocol and port (named-port sets)
+#define F_HASCODE 16  // ICMP test also matches the code
+
+// Actions.
+#define A_NEXT 0
+#define A_ALLOW 1
+#define A_DENY 2
+#define A_PASS 3
+
+// Directions (index into the endpoint's programs). DIR_TO_WEP is the endpoint's ingress
+// policy (TC egress of the host-side veth); DIR_FROM_WEP its egress policy (TC ingress).
+#define DIR_TO_WEP 0
+#define DIR_FROM_WEP 1
+
+// Counter kinds.
+#define C_ALLOW 0
+#define C_DENY 1
+#define C_ESTABLISHED 2
+#define C_SPOOF 3
+#define C_EXEMPT 4
+
+#define CT_TIMEOUT_NS (600ULL * 1000000000ULL)
+
+struct set_key {
+	__u32 prefixlen;
+	__u32 set;
+	__u8 family;
+	__u8 proto;
+	__u16 port; // host order
+	__u8 addr[16];
+};
+
+struct insn {
+	__u8 kind;
+	__u8 flags;
+	__u8 a; // ip version, protocol, ICMP type or action
+	__u8 b; // ICMP code
+	__u16 min;
+	__u16 max;
+	__u32 set;
+	__u32 next; // tests: pc of the next rule; pass: pc of the next tier or profile
+};
+
+struct insn_key {
+	__u32 prog;
+	__u32 pc;
+};
+
+struct endpoint {
+	__u32 prog[2];
+	__u32 len[2];
+	__u32 spoof_set; // allowed source addresses (anti-spoofing), a set in fsets_v1
+	__u32 flags;
+};
+
+struct ct_key {
+	__u32 ifindex;
+	__u8 dir;
+	__u8 proto;
+	__u8 family;
+	__u8 pad;
+	__u16 sport;
+	__u16 dport;
+	__u8 src[16];
+	__u8 dst[16];
+};
+
+struct ct_val {
+	__u64 last_seen;
+};
+
+struct counter_key {
+	__u32 ifindex;
+	__u32 dir;
+	__u32 kind;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 4194304);
+	__type(key, struct set_key);
+	__type(value, __u8);
+} fsets_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1048576);
+	__type(key, struct insn_key);
+	__type(value, struct insn);
+} fprog_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct endpoint);
+} feps_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct ct_key);
+	__type(value, struct ct_val);
+} fct_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct counter_key);
+	__type(value, __u64);
+} fcnt_v1 SEC(".maps");
+
+struct pkt {
+	__u8 family;
+	__u8 proto;
+	__u8 has_icmp;
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u16 sport;
+	__u16 dport;
+	__u8 src[16];
+	__u8 dst[16];
+};
+
+struct walk {
+	struct pkt *p;
+	__u32 prog;
+	__u32 len;
+	__u32 pc;
+	__u8 acc;
+	__u8 verdict;
+};
+
+static __always_inline void count(__u32 ifindex, __u32 dir, __u32 kind)
+{
+	struct counter_key k = {.ifindex = ifindex, .dir = dir, .kind = kind};
+	__u64 *v = bpf_map_lookup_elem(&fcnt_v1, &k);
+	if (v) {
+		__sync_fetch_and_add(v, 1);
+		return;
+	}
+	__u64 one = 1;
+	bpf_map_update_elem(&fcnt_v1, &k, &one, BPF_NOEXIST);
+}
+
+static __always_inline int in_set(__u32 set, struct pkt *p, int src, int withport)
+{
+	struct set_key k = {};
+	k.set = set;
+	k.family = p->family;
+	if (withport) {
+		k.proto = p->proto;
+		k.port = src ? p->sport : p->dport;
+	}
+	__builtin_memcpy(k.addr, src ? p->src : p->dst, 16);
+	k.prefixlen = 64 + (p->family == FAMILY_V4 ? 32 : 128);
+	return bpf_map_lookup_elem(&fsets_v1, &k) != 0;
+}
+
+static long step(__u64 index, void *data)
+{
+	struct walk *w = data;
+	if (w->pc >= w->len) {
+		w->verdict = A_DENY;
+		return 1;
+	}
+	struct insn_key k = {.prog = w->prog, .pc = w->pc};
+	struct insn *in = bpf_map_lookup_elem(&fprog_v1, &k);
+	if (!in) {
+		w->verdict = A_DENY;
+		return 1;
+	}
+	struct pkt *p = w->p;
+	int r = 0;
+	switch (in->kind) {
+	case K_ACTION:
+		w->acc = 0;
+		switch (in->a) {
+		case A_ALLOW:
+		case A_DENY:
+			w->verdict = in->a;
+			return 1;
+		case A_PASS:
+			if (in->next <= w->pc) { // never loop backwards
+				w->verdict = A_DENY;
+				return 1;
+			}
+			w->pc = in->next;
+			return 0;
+		default:
+			w->pc++;
+			return 0;
+		}
+	case K_IPVER:
+		r = p->family == in->a;
+		break;
+	case K_PROTO:
+		r = p->proto == in->a;
+		break;
+	case K_ICMP:
+		r = p->has_icmp && p->icmp_type == in->a &&
+		    (!(in->flags & F_HASCODE) || p->icmp_code == in->b);
+		break;
+	case K_SET:
+		r = in_set(in->set, p, in->flags & F_SRC, in->flags & F_WITHPORT);
+		break;
+	case K_PORT: {
+		__u16 port = (in->flags & F_SRC) ? p->sport : p->dport;
+		r = port >= in->min && port <= in->max;
+		break;
+	}
+	default:
+		w->verdict = A_DENY;
+		return 1;
+	}
+	if (in->flags & F_NEG)
+		r = !r;
+	w->acc |= r;
+	if (in->flags & F_END) {
+		if (!w->acc) {
+			if (in->next <= w->pc) {
+				w->verdict = A_DENY;
+				return 1;
+			}
+			w->acc = 0;
+			w->pc = in->next;
+			return 0;
+		}
+		w->acc = 0;
+	}
+	w->pc++;
+	return 0;
+}
+
+static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
+{
+	__u16 eth_proto;
+	if (bpf_skb_load_bytes(skb, 12, &eth_proto, 2) < 0)
+		return -1;
+	__u32 l4off;
+	int frag = 0;
+	if (eth_proto == bpf_htons(ETH_P_IP)) {
+		__u8 h[20];
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, h, 20) < 0)
+			return -1;
+		p->family = FAMILY_V4;
+		p->proto = h[9];
+		__builtin_memcpy(p->src, h + 12, 4);
+		__builtin_memcpy(p->dst, h + 16, 4);
+		l4off = ETH_HLEN + (h[0] & 0xf) * 4;
+		frag = ((h[6] & 0x1f) | h[7]) != 0; // non-first fragment: no L4 header
+	} else if (eth_proto == bpf_htons(ETH_P_IPV6)) {
+		__u8 h[40];
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, h, 40) < 0)
+			return -1;
+		p->family = FAMILY_V6;
+		p->proto = h[6];
+		__builtin_memcpy(p->src, h + 8, 16);
+		__builtin_memcpy(p->dst, h + 24, 16);
+		l4off = ETH_HLEN + 40;
+	} else {
+		return 1; // not IP: not policed
+	}
+	if (frag)
+		return 0;
+	if (p->proto == 6 || p->proto == 17 || p->proto == 132) {
+		__u16 ports[2];
+		if (bpf_skb_load_bytes(skb, l4off, ports, 4) == 0) {
+			p->sport = bpf_ntohs(ports[0]);
+			p->dport = bpf_ntohs(ports[1]);
+		}
+	} else if ((p->proto == 1 && p->family == FAMILY_V4) || (p->proto == 58 && p->family == FAMILY_V6)) {
+		__u8 tc[2];
+		if (bpf_skb_load_bytes(skb, l4off, tc, 2) == 0) {
+			p->has_icmp = 1;
+			p->icmp_type = tc[0];
+			p->icmp_code = tc[1];
+		}
+	}
+	return 0;
+}
+
+static __always_inline void ct_fill(struct ct_key *k, struct pkt *p, __u32 ifindex, __u8 dir, int reverse)
+{
+	k->ifindex = ifindex;
+	k->dir = dir;
+	k->proto = p->proto;
+	k->family = p->family;
+	if (reverse) {
+		k->sport = p->dport;
+		k->dport = p->sport;
+		__builtin_memcpy(k->src, p->dst, 16);
+		__builtin_memcpy(k->dst, p->src, 16);
+	} else {
+		k->sport = p->sport;
+		k->dport = p->dport;
+		__builtin_memcpy(k->src, p->src, 16);
+		__builtin_memcpy(k->dst, p->dst, 16);
+	}
+}
+
+static __always_inline int ct_fresh(struct ct_key *k, __u64 now)
+{
+	struct ct_val *v = bpf_map_lookup_elem(&fct_v1, k);
+	if (!v || now - v->last_seen > CT_TIMEOUT_NS)
+		return 0;
+	v->last_seen = now;
+	return 1;
+}
+
+// ND and MLD are exempt from policy and anti-spoofing, as in the other dataplanes (they are
+// untracked by conntrack there).
+static __always_inline int exempt(struct pkt *p)
+{
+	if (p->family != FAMILY_V6 || p->proto != 58 || !p->has_icmp)
+		return 0;
+	__u8 t = p->icmp_type;
+	return (t >= 130 && t <= 137) || t == 143;
+}
+
+static __always_inline int police(struct __sk_buff *skb, __u8 dir)
+{
+	__u32 ifindex = skb->ifindex;
+	struct endpoint *ep = bpf_map_lookup_elem(&feps_v1, &ifindex);
+	if (!ep)
+		return TC_ACT_OK; // not a felis endpoint
+	struct pkt p = {};
+	int r = parse(skb, &p);
+	if (r > 0)
+		return TC_ACT_OK;
+	if (r < 0) {
+		count(ifindex, dir, C_DENY);
+		return TC_ACT_SHOT;
+	}
+	if (exempt(&p)) {
+		count(ifindex, dir, C_EXEMPT);
+		return TC_ACT_OK;
+	}
+	if (dir == DIR_FROM_WEP && !in_set(ep->spoof_set, &p, 1, 0)) {
+		count(ifindex, dir, C_SPOOF);
+		return TC_ACT_SHOT;
+	}
+	__u64 now = bpf_ktime_get_ns();
+	struct ct_key fwd = {}, rev = {};
+	ct_fill(&fwd, &p, ifindex, dir, 0);
+	ct_fill(&rev, &p, ifindex, dir ^ 1, 1);
+	if (ct_fresh(&fwd, now) || ct_fresh(&rev, now)) {
+		count(ifindex, dir, C_ESTABLISHED);
+		return TC_ACT_OK;
+	}
+	__u32 d = dir & 1;
+	struct walk w = {.p = &p, .prog = ep->prog[d], .len = ep->len[d], .verdict = A_DENY};
+	bpf_loop(w.len + 1, step, &w, 0);
+	if (w.verdict == A_ALLOW) {
+		struct ct_val v = {.last_seen = now};
+		bpf_map_update_elem(&fct_v1, &fwd, &v, BPF_ANY);
+		count(ifindex, dir, C_ALLOW);
+		return TC_ACT_OK;
+	}
+	count(ifindex, dir, C_DENY);
+	return TC_ACT_SHOT;
+}
+
+// to_wep runs on the TC egress hook of the host-side veth: packets going to the workload.
+SEC("tc")
+int felis_to_wep(struct __sk_buff *skb)
+{
+	return police(skb, DIR_TO_WEP);
+}
+
+// from_wep runs on the TC ingress hook of the host-side veth: packets from the workload.
+SEC("tc")
+int felis_from_wep(struct __sk_buff *skb)
+{
+	return police(skb, DIR_FROM_WEP);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
