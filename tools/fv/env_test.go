@@ -149,7 +149,7 @@ func (e *env) pod(key string) *netns.Pod {
 }
 
 // write expands the YAML documents as templates ({{ip4 "ns/pod"}}, {{ip6 ...}}, {{iface ...}},
-// {{node4}}, {{node6}}) and replaces datastore file name with them atomically, so a watching agent never
+// {{node4}}, {{node6}}, {{peer4}}, {{peer6}}) and replaces datastore file name with them atomically, so a watching agent never
 // reads half a file.
 func (e *env) write(name string, docs ...string) {
 	funcs := template.FuncMap{
@@ -158,6 +158,8 @@ func (e *env) write(name string, docs ...string) {
 		"iface": func(key string) string { return e.pod(key).HostInterface },
 		"node4": func() string { return e.node.IPv4.String() },
 		"node6": func() string { return e.node.IPv6.String() },
+		"peer4": func() string { return e.peer.IPv4.String() },
+		"peer6": func() string { return e.peer.IPv6.String() },
 	}
 	var b strings.Builder
 	for i, d := range docs {

@@ -185,6 +185,37 @@ var _ = Describe("felis agent lifecycle against real packets", func() {
 				}).WithTimeout(agreeTimeout).WithPolling(100 * time.Millisecond).Should(Succeed())
 			})
 
+			It("admits an outside client by ipBlock, as felis reach says", func() {
+				e := newEnv(dp, true)
+				e.addPods(ports, ns1Pods...)
+				// node2 reaches the pods through node1, as a router in front of a cluster would.
+				Expect(e.peer.AddRoute(netip.MustParsePrefix("10.65.0.0/24"), e.node.IPv4)).To(Succeed())
+				Expect(e.peer.AddRoute(netip.MustParsePrefix("fd00:65::/64"), e.node.IPv6)).To(Succeed())
+				e.writeCluster(ns1)
+				e.writePods()
+				e.write("policy.yaml", `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: server-from-outside, namespace: ns1}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  policyTypes: [Ingress]
+  ingress:
+  - from:
+    - ipBlock: {cidr: "{{peer4}}/32"}
+    - ipBlock: {cidr: "{{peer6}}/128"}
+    ports: [{protocol: TCP, port: 8080}]`)
+				flows := e.flowsFromOutside(ports)
+				expectVerdicts(flows, e.oracle(flows), []want{
+					{outsideClient, "ns1/server", tcp8080, allow},
+					{outsideClient, "ns1/server", udp8080, deny},
+					{outsideClient, "ns1/server", icmpEcho, deny},
+					{outsideClient, "ns1/client", udp8080, allow},
+				})
+				e.startAgent()
+				e.expectPacketsAgree(flows)
+			})
+
 			It("applies a policy edit while running", func() {
 				e := newEnv(dp, false)
 				e.addPods(ports, ns1Pods...)

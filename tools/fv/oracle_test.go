@@ -24,10 +24,10 @@ import (
 	"github.com/felis-dev/felis/tools/netns"
 )
 
-// flow is one probed connection: from a pod to a pod, in one address family, to one port (or
-// an ICMP echo).
+// flow is one probed connection: from a pod (or the outside client) to a pod, in one address
+// family, to one port (or an ICMP echo).
 type flow struct {
-	From, To string // pod keys NAMESPACE/NAME
+	From, To string // pod keys NAMESPACE/NAME, or outsideClient
 	Family   int    // 4 or 6
 	Port     port   // Number 0 for ICMP
 }
@@ -71,12 +71,45 @@ func (e *env) flowsAmong(ports []port, keys ...string) []flow {
 	return out
 }
 
-// addr returns pod key's address in family.
+// outsideClient names the second node on the underlay as a flow's source: an address that is
+// no felis endpoint.
+const outsideClient = "@node2"
+
+// addr returns the address in family of pod key (or of the outside client).
 func (e *env) addr(key string, family int) netip.Addr {
+	if key == outsideClient {
+		if family == 4 {
+			return e.peer.IPv4
+		}
+		return e.peer.IPv6
+	}
 	if family == 4 {
 		return e.pod(key).IPv4
 	}
 	return e.pod(key).IPv6
+}
+
+// source returns the namespace a flow from key is sent from.
+func (e *env) source(key string) *netns.Namespace {
+	if key == outsideClient {
+		Expect(e.peer).NotTo(BeNil(), "flows from the outside client need newEnv(dp, true)")
+		return e.peer.Namespace
+	}
+	return e.pod(key).Namespace
+}
+
+// flowsFromOutside lists flows from the outside client to every pod, in both families, to each
+// port and as an ICMP echo.
+func (e *env) flowsFromOutside(ports []port) []flow {
+	var out []flow
+	for _, to := range e.order {
+		for _, fam := range []int{4, 6} {
+			for _, p := range append(ports[:len(ports):len(ports)], icmpEcho) {
+				out = append(out, flow{From: outsideClient, To: to, Family: fam, Port: p})
+			}
+		}
+	}
+	return out
 }
 
 // oracle computes the verdict of every flow from the datastore as it is now: TCP and UDP
@@ -266,7 +299,7 @@ func (e *env) expectPacketsAgree(flows []flow) []verdict {
 		for i, f := range flows {
 			wg.Go(func() {
 				dst := netip.AddrPortFrom(e.addr(f.To, f.Family), f.Port.Number)
-				results[i] = e.pod(f.From).Probe(f.Port.Protocol, dst)
+				results[i] = e.source(f.From).Probe(f.Port.Protocol, dst)
 			})
 		}
 		wg.Wait()
