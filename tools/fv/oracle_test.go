@@ -5,7 +5,6 @@ package fv_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os/exec"
@@ -311,7 +310,7 @@ func (e *env) expectPacketsAgree(flows []flow) []verdict {
 		}
 		if len(bad) > 0 {
 			sort.Strings(bad)
-			return errors.New(fmt.Sprintf("%d of %d flows disagree with felis reach:\n", len(bad), len(flows)) + strings.Join(bad, "\n"))
+			return fmt.Errorf("%d of %d flows disagree with felis reach:\n%s", len(bad), len(flows), strings.Join(bad, "\n"))
 		}
 		return nil
 	}).WithTimeout(agreeTimeout).WithPolling(100 * time.Millisecond).Should(Succeed())
