@@ -1,0 +1,480 @@
+//go:build linux
+
+package bpf
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"github.com/felis-dev/felis/appliers"
+	"github.com/felis-dev/felis/appliers/bpf/render"
+	"github.com/felis-dev/felis/snapshot"
+)
+
+// DefaultPinRoot is the bpffs directory under which felis pins its maps and links, one
+// subdirectory per node.
+const DefaultPinRoot = "/sys/fs/bpf/felis"
+
+// Options configure a Dataplane.
+type Options struct {
+	// PinDir is where maps and links are pinned; it must be on a bpffs mount (Open mounts
+	// one on /sys/fs/bpf when the default is used and none is mounted).
+	PinDir string
+	// Ifindex resolves an interface name (defaults to the current netns's interfaces).
+	Ifindex func(name string) (int, error)
+	// NoAttach skips attaching programs (map-only use: tests with BPF_PROG_TEST_RUN).
+	NoAttach bool
+}
+
+// Dataplane is the BPF policy applier: pinned maps, programs attached per workload interface.
+type Dataplane struct {
+	opts      Options
+	objs      policyObjects
+	committed *observed // nil: read the maps at the next Sync
+	links     map[string][2]link.Link
+}
+
+// observed is the maps' contents, as read back or last committed.
+type observed struct {
+	sets      map[render.SetKey]struct{}
+	insns     map[render.InsnKey]render.Insn
+	endpoints map[uint32]render.Endpoint
+}
+
+// Open loads the program and adopts (or creates and pins) its maps under opts.PinDir.
+func Open(opts Options) (*Dataplane, error) {
+	if opts.PinDir == "" {
+		opts.PinDir = DefaultPinRoot
+		if err := ensureBPFFS("/sys/fs/bpf"); err != nil {
+			return nil, err
+		}
+	}
+	if opts.Ifindex == nil {
+		opts.Ifindex = func(name string) (int, error) {
+			i, err := net.InterfaceByName(name)
+			if err != nil {
+				return 0, err
+			}
+			return i.Index, nil
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(opts.PinDir, "links"), 0o700); err != nil {
+		return nil, fmt.Errorf("bpf pin directory %s: %w", opts.PinDir, err)
+	}
+	spec, err := loadPolicy()
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range spec.Maps {
+		m.Pinning = ebpf.PinByName
+	}
+	d := &Dataplane{opts: opts, links: map[string][2]link.Link{}}
+	if err := spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: opts.PinDir}}); err != nil {
+		return nil, fmt.Errorf("loading the bpf policy program (pins in %s): %w", opts.PinDir, err)
+	}
+	return d, nil
+}
+
+// ensureBPFFS mounts bpffs on dir unless it already is one.
+func ensureBPFFS(dir string) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return fmt.Errorf("statfs %s: %w", dir, err)
+	}
+	if st.Type == unix.BPF_FS_MAGIC {
+		return nil
+	}
+	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
+		return fmt.Errorf("mounting bpffs on %s: %w", dir, err)
+	}
+	return nil
+}
+
+// Close releases the program and map handles; pinned maps and links stay in the kernel.
+func (d *Dataplane) Close() error {
+	for _, l := range d.links {
+		for _, x := range l {
+			if x != nil {
+				x.Close()
+			}
+		}
+	}
+	return d.objs.Close()
+}
+
+// Name is "bpf".
+func (d *Dataplane) Name() string { return "bpf" }
+
+// Programs returns the two TC programs (to the workload, from the workload).
+func (d *Dataplane) Programs() (toWorkload, fromWorkload *ebpf.Program) {
+	return d.objs.FelisToWep, d.objs.FelisFromWep
+}
+
+// CTMap returns the conntrack map.
+func (d *Dataplane) CTMap() *ebpf.Map { return d.objs.FctV1 }
+
+// SetsMap returns the IP-set LPM trie.
+func (d *Dataplane) SetsMap() *ebpf.Map { return d.objs.FsetsV1 }
+
+// Sync makes the maps (and attachments) match desired; see appliers.Dataplane.
+func (d *Dataplane) Sync(ctx context.Context, desired *snapshot.Snapshot, full bool) (appliers.Result, error) {
+	st, err := render.Render(desired)
+	if err != nil {
+		return appliers.Result{}, fmt.Errorf("render: %w", err)
+	}
+	res := appliers.Result{Counts: map[string]int{}, Warnings: st.Warnings}
+	want, warns := d.desired(st)
+	res.Warnings = append(res.Warnings, warns...)
+	if full || d.committed == nil {
+		d.committed = nil
+		obs, err := d.observe()
+		if err != nil {
+			return res, err
+		}
+		d.committed = obs
+	}
+	plan := diff(want, d.committed)
+	d.committed = nil // unknown until the apply succeeds
+	if err := d.apply(plan, &res); err != nil {
+		return res, err
+	}
+	d.committed = want
+	if !d.opts.NoAttach {
+		if err := d.attach(ctx, st, &res); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// Pending reads the maps and returns the operations still needed.
+func (d *Dataplane) Pending(_ context.Context, desired *snapshot.Snapshot) ([]string, error) {
+	st, err := render.Render(desired)
+	if err != nil {
+		return nil, fmt.Errorf("render: %w", err)
+	}
+	want, _ := d.desired(st)
+	obs, err := d.observe()
+	if err != nil {
+		return nil, err
+	}
+	return diff(want, obs).strings(), nil
+}
+
+// desired resolves the rendered state's interfaces to ifindexes.
+func (d *Dataplane) desired(st *render.State) (*observed, []string) {
+	o := &observed{sets: st.Sets, insns: st.Insns, endpoints: map[uint32]render.Endpoint{}}
+	var warns []string
+	for name, ep := range st.Endpoints {
+		idx, err := d.opts.Ifindex(name)
+		if err != nil {
+			warns = append(warns, fmt.Sprintf("endpoints[interface=%s]: %v; not programmed yet", name, err))
+			continue
+		}
+		o.endpoints[uint32(idx)] = ep
+	}
+	return o, warns
+}
+
+func (d *Dataplane) observe() (*observed, error) {
+	o := &observed{sets: map[render.SetKey]struct{}{}, insns: map[render.InsnKey]render.Insn{}, endpoints: map[uint32]render.Endpoint{}}
+	var sk policySetKey
+	var one uint8
+	it := d.objs.FsetsV1.Iterate()
+	for it.Next(&sk, &one) {
+		o.sets[fromSetKey(sk)] = struct{}{}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("reading map fsets_v1: %w", err)
+	}
+	var ik policyInsnKey
+	var in policyInsn
+	it = d.objs.FprogV1.Iterate()
+	for it.Next(&ik, &in) {
+		o.insns[render.InsnKey{Prog: ik.Prog, PC: ik.Pc}] = fromInsn(in)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("reading map fprog_v1: %w", err)
+	}
+	var idx uint32
+	var ep policyEndpoint
+	it = d.objs.FepsV1.Iterate()
+	for it.Next(&idx, &ep) {
+		o.endpoints[idx] = render.Endpoint{Prog: ep.Prog, Len: ep.Len, SpoofSet: ep.SpoofSet}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("reading map feps_v1: %w", err)
+	}
+	return o, nil
+}
+
+// plan is the map operations from one state to another, in apply order: additions first,
+// then endpoints (which switch to fully written programs), then deletions.
+type plan struct {
+	setAdd, setDel []render.SetKey
+	insnPut        []render.InsnKey
+	insnVal        []render.Insn
+	insnDel        []render.InsnKey
+	epPut          []uint32
+	epVal          []render.Endpoint
+	epDel          []uint32
+}
+
+func diff(want, have *observed) plan {
+	var p plan
+	for k := range want.sets {
+		if _, ok := have.sets[k]; !ok {
+			p.setAdd = append(p.setAdd, k)
+		}
+	}
+	for k := range have.sets {
+		if _, ok := want.sets[k]; !ok {
+			p.setDel = append(p.setDel, k)
+		}
+	}
+	for k, v := range want.insns {
+		if h, ok := have.insns[k]; !ok || h != v {
+			p.insnPut = append(p.insnPut, k)
+			p.insnVal = append(p.insnVal, v)
+		}
+	}
+	for k := range have.insns {
+		if _, ok := want.insns[k]; !ok {
+			p.insnDel = append(p.insnDel, k)
+		}
+	}
+	for k, v := range want.endpoints {
+		if h, ok := have.endpoints[k]; !ok || h != v {
+			p.epPut = append(p.epPut, k)
+			p.epVal = append(p.epVal, v)
+		}
+	}
+	for k := range have.endpoints {
+		if _, ok := want.endpoints[k]; !ok {
+			p.epDel = append(p.epDel, k)
+		}
+	}
+	return p
+}
+
+func (p plan) strings() []string {
+	var out []string
+	for _, k := range p.setAdd {
+		out = append(out, "set-add "+k.String())
+	}
+	for i, k := range p.insnPut {
+		out = append(out, fmt.Sprintf("insn-put %08x/%d %+v", k.Prog, k.PC, p.insnVal[i]))
+	}
+	for i, k := range p.epPut {
+		out = append(out, fmt.Sprintf("endpoint-put %d %+v", k, p.epVal[i]))
+	}
+	for _, k := range p.epDel {
+		out = append(out, fmt.Sprintf("endpoint-del %d", k))
+	}
+	for _, k := range p.insnDel {
+		out = append(out, fmt.Sprintf("insn-del %08x/%d", k.Prog, k.PC))
+	}
+	for _, k := range p.setDel {
+		out = append(out, "set-del "+k.String())
+	}
+	return out
+}
+
+func (d *Dataplane) apply(p plan, res *appliers.Result) error {
+	setKeys := func(ks []render.SetKey) []policySetKey {
+		out := make([]policySetKey, len(ks))
+		for i, k := range ks {
+			out[i] = toSetKey(k)
+		}
+		return out
+	}
+	insnKeys := func(ks []render.InsnKey) []policyInsnKey {
+		out := make([]policyInsnKey, len(ks))
+		for i, k := range ks {
+			out[i] = policyInsnKey{Prog: k.Prog, Pc: k.PC}
+		}
+		return out
+	}
+	if len(p.setAdd) > 0 {
+		vals := make([]uint8, len(p.setAdd))
+		if err := update(d.objs.FsetsV1, setKeys(p.setAdd), vals); err != nil {
+			return fmt.Errorf("adding %d members to map fsets_v1: %w", len(p.setAdd), err)
+		}
+		res.Counts["set-add"] += len(p.setAdd)
+	}
+	if len(p.insnPut) > 0 {
+		vals := make([]policyInsn, len(p.insnVal))
+		for i, v := range p.insnVal {
+			vals[i] = toInsn(v)
+		}
+		if err := update(d.objs.FprogV1, insnKeys(p.insnPut), vals); err != nil {
+			return fmt.Errorf("writing %d instructions to map fprog_v1: %w", len(p.insnPut), err)
+		}
+		res.Counts["insn-put"] += len(p.insnPut)
+	}
+	for i, k := range p.epPut {
+		v := p.epVal[i]
+		if err := d.objs.FepsV1.Put(k, policyEndpoint{Prog: v.Prog, Len: v.Len, SpoofSet: v.SpoofSet}); err != nil {
+			return fmt.Errorf("map feps_v1 ifindex %d: %w", k, err)
+		}
+		res.Counts["endpoint-put"]++
+	}
+	for _, k := range p.epDel {
+		if err := d.objs.FepsV1.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("map feps_v1 ifindex %d: %w", k, err)
+		}
+		res.Counts["endpoint-del"]++
+	}
+	if len(p.insnDel) > 0 {
+		if err := del(d.objs.FprogV1, insnKeys(p.insnDel)); err != nil {
+			return fmt.Errorf("deleting %d instructions from map fprog_v1: %w", len(p.insnDel), err)
+		}
+		res.Counts["insn-del"] += len(p.insnDel)
+	}
+	if len(p.setDel) > 0 {
+		if err := del(d.objs.FsetsV1, setKeys(p.setDel)); err != nil {
+			return fmt.Errorf("deleting %d members from map fsets_v1: %w", len(p.setDel), err)
+		}
+		res.Counts["set-del"] += len(p.setDel)
+	}
+	res.Ops = append(res.Ops, p.strings()...)
+	return nil
+}
+
+// update writes keys/values in batches where the map type supports it, else one by one.
+func update[K, V any](m *ebpf.Map, keys []K, vals []V) error {
+	const chunk = 65536
+	for i := 0; i < len(keys); i += chunk {
+		j := min(i+chunk, len(keys))
+		if _, err := m.BatchUpdate(keys[i:j], vals[i:j], nil); err != nil {
+			if !errors.Is(err, ebpf.ErrNotSupported) && !errors.Is(err, unix.EINVAL) {
+				return err
+			}
+			for x := i; x < j; x++ {
+				if err := m.Put(keys[x], vals[x]); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func del[K any](m *ebpf.Map, keys []K) error {
+	const chunk = 65536
+	for i := 0; i < len(keys); i += chunk {
+		j := min(i+chunk, len(keys))
+		if _, err := m.BatchDelete(keys[i:j], nil); err != nil {
+			if !errors.Is(err, ebpf.ErrNotSupported) && !errors.Is(err, unix.EINVAL) && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return err
+			}
+			for x := i; x < j; x++ {
+				if err := m.Delete(keys[x]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// attach attaches both programs to every endpoint interface that lacks them (adopting pinned
+// links from a previous run and pointing them at this run's programs), and removes the pins
+// of interfaces no longer desired.
+func (d *Dataplane) attach(_ context.Context, st *render.State, res *appliers.Result) error {
+	names := slices.Sorted(func(yield func(string) bool) {
+		for n := range st.Endpoints {
+			if !yield(n) {
+				return
+			}
+		}
+	})
+	progs := [2]*ebpf.Program{d.objs.FelisToWep, d.objs.FelisFromWep}
+	types := [2]ebpf.AttachType{ebpf.AttachTCXEgress, ebpf.AttachTCXIngress}
+	suffix := [2]string{"out", "in"}
+	for _, name := range names {
+		if _, ok := d.links[name]; ok {
+			continue
+		}
+		idx, err := d.opts.Ifindex(name)
+		if err != nil {
+			continue // warned in desired
+		}
+		var ls [2]link.Link
+		for i := range 2 {
+			pin := filepath.Join(d.opts.PinDir, "links", name+"_"+suffix[i])
+			if l, err := link.LoadPinnedLink(pin, nil); err == nil {
+				if err := l.Update(progs[i]); err == nil {
+					ls[i] = l
+					res.Counts["link-adopt"]++
+					continue
+				}
+				l.Unpin()
+				l.Close()
+			}
+			l, err := link.AttachTCX(link.TCXOptions{Interface: idx, Program: progs[i], Attach: types[i]})
+			if err != nil {
+				return fmt.Errorf("endpoints[interface=%s]: attaching TCX %s: %w", name, suffix[i], err)
+			}
+			if err := l.Pin(pin); err != nil {
+				l.Close()
+				return fmt.Errorf("endpoints[interface=%s]: pinning link: %w", name, err)
+			}
+			ls[i] = l
+			res.Counts["link-attach"]++
+			res.Ops = append(res.Ops, fmt.Sprintf("attach tcx %s %s", suffix[i], name))
+		}
+		d.links[name] = ls
+	}
+	for name, ls := range d.links {
+		if _, ok := st.Endpoints[name]; ok {
+			continue
+		}
+		for _, l := range ls {
+			if l != nil {
+				l.Unpin()
+				l.Close()
+			}
+		}
+		delete(d.links, name)
+		res.Counts["link-detach"]++
+	}
+	// Pins of interfaces gone while no agent ran.
+	ents, _ := os.ReadDir(filepath.Join(d.opts.PinDir, "links"))
+	for _, e := range ents {
+		name := e.Name()
+		if i := strings.LastIndex(name, "_"); i > 0 {
+			name = name[:i]
+		}
+		if _, ok := st.Endpoints[name]; !ok {
+			os.Remove(filepath.Join(d.opts.PinDir, "links", e.Name()))
+		}
+	}
+	return nil
+}
+
+func toSetKey(k render.SetKey) policySetKey {
+	return policySetKey{Prefixlen: 64 + uint32(k.Bits), Set: k.Set, Family: k.Family, Proto: k.Protocol, Port: k.Port, Addr: k.Addr}
+}
+
+func fromSetKey(k policySetKey) render.SetKey {
+	return render.SetKey{Set: k.Set, Family: k.Family, Protocol: k.Proto, Port: k.Port, Addr: k.Addr, Bits: uint8(k.Prefixlen - 64)}
+}
+
+func toInsn(in render.Insn) policyInsn {
+	return policyInsn{Kind: in.Kind, Flags: in.Flags, A: in.A, B: in.B, Min: in.Min, Max: in.Max, Set: in.Set, Next: in.Next}
+}
+
+func fromInsn(in policyInsn) render.Insn {
+	return render.Insn{Kind: in.Kind, Flags: in.Flags, A: in.A, B: in.B, Min: in.Min, Max: in.Max, Set: in.Set, Next: in.Next}
+}

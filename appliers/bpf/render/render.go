@@ -1,0 +1,441 @@
+package render
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/fnv"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/felis-dev/felis/snapshot"
+)
+
+// Instruction kinds, flags and actions: the contract with bpf-programs/policy.c.
+const (
+	KindIPVersion uint8 = 1
+	KindProtocol  uint8 = 2
+	KindICMP      uint8 = 3
+	KindSet       uint8 = 4
+	KindPort      uint8 = 5
+	KindAction    uint8 = 16
+
+	FlagNeg      uint8 = 1
+	FlagEnd      uint8 = 2
+	FlagSrc      uint8 = 4
+	FlagWithPort uint8 = 8
+	FlagHasCode  uint8 = 16
+
+	ActionNext  uint8 = 0
+	ActionAllow uint8 = 1
+	ActionDeny  uint8 = 2
+	ActionPass  uint8 = 3
+)
+
+// Directions index an endpoint's two programs.
+const (
+	DirToWorkload   = 0 // the endpoint's ingress policy (TC egress of the host-side veth)
+	DirFromWorkload = 1 // the endpoint's egress policy (TC ingress of the host-side veth)
+)
+
+// Insn is one instruction of a direction program (struct insn in policy.c).
+type Insn struct {
+	Kind, Flags, A, B uint8
+	Min, Max          uint16
+	Set               uint32
+	Next              uint32
+}
+
+// InsnKey locates an instruction: program ID and index.
+type InsnKey struct {
+	Prog, PC uint32
+}
+
+// SetKey is one IP-set member as an LPM-trie key (struct set_key in policy.c). Bits is the
+// member prefix's length; the trie's prefix length is 64 + Bits.
+type SetKey struct {
+	Set      uint32
+	Family   uint8 // 4 or 6
+	Protocol uint8
+	Port     uint16
+	Addr     [16]byte
+	Bits     uint8
+}
+
+// String renders the key for op logs: set, family, protocol/port and prefix.
+func (k SetKey) String() string {
+	return fmt.Sprintf("%08x %s %d/%d", k.Set, k.Prefix(), k.Protocol, k.Port)
+}
+
+// Prefix returns the member's address prefix.
+func (k SetKey) Prefix() netip.Prefix {
+	if k.Family == 4 {
+		return netip.PrefixFrom(netip.AddrFrom4([4]byte(k.Addr[:4])), int(k.Bits))
+	}
+	return netip.PrefixFrom(netip.AddrFrom16(k.Addr), int(k.Bits))
+}
+
+// Endpoint is the map entry of one workload interface.
+type Endpoint struct {
+	Prog     [2]uint32
+	Len      [2]uint32
+	SpoofSet uint32
+}
+
+// State is the desired contents of every policy map.
+type State struct {
+	Sets      map[SetKey]struct{}
+	Insns     map[InsnKey]Insn
+	Endpoints map[string]Endpoint // by interface name
+	// SetIDs maps each set's key ("set:<snapshot id>", "nets:<prefixes>") to its numeric ID.
+	SetIDs map[string]uint32
+	// Programs maps each program ID to its length.
+	Programs map[uint32]uint32
+	Warnings []string
+}
+
+// Render computes the map contents for a snapshot's workload endpoints.
+func Render(s *snapshot.Snapshot) (*State, error) {
+	r := &renderer{
+		s:        s,
+		types:    map[string]snapshot.IPSetType{},
+		policies: map[string]*snapshot.Policy{},
+		profiles: map[string]*snapshot.Profile{},
+		setKeys:  map[string]struct{}{},
+	}
+	for _, set := range s.IPSets {
+		r.types[set.ID] = set.Type
+		r.setKeys["set:"+set.ID] = struct{}{}
+	}
+	for i := range s.Policies {
+		r.policies[s.Policies[i].ID] = &s.Policies[i]
+	}
+	for i := range s.Profiles {
+		r.profiles[s.Profiles[i].ID] = &s.Profiles[i]
+	}
+	// Pass 1: collect every set key the programs reference, so IDs are assigned from the
+	// whole, sorted key list (stable whatever the order of first use).
+	r.collect = true
+	for i := range s.Endpoints {
+		ep := &s.Endpoints[i]
+		r.program(ep.Ingress, true)
+		r.program(ep.Egress, false)
+		r.setKeys[netsKey(spoofNets(ep))] = struct{}{}
+	}
+	r.collect = false
+	r.ids = assignIDs(slices.Sorted(mapKeys(r.setKeys)))
+
+	st := &State{
+		Sets:      map[SetKey]struct{}{},
+		Insns:     map[InsnKey]Insn{},
+		Endpoints: map[string]Endpoint{},
+		SetIDs:    r.ids,
+		Programs:  map[uint32]uint32{},
+	}
+	for _, set := range s.IPSets {
+		id := r.ids["set:"+set.ID]
+		for _, m := range set.Members {
+			proto, port := uint8(0), uint16(0)
+			if set.Type == snapshot.IPSetIPPort {
+				proto, port = m.Protocol, m.Port
+			}
+			st.Sets[setKey(id, m.Prefix, proto, port)] = struct{}{}
+		}
+	}
+	// Net lists become sets of their own.
+	for key, id := range r.ids {
+		if rest, ok := strings.CutPrefix(key, "nets:"); ok && rest != "" {
+			for _, p := range strings.Split(rest, ",") {
+				pfx, err := netip.ParsePrefix(p)
+				if err != nil {
+					return nil, fmt.Errorf("internal: net set key %q: %w", key, err)
+				}
+				st.Sets[setKey(id, pfx, 0, 0)] = struct{}{}
+			}
+		}
+	}
+	// Programs are content-addressed: endpoints with the same program share it.
+	progs := map[string][]Insn{}
+	type epProgs struct {
+		iface string
+		code  [2]string
+		spoof uint32
+	}
+	var eps []epProgs
+	for i := range s.Endpoints {
+		ep := &s.Endpoints[i]
+		if ep.Interface == "" {
+			st.Warnings = append(st.Warnings, fmt.Sprintf("endpoints[%s].interface: empty, endpoint not programmed", ep.ID))
+			continue
+		}
+		e := epProgs{iface: ep.Interface, spoof: r.ids[netsKey(spoofNets(ep))]}
+		for d, dir := range []snapshot.Direction{ep.Ingress, ep.Egress} {
+			code := r.program(dir, d == DirToWorkload)
+			k := encode(code)
+			progs[k] = code
+			e.code[d] = k
+		}
+		eps = append(eps, e)
+	}
+	progIDs := assignIDs(slices.Sorted(mapKeys(progs)))
+	for k, code := range progs {
+		id := progIDs[k]
+		st.Programs[id] = uint32(len(code))
+		for pc, in := range code {
+			st.Insns[InsnKey{Prog: id, PC: uint32(pc)}] = in
+		}
+	}
+	for _, e := range eps {
+		st.Endpoints[e.iface] = Endpoint{
+			Prog:     [2]uint32{progIDs[e.code[0]], progIDs[e.code[1]]},
+			Len:      [2]uint32{uint32(len(progs[e.code[0]])), uint32(len(progs[e.code[1]]))},
+			SpoofSet: e.spoof,
+		}
+	}
+	return st, nil
+}
+
+type renderer struct {
+	s        *snapshot.Snapshot
+	types    map[string]snapshot.IPSetType
+	policies map[string]*snapshot.Policy
+	profiles map[string]*snapshot.Profile
+	setKeys  map[string]struct{}
+	collect  bool
+	ids      map[string]uint32
+}
+
+// program compiles one direction: tiers (rules, Pass to the tier's end, the default Deny
+// unless the default is Pass), then profiles (Pass to the profile's end), then Deny.
+func (r *renderer) program(d snapshot.Direction, inbound bool) []Insn {
+	var code []Insn
+	var fix []int
+	for _, t := range d.Tiers {
+		fix = fix[:0]
+		for _, id := range t.Policies {
+			pol, ok := r.policies[id]
+			if !ok {
+				continue
+			}
+			rules := pol.Outbound
+			if inbound {
+				rules = pol.Inbound
+			}
+			for i := range rules {
+				code = r.rule(code, &rules[i], &fix)
+			}
+		}
+		if t.DefaultAction != snapshot.Pass {
+			code = append(code, Insn{Kind: KindAction, A: ActionDeny})
+		}
+		for _, f := range fix {
+			code[f].Next = uint32(len(code))
+		}
+	}
+	for _, id := range d.Profiles {
+		prof, ok := r.profiles[id]
+		if !ok {
+			continue
+		}
+		fix = fix[:0]
+		rules := prof.Outbound
+		if inbound {
+			rules = prof.Inbound
+		}
+		for i := range rules {
+			code = r.rule(code, &rules[i], &fix)
+		}
+		for _, f := range fix {
+			code[f].Next = uint32(len(code))
+		}
+	}
+	return append(code, Insn{Kind: KindAction, A: ActionDeny})
+}
+
+// rule appends one rule: its tests as clauses (each failing clause jumps past the rule), then
+// its action. Pass actions are recorded in fix for the caller to point at the section's end.
+func (r *renderer) rule(code []Insn, rule *snapshot.Rule, fix *[]int) []Insn {
+	start := len(code)
+	clause := func(tests ...Insn) {
+		for i := range tests {
+			if i == len(tests)-1 {
+				tests[i].Flags |= FlagEnd
+			}
+			code = append(code, tests[i])
+		}
+	}
+	if rule.IPVersion == 4 || rule.IPVersion == 6 {
+		clause(Insn{Kind: KindIPVersion, A: uint8(rule.IPVersion)})
+	}
+	if rule.Protocol != nil {
+		clause(Insn{Kind: KindProtocol, A: *rule.Protocol})
+	}
+	if rule.NotProtocol != nil {
+		clause(Insn{Kind: KindProtocol, A: *rule.NotProtocol, Flags: FlagNeg})
+	}
+	icmp := func(m *snapshot.ICMPMatch, flags uint8) Insn {
+		in := Insn{Kind: KindICMP, A: m.Type, Flags: flags}
+		if m.Code != nil {
+			in.Flags |= FlagHasCode
+			in.B = *m.Code
+		}
+		return in
+	}
+	if rule.ICMP != nil {
+		clause(icmp(rule.ICMP, 0))
+	}
+	if rule.NotICMP != nil {
+		clause(icmp(rule.NotICMP, FlagNeg))
+	}
+	side := func(src uint8, nets, notNets []netip.Prefix, sets, notSets []string, ports, notPorts []snapshot.PortRange, named, notNamed []string) {
+		if len(nets) > 0 {
+			clause(Insn{Kind: KindSet, Flags: src, Set: r.netsID(nets)})
+		}
+		if len(notNets) > 0 {
+			clause(Insn{Kind: KindSet, Flags: src | FlagNeg, Set: r.netsID(notNets)})
+		}
+		for _, id := range sets {
+			clause(Insn{Kind: KindSet, Flags: src, Set: r.setID(id)})
+		}
+		for _, id := range notSets {
+			clause(Insn{Kind: KindSet, Flags: src | FlagNeg, Set: r.setID(id)})
+		}
+		if len(ports)+len(named) > 0 {
+			var or []Insn
+			for _, p := range ports {
+				or = append(or, Insn{Kind: KindPort, Flags: src, Min: p.Min, Max: p.Max})
+			}
+			for _, id := range named {
+				or = append(or, Insn{Kind: KindSet, Flags: src | r.withPort(id), Set: r.setID(id)})
+			}
+			clause(or...)
+		}
+		for _, p := range notPorts {
+			clause(Insn{Kind: KindPort, Flags: src | FlagNeg, Min: p.Min, Max: p.Max})
+		}
+		for _, id := range notNamed {
+			clause(Insn{Kind: KindSet, Flags: src | FlagNeg | r.withPort(id), Set: r.setID(id)})
+		}
+	}
+	side(FlagSrc, rule.SrcNets, rule.NotSrcNets, rule.SrcIPSets, rule.NotSrcIPSets, rule.SrcPorts, rule.NotSrcPorts,
+		rule.SrcNamedPortIPSets, rule.NotSrcNamedPortIPSets)
+	side(0, rule.DstNets, rule.NotDstNets, rule.DstIPSets, rule.NotDstIPSets, rule.DstPorts, rule.NotDstPorts,
+		rule.DstNamedPortIPSets, rule.NotDstNamedPortIPSets)
+	for _, id := range rule.DstServiceIPSets {
+		clause(Insn{Kind: KindSet, Flags: r.withPort(id), Set: r.setID(id)})
+	}
+	end := uint32(len(code) + 1) // past the action
+	for i := start; i < len(code); i++ {
+		if code[i].Flags&FlagEnd != 0 {
+			code[i].Next = end
+		}
+	}
+	act := Insn{Kind: KindAction, A: ActionNext}
+	switch rule.Action {
+	case snapshot.Allow:
+		act.A = ActionAllow
+	case snapshot.Deny:
+		act.A = ActionDeny
+	case snapshot.Pass:
+		act.A = ActionPass
+		*fix = append(*fix, len(code))
+	}
+	return append(code, act)
+}
+
+// withPort says whether a set is looked up with the packet's protocol and port: only ip+port
+// sets hold them (the evaluator ignores protocol and port for the other types).
+func (r *renderer) withPort(id string) uint8 {
+	if r.types[id] == snapshot.IPSetIPPort {
+		return FlagWithPort
+	}
+	return 0
+}
+
+func (r *renderer) setID(id string) uint32 {
+	k := "set:" + id
+	if r.collect {
+		r.setKeys[k] = struct{}{}
+		return 0
+	}
+	return r.ids[k]
+}
+
+func (r *renderer) netsID(nets []netip.Prefix) uint32 {
+	k := netsKey(nets)
+	if r.collect {
+		r.setKeys[k] = struct{}{}
+		return 0
+	}
+	return r.ids[k]
+}
+
+func netsKey(nets []netip.Prefix) string {
+	ss := make([]string, 0, len(nets))
+	for _, n := range nets {
+		ss = append(ss, n.Masked().String())
+	}
+	sort.Strings(ss)
+	return "nets:" + strings.Join(slices.Compact(ss), ",")
+}
+
+// spoofNets are the source prefixes an endpoint may send from.
+func spoofNets(ep *snapshot.Endpoint) []netip.Prefix {
+	return append(slices.Clone(ep.Addrs), ep.AllowSpoofedSources...)
+}
+
+func setKey(id uint32, p netip.Prefix, proto uint8, port uint16) SetKey {
+	p = p.Masked()
+	k := SetKey{Set: id, Protocol: proto, Port: port, Bits: uint8(p.Bits())}
+	if p.Addr().Is4() {
+		k.Family = 4
+		a := p.Addr().As4()
+		copy(k.Addr[:], a[:])
+	} else {
+		k.Family = 6
+		k.Addr = p.Addr().As16()
+	}
+	return k
+}
+
+// assignIDs gives each key a nonzero 32-bit ID derived from its content (FNV-1a), probing
+// upward on collision in sorted key order, so IDs are stable across renders and restarts.
+func assignIDs(keys []string) map[string]uint32 {
+	ids := make(map[string]uint32, len(keys))
+	used := make(map[uint32]bool, len(keys))
+	for _, k := range keys {
+		h := fnv.New32a()
+		h.Write([]byte(k))
+		id := h.Sum32()
+		for id == 0 || used[id] {
+			id++
+		}
+		used[id] = true
+		ids[k] = id
+	}
+	return ids
+}
+
+// encode is a program's content key.
+func encode(code []Insn) string {
+	b := make([]byte, 0, len(code)*16)
+	for _, in := range code {
+		b = append(b, in.Kind, in.Flags, in.A, in.B)
+		b = binary.LittleEndian.AppendUint16(b, in.Min)
+		b = binary.LittleEndian.AppendUint16(b, in.Max)
+		b = binary.LittleEndian.AppendUint32(b, in.Set)
+		b = binary.LittleEndian.AppendUint32(b, in.Next)
+	}
+	return string(b)
+}
+
+func mapKeys[K comparable, V any](m map[K]V) func(func(K) bool) {
+	return func(yield func(K) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
