@@ -169,6 +169,30 @@ func (e *env) startAgentNoWait(extraArgs ...string) {
 	e.agent = p
 }
 
+// firstProgrammed returns the agent's first "programmed" log line for dataplane ("" if none).
+func (e *env) firstProgrammed(dataplane string) string {
+	for l := range strings.Lines(e.agent.Output()) {
+		kv := parseLogLine(l)
+		if kv["msg"] == "programmed" && kv["dataplane"] == dataplane {
+			return l
+		}
+	}
+	return ""
+}
+
+// routes lists every route of the node namespace, both families, all tables.
+func (e *env) routes() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var b strings.Builder
+	for _, fam := range []string{"-4", "-6"} {
+		out, err := e.node.Exec(ctx, "ip", fam, "route", "show", "table", "all")
+		Expect(err).NotTo(HaveOccurred())
+		b.Write(out)
+	}
+	return b.String()
+}
+
 // nodeHTTP fetches url inside the node namespace; it returns the HTTP status and body, or
 // 0 and the error when nothing answers (the agent is not listening yet).
 func (e *env) nodeHTTP(url string) (int, string) {
@@ -210,21 +234,30 @@ func daemonBasics(dp string, agentArgs ...string) *env {
 	e.writePods()
 	e.write("policy.yaml", serverFromClientAll)
 	e.startAgent(agentArgs...)
+	// The first cycle also wires the pods' host side (routes, proxy-ARP): give neighbour
+	// resolution a moment before the first packets must pass.
+	Eventually(e.checkEnforced).WithTimeout(10 * time.Second).WithPolling(200 * time.Millisecond).Should(Succeed())
 	return e
 }
 
 // expectEnforced checks the policy with real packets: client reaches server (TCP and ICMP),
 // other does not.
 func (e *env) expectEnforced() {
+	e.checkEnforced(Default)
+}
+
+func (e *env) checkEnforced(g Gomega) {
 	server := e.pod("ns1/server").IPv4
-	Expect(e.pod("ns1/client").Probe(netns.TCP, netip.AddrPortFrom(server, 8080)).Allowed()).To(Succeed())
-	Expect(e.pod("ns1/client").Probe(netns.ICMP, netip.AddrPortFrom(server, 0)).Allowed()).To(Succeed())
-	Expect(e.pod("ns1/other").Probe(netns.TCP, netip.AddrPortFrom(server, 8080)).Denied()).To(Succeed())
-	Expect(e.pod("ns1/other").Probe(netns.ICMP, netip.AddrPortFrom(server, 0)).Denied()).To(Succeed())
+	g.Expect(e.pod("ns1/client").Probe(netns.TCP, netip.AddrPortFrom(server, 8080)).Allowed()).To(Succeed())
+	g.Expect(e.pod("ns1/client").Probe(netns.ICMP, netip.AddrPortFrom(server, 0)).Allowed()).To(Succeed())
+	g.Expect(e.pod("ns1/other").Probe(netns.TCP, netip.AddrPortFrom(server, 8080)).Denied()).To(Succeed())
+	g.Expect(e.pod("ns1/other").Probe(netns.ICMP, netip.AddrPortFrom(server, 0)).Denied()).To(Succeed())
 }
 
 var _ = Describe("felis agent as a node daemon", func() {
-	for _, dp := range dataplanes {
+	// The daemon's behaviour does not depend on the dataplane, but these specs read the
+	// kernel's state as nftables (nft monitor, the felis table): they run on nftables only.
+	for _, dp := range []string{"nftables"} {
 		Describe("dataplane "+dp, Label(dp), func() {
 			It("keeps a TCP stream and pings flowing across kill -9 and restart, touching no rule", func() {
 				e := daemonBasics(dp)
@@ -232,10 +265,13 @@ var _ = Describe("felis agent as a node daemon", func() {
 				Eventually(e.endpointStates).Should(HaveKeyWithValue("ns1/server", "programmed"))
 				before := e.listTable()
 
-				By("watching the kernel's nftables events across the restart")
+				By("watching the kernel's nftables and route events across the restart")
 				mon, err := e.node.Start(context.Background(), "nft", "monitor")
 				Expect(err).NotTo(HaveOccurred())
-				time.Sleep(300 * time.Millisecond) // nft monitor subscribes at start
+				routeMon, err := e.node.Start(context.Background(), "ip", "monitor", "route")
+				Expect(err).NotTo(HaveOccurred())
+				routesBefore := e.routes()
+				time.Sleep(300 * time.Millisecond) // the monitors subscribe at start
 
 				server := e.pod("ns1/server").IPv4
 				s := startStream(e.pod("ns1/client"), netip.AddrPortFrom(server, 8080))
@@ -250,11 +286,17 @@ var _ = Describe("felis agent as a node daemon", func() {
 				first := e.startAgent()
 				Expect(first.Full).To(BeTrue(), "the restarted agent's first sync must read the kernel: %s", first.Line)
 				Expect(first.Ops).To(Equal(0), "the restarted agent changed the table: %s", first.Line)
+				if agentRouting {
+					Expect(e.firstProgrammed("netlink")).To(ContainSubstring(" ops=0 "), "the restarted agent changed routes or links")
+				}
 				time.Sleep(time.Second)
 
 				rounds, streamErrs := s.finish()
 				pings, lost := p.finish()
 				Expect(mon.Stop()).To(Succeed())
+				Expect(routeMon.Stop()).To(Succeed())
+				Expect(strings.TrimSpace(routeMon.Output())).To(BeEmpty(), "route events across kill -9 and restart")
+				Expect(e.routes()).To(Equal(routesBefore), "the node's routes changed across the restart")
 				Expect(streamErrs).To(BeEmpty(), "the TCP stream broke")
 				Expect(lost).To(BeEmpty(), "pings were lost")
 				Expect(rounds).To(BeNumerically(">", 50), "the stream barely ran")
