@@ -52,8 +52,9 @@ func Derive(v *store.View, node string, opts Options) (*snapshot.Snapshot, error
 		rp := &ranked[i]
 		sel := policySelector(rp.Policy)
 		matchedAny := false
-		localIndex.candidates(sel, func(j int) {
-			if sel.EvaluateLabels(locals[j].Labels) {
+		c := localIndex.candidates(sel)
+		c.each(func(j int) {
+			if c.exact || sel.EvaluateLabels(locals[j].Labels) {
 				locals[j].Matched = append(locals[j].Matched, rp)
 				matchedAny = true
 			}
@@ -105,17 +106,26 @@ func Derive(v *store.View, node string, opts Options) (*snapshot.Snapshot, error
 	}
 
 	// IP sets: only those referenced by active policies and profiles.
+	var weps []*model.WorkloadEndpoint // every workload endpoint, read once for sets and routes
 	if len(defs) > 0 {
-		hs := holders(v, byProfile)
+		ids := slices.Sorted(maps.Keys(defs))
+		sels := make([]*selector.Selector, 0, len(ids))
+		for _, id := range ids {
+			if d := defs[id]; d.Kind != setService {
+				sels = append(sels, d.Selector)
+			}
+		}
+		weps = listAll[*model.WorkloadEndpoint](v, model.KindWorkloadEndpoint)
+		hs := holders(v, weps, byProfile, sels)
 		es := endpointSlices(v, defs)
-		for _, id := range slices.Sorted(maps.Keys(defs)) {
+		for _, id := range ids {
 			d := defs[id]
 			s.IPSets = append(s.IPSets, snapshot.IPSet{ID: id, Type: d.setType(), Source: d.source(), Members: indexedMembers(d, hs, es)})
 		}
 	}
 
 	s.Config, _ = ResolveConfigOptions(v, node, opts)
-	s.Routes, s.VTEPs, s.Pools = Routing(v, node, s.Config)
+	s.Routes, s.VTEPs, s.Pools = routing(v, node, s.Config, weps)
 	s.Services = Services(v, node)
 	s.Finalize()
 	return s, nil

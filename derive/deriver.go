@@ -70,6 +70,7 @@ type labelKV struct{ name, value string }
 // hstate is a holder (anything a rule selector can match) with what indexing needs.
 type hstate struct {
 	holder
+	labels   *selector.Labels
 	id       holderID
 	key      model.Key
 	own      map[string]string
@@ -326,10 +327,10 @@ func (d *Deriver) refreshHolder(v *store.View, k model.Key) {
 			continue
 		}
 		if old != nil {
-			s.add(contribution(s.def, &old.holder), -1)
+			s.add(contribution(s.def, old), -1)
 		}
 		if h != nil {
-			s.add(contribution(s.def, &h.holder), +1)
+			s.add(contribution(s.def, h), +1)
 		}
 	}
 	if k.Kind == model.KindWorkloadEndpoint && routingFieldsDiffer(old, h) {
@@ -590,7 +591,7 @@ func (d *Deriver) ref(def ipSetDef, delta int) {
 		d.setIDs = slices.Insert(d.setIDs, i, def.ID)
 		if def.Kind != setService {
 			for _, h := range d.candidates(def.Selector) {
-				s.add(contribution(def, &h.holder), +1)
+				s.add(contribution(def, h), +1)
 			}
 		}
 	}
@@ -649,7 +650,7 @@ func (d *Deriver) candidates(sel *selector.Selector) []*hstate {
 // contribution is what one holder puts into a selector or named-port set: its addresses
 // (networks for network sets) when the selector matches, or for a named-port set each address
 // crossed with its ports of that name and protocol (an unspecified protocol means TCP).
-func contribution(def ipSetDef, h *holder) []snapshot.Member {
+func contribution(def ipSetDef, h *hstate) []snapshot.Member {
 	if !def.Selector.EvaluateLabels(h.labels) {
 		return nil
 	}

@@ -379,15 +379,71 @@ func TestIndexedMembersEqualScan(t *testing.T) {
 		state[k] = i % 4
 	}
 	v := freshStore(t, state, keys).View()
-	hs := holders(v, profileLabels(v))
 	exprs := append(slices.Clone(propSelect), "app == 'web' && app == 'db'", "app in {'web', 'db'} && has(tier)",
-		"!has(app) || app == 'cache'", "kind == 'ext' && has(projectcalico.org/namespace)", "app not in {'web'}")
+		"!has(app) || app == 'cache'", "kind == 'ext' && has(projectcalico.org/namespace)", "app not in {'web'}",
+		"app == 'web' && has(pcns.team)", "pcns.team in {'x', 'y'}", "has(nosuchlabel)", "nosuchlabel == 'x'")
+	var sels []*selector.Selector
 	for _, e := range exprs {
-		for _, d := range []ipSetDef{selectorSet(sel(e)), namedPortSet(sel(e), "http", model.ProtoTCP)} {
-			want := ipSetMembers(d, hs.items, nil)
-			if diff := cmp.Diff(want, indexedMembers(d, hs, nil), cmpOpts); diff != "" {
-				t.Errorf("%s: indexed members differ from a full scan (-scan +indexed):\n%s", d.source(), diff)
+		sels = append(sels, sel(e))
+	}
+	// The index planned for every selector, for half of them (the others must still get
+	// every match: an unplanned restriction is not used), and for none.
+	plans := map[string][]*selector.Selector{"all": sels, "half": sels[:len(sels)/2], "none": nil}
+	for plan, planned := range plans {
+		hs := holders(v, listAll[*model.WorkloadEndpoint](v, model.KindWorkloadEndpoint), profileLabels(v), planned)
+		for _, e := range exprs {
+			for _, d := range []ipSetDef{selectorSet(sel(e)), namedPortSet(sel(e), "http", model.ProtoTCP)} {
+				want := ipSetMembers(d, hs.items, nil)
+				if diff := cmp.Diff(want, indexedMembers(d, hs, nil), cmpOpts); diff != "" {
+					t.Errorf("plan %s, %s: indexed members differ from a full scan (-scan +indexed):\n%s", plan, d.source(), diff)
+				}
 			}
+		}
+	}
+}
+
+// TestFullLabelIndexCandidates: the full index (every label) gives every match of every
+// selector among its candidates, each at most once.
+func TestFullLabelIndexCandidates(t *testing.T) {
+	keys := propUniverse()
+	state := map[propKey]int{}
+	for i, k := range keys {
+		state[k] = i % 4
+	}
+	v := freshStore(t, state, keys).View()
+	hs := holders(v, listAll[*model.WorkloadEndpoint](v, model.KindWorkloadEndpoint), profileLabels(v), nil)
+	labels := make([]*selector.Labels, len(hs.items))
+	for i := range hs.items {
+		labels[i] = hs.items[i].src.labels(nil)
+	}
+	idx := newLabelIndex(labels)
+	exprs := append(slices.Clone(propSelect), "app == 'web' && app == 'db'", "has(nosuchlabel)", "nosuchlabel in {'a', 'b'}", "pcns.team == 'x'")
+	for _, e := range exprs {
+		s := sel(e)
+		var want, got []int
+		for i, l := range labels {
+			if s.EvaluateLabels(l) {
+				want = append(want, i)
+			}
+		}
+		seen := map[int]bool{}
+		c := idx.candidates(s)
+		c.each(func(i int) {
+			if seen[i] {
+				t.Errorf("%s: candidate %d given twice", e, i)
+			}
+			seen[i] = true
+			match := s.EvaluateLabels(labels[i])
+			if c.exact && !match {
+				t.Errorf("%s: candidate %d does not match, but the index called its candidates exact", e, i)
+			}
+			if match {
+				got = append(got, i)
+			}
+		})
+		slices.Sort(got)
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("%s: matches among candidates differ from a scan (-scan +index):\n%s", e, diff)
 		}
 	}
 }

@@ -40,7 +40,13 @@ const (
 // When a local workload, a borrowed workload, a tunnel address and a ipamBlock share a
 // destination, the first of those wins, as the routeResolver's longest-match walk decides.
 func Routing(v *store.View, node string, cfg snapshot.Config) (routes []snapshot.Route, vteps []snapshot.VTEP, pools []snapshot.Pool) {
-	base, vteps, pools := RemoteRouting(v, node, cfg)
+	return routing(v, node, cfg, nil)
+}
+
+// routing is Routing over every workload endpoint of the view in ID order (weps), or, when
+// weps is nil, reading them from the view.
+func routing(v *store.View, node string, cfg snapshot.Config, weps []*model.WorkloadEndpoint) (routes []snapshot.Route, vteps []snapshot.VTEP, pools []snapshot.Pool) {
+	base, vteps, pools := remoteRouting(v, node, cfg, weps)
 	var local []*model.WorkloadEndpoint
 	for w := range store.ListOnNode[*model.WorkloadEndpoint](v, model.KindWorkloadEndpoint, node) {
 		local = append(local, w)
@@ -104,8 +110,17 @@ func OverlayRoutes(base, local []snapshot.Route) []snapshot.Route {
 // nodes, pools, blocks, configuration and the workloads of other nodes. Routes are sorted by
 // destination.
 func RemoteRouting(v *store.View, node string, cfg snapshot.Config) (routes []snapshot.Route, vteps []snapshot.VTEP, pools []snapshot.Pool) {
+	return remoteRouting(v, node, cfg, nil)
+}
+
+// remoteRouting is RemoteRouting over weps as routing takes them.
+func remoteRouting(v *store.View, node string, cfg snapshot.Config, weps []*model.WorkloadEndpoint) (routes []snapshot.Route, vteps []snapshot.VTEP, pools []snapshot.Pool) {
 	r := newRouteResolver(v, node, cfg)
-	for w := range store.List[*model.WorkloadEndpoint](v, model.KindWorkloadEndpoint) {
+	all := store.List[*model.WorkloadEndpoint](v, model.KindWorkloadEndpoint)
+	if weps != nil {
+		all = slices.Values(weps)
+	}
+	for w := range all {
 		if w.Node == node || w.Node == "" {
 			continue
 		}

@@ -7,6 +7,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/felis-dev/felis/model"
+	"github.com/felis-dev/felis/model/selector"
 	"github.com/felis-dev/felis/snapshot"
 )
 
@@ -184,8 +185,7 @@ func TestIPSetMembers(t *testing.T) {
 	objs := []model.Object{nsProfile("ns1", model.Labels{"env": "prod"}), nsProfile("ns2", nil), a, b, c, h, nsNet, gNet}
 
 	v := newStore(t, objs...).View()
-	set := holders(v, profileLabels(v))
-	hs := set.items
+	hs := holders(v, listAll[*model.WorkloadEndpoint](v, model.KindWorkloadEndpoint), profileLabels(v), nil).items
 	member := func(p string) snapshot.Member { return snapshot.Member{Prefix: pfx(p)} }
 	tests := []struct {
 		def  ipSetDef
@@ -204,6 +204,11 @@ func TestIPSetMembers(t *testing.T) {
 			{Prefix: pfx("fd00::1/128"), Protocol: 17, Port: 8081},
 		}},
 	}
+	var sels []*selector.Selector
+	for _, tt := range tests {
+		sels = append(sels, tt.def.Selector)
+	}
+	set := holders(v, listAll[*model.WorkloadEndpoint](v, model.KindWorkloadEndpoint), profileLabels(v), sels)
 	for _, tt := range tests {
 		got := ipSetMembers(tt.def, hs, nil)
 		if diff := cmp.Diff(tt.want, got, cmpOpts); diff != "" {

@@ -29,25 +29,33 @@ var _ parser.Labels = (*Labels)(nil)
 // inheritance does: an own label wins over any parent's, and an earlier parent wins over a
 // later one.
 func NewLabels(own map[string]string, parents ...map[string]string) *Labels {
+	return NewLabelsWith(nil, own, parents...)
+}
+
+// NewLabelsWith is NewLabels interning through in (nil: the global table directly), for
+// callers that build many label sets at once.
+func NewLabelsWith(in *Interner, own map[string]string, parents ...map[string]string) *Labels {
 	n := len(own)
 	for _, p := range parents {
 		n += len(p)
 	}
-	l := &Labels{names: make([]uniquestr.Handle, 0, n), values: make([]uniquestr.Handle, 0, n)}
-	seen := make(map[string]struct{}, n)
-	add := func(m map[string]string) {
-		for k, v := range m {
-			if _, dup := seen[k]; dup {
+	// One backing array for names and values: half the allocations.
+	buf := make([]uniquestr.Handle, 2*n)
+	l := &Labels{names: buf[:0:n], values: buf[n : n : 2*n]}
+	for k, v := range own {
+		l.names = append(l.names, in.Make(k))
+		l.values = append(l.values, in.Make(v))
+	}
+	// Own labels are distinct map keys; a parent's label counts only if no earlier map has
+	// it. Looking the name up in those maps costs no interning for the labels that lose.
+	for i, p := range parents {
+		for k, v := range p {
+			if _, dup := own[k]; dup || definedIn(parents[:i], k) {
 				continue
 			}
-			seen[k] = struct{}{}
-			l.names = append(l.names, uniquestr.Make(k))
-			l.values = append(l.values, uniquestr.Make(v))
+			l.names = append(l.names, in.Make(k))
+			l.values = append(l.values, in.Make(v))
 		}
-	}
-	add(own)
-	for _, p := range parents {
-		add(p)
 	}
 	if len(l.names) > linearMax {
 		l.index = make(map[uniquestr.Handle]uniquestr.Handle, len(l.names))
@@ -57,6 +65,39 @@ func NewLabels(own map[string]string, parents ...map[string]string) *Labels {
 	}
 	return l
 }
+
+func definedIn(maps []map[string]string, k string) bool {
+	for _, m := range maps {
+		if _, ok := m[k]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// Interner caches interned handles by string for one bulk computation: a lookup in a
+// private map costs a fraction of unique.Make's global, weakly referenced table. It holds
+// its strings alive while it is reachable; not safe for concurrent use.
+type Interner struct{ m map[string]uniquestr.Handle }
+
+// NewInterner returns an empty Interner.
+func NewInterner() *Interner { return &Interner{m: map[string]uniquestr.Handle{}} }
+
+// Make returns s's handle; a nil Interner interns through the global table.
+func (in *Interner) Make(s string) uniquestr.Handle {
+	if in == nil {
+		return uniquestr.Make(s)
+	}
+	h, ok := in.m[s]
+	if !ok {
+		h = uniquestr.Make(s)
+		in.m[s] = h
+	}
+	return h
+}
+
+// Len returns the number of strings cached.
+func (in *Interner) Len() int { return len(in.m) }
 
 // GetHandle implements parser.Labels: the interned value of the named label, if present.
 func (l *Labels) GetHandle(name uniquestr.Handle) (uniquestr.Handle, bool) {
@@ -89,6 +130,17 @@ func (l *Labels) All() iter.Seq2[string, string] {
 	return func(yield func(string, string) bool) {
 		for i, k := range l.names {
 			if !yield(k.Value(), l.values[i].Value()) {
+				return
+			}
+		}
+	}
+}
+
+// Handles iterates the effective labels as interned handles, in no particular order.
+func (l *Labels) Handles() iter.Seq2[uniquestr.Handle, uniquestr.Handle] {
+	return func(yield func(uniquestr.Handle, uniquestr.Handle) bool) {
+		for i, k := range l.names {
+			if !yield(k, l.values[i]) {
 				return
 			}
 		}
