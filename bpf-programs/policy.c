@@ -86,7 +86,7 @@ struct ct_key {
 	__u8 dir;
 	__u8 proto;
 	__u8 family;
-	__u8 pad;
+	__u8 icmp; // ICMP: the packet's type (echo: tuple ports are the echo ID); else 0
 	__u16 sport;
 	__u16 dport;
 	__u8 src[16];
@@ -146,6 +146,7 @@ struct pkt {
 	__u8 has_icmp;
 	__u8 icmp_type;
 	__u8 icmp_code;
+	__u16 icmp_id;
 	__u16 sport;
 	__u16 dport;
 	__u8 src[16];
@@ -300,22 +301,46 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 			p->dport = bpf_ntohs(ports[1]);
 		}
 	} else if ((p->proto == 1 && p->family == FAMILY_V4) || (p->proto == 58 && p->family == FAMILY_V6)) {
-		__u8 tc[2];
-		if (bpf_skb_load_bytes(skb, l4off, tc, 2) == 0) {
+		__u8 tc[6];
+		if (bpf_skb_load_bytes(skb, l4off, tc, 6) == 0) {
 			p->has_icmp = 1;
 			p->icmp_type = tc[0];
 			p->icmp_code = tc[1];
+			p->icmp_id = ((__u16)tc[4] << 8) | tc[5];
 		}
 	}
 	return 0;
 }
 
+// echo_request maps an echo reply type to its request's; 0 for every other type.
+static __always_inline __u8 echo_request(struct pkt *p)
+{
+	if (p->family == FAMILY_V4 && p->icmp_type == 0)
+		return 8;
+	if (p->family == FAMILY_V6 && p->icmp_type == 129)
+		return 128;
+	return 0;
+}
+
+// ct_fill builds a conntrack key: the flow as seen (reverse=0), or the flow this packet would
+// be the reply of (reverse=1). ICMP flows are echo exchanges keyed by their ID: only an echo
+// reply is the reply of an echo request; other ICMP never matches a reverse entry.
 static __always_inline void ct_fill(struct ct_key *k, struct pkt *p, __u32 ifindex, __u8 dir, int reverse)
 {
 	k->ifindex = ifindex;
 	k->dir = dir;
 	k->proto = p->proto;
 	k->family = p->family;
+	if (p->has_icmp) {
+		k->icmp = reverse ? echo_request(p) : p->icmp_type;
+		if (reverse && !k->icmp)
+			k->icmp = 255; // no entry has this type
+		k->sport = p->icmp_id;
+		k->dport = p->icmp_id;
+		__builtin_memcpy(k->src, reverse ? p->dst : p->src, 16);
+		__builtin_memcpy(k->dst, reverse ? p->src : p->dst, 16);
+		return;
+	}
 	if (reverse) {
 		k->sport = p->dport;
 		k->dport = p->sport;

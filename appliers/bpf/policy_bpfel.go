@@ -26,7 +26,7 @@ type policyCtKey struct {
 	Dir     uint8
 	Proto   uint8
 	Family  uint8
-	Pad     uint8
+	Icmp    uint8
 	Sport   uint16
 	Dport   uint16
 	Src     [16]uint8

@@ -1,0 +1,59 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+
+	"github.com/felis-dev/felis/appliers"
+	"github.com/felis-dev/felis/appliers/bpf"
+	"github.com/felis-dev/felis/snapshot"
+)
+
+func init() {
+	policyDataplanes["bpf"] = func() (appliers.Dataplane, error) {
+		return &bpfDataplane{root: os.Getenv("FELIS_BPF_PIN_ROOT")}, nil
+	}
+}
+
+// bpfDataplane opens the BPF dataplane at the first Sync, when the node name is known: maps
+// and links are pinned under <root>/<node> (root defaults to /sys/fs/bpf/felis; the
+// FELIS_BPF_PIN_ROOT environment variable points it at another bpffs mount, as tests do).
+type bpfDataplane struct {
+	root string
+	d    *bpf.Dataplane
+}
+
+func (b *bpfDataplane) Name() string { return "bpf" }
+
+func (b *bpfDataplane) open(node string) error {
+	if b.d != nil {
+		return nil
+	}
+	opts := bpf.Options{}
+	if b.root != "" {
+		opts.PinDir = filepath.Join(b.root, node)
+	}
+	d, err := bpf.Open(opts)
+	if err != nil {
+		return err
+	}
+	b.d = d
+	return nil
+}
+
+func (b *bpfDataplane) Sync(ctx context.Context, desired *snapshot.Snapshot, full bool) (appliers.Result, error) {
+	if err := b.open(desired.Node); err != nil {
+		return appliers.Result{}, err
+	}
+	return b.d.Sync(ctx, desired, full)
+}
+
+func (b *bpfDataplane) Pending(ctx context.Context, desired *snapshot.Snapshot) ([]string, error) {
+	if err := b.open(desired.Node); err != nil {
+		return nil, err
+	}
+	return b.d.Pending(ctx, desired)
+}
