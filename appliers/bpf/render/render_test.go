@@ -9,7 +9,6 @@ import (
 	"github.com/felis-dev/felis/snapshot"
 )
 
-func u8(v uint8) *uint8 { return &v }
 
 // program renders a snapshot with one endpoint whose ingress is dir and returns that program.
 func program(t *testing.T, s *snapshot.Snapshot, dir snapshot.Direction) ([]Insn, *State) {
