@@ -29,12 +29,14 @@ type Deriver struct {
 	primed bool
 
 	profileLabels map[string]map[string]string
-	profileUsers  map[string]map[model.Key]bool // profile -> holders that list it
+	profileUsers  map[string]*posting // profile -> holders that list it
 	holders       map[model.Key]*hstate
-	byID          []*hstate                         // holder ID -> holder (nil when free)
-	freeIDs       []holderID                        // IDs to reuse
-	byKey         map[string]map[holderID]struct{}  // label name -> holders with it
-	byKV          map[labelKV]map[holderID]struct{} // label name and value -> holders
+	byID          []*hstate                 // holder ID -> holder (nil when free)
+	freeIDs       []holderID                // IDs to reuse
+	labelIndex    map[string]*labelPostings // label name -> holders, for names selectors need
+	in            *selector.Interner        // interned label strings (a cache; reset when it grows)
+	inBase        int                       // in's size after the first build
+	eval          sourceLabels              // evaluates selectors on holders' label sources
 
 	tiers    map[string]tierInfo
 	policies map[model.Key]*pstate
@@ -59,21 +61,17 @@ type Deriver struct {
 	vteps            []snapshot.VTEP
 	pools            []snapshot.Pool
 	affine           map[string][]netip.Prefix // node -> blocks affine to it, for the borrowed-IP test
+	firstWEPs        []*model.WorkloadEndpoint // every workload endpoint, read once by the first build
 }
 
 // holderID is a small integer naming a holder inside the index (cheaper to hash than a Key).
 type holderID int32
 
-// labelKV is one label as an index key.
-type labelKV struct{ name, value string }
-
 // hstate is a holder (anything a rule selector can match) with what indexing needs.
 type hstate struct {
 	holder
-	labels   *selector.Labels
 	id       holderID
 	key      model.Key
-	own      map[string]string
 	profList []string
 	node     string // for workload and host endpoints
 	iface    string // for workload endpoints
@@ -103,6 +101,7 @@ type profState struct {
 // lstate is a local workload or host endpoint.
 type lstate struct {
 	h       *hstate
+	labels  *selector.Labels // flattened: local endpoints are matched against every policy
 	wep     *model.WorkloadEndpoint
 	hep     *model.HostEndpoint
 	matched map[model.Key]bool
@@ -117,9 +116,9 @@ type sstate struct {
 	def     ipSetDef
 	source  string // def.source(), computed once
 	refs    int
-	counts  map[snapshot.Member]int
+	counts  map[snapshot.Member]int // nil: each of members counted once (made on first change)
 	members []snapshot.Member
-	dirty   bool
+	dirty   bool // members must be recomputed (from counts, or for service sets from slices)
 }
 
 // NewDeriver returns a Deriver for node that reads st's change feed.
@@ -134,8 +133,7 @@ func (d *Deriver) Close() { d.cons.Close() }
 // The first call, a call with an older view, and the call after an error build everything.
 func (d *Deriver) Derive(v *store.View) (*snapshot.Snapshot, error) {
 	if !d.primed || v.Revision() < d.rev {
-		d.reset()
-		d.apply(v, d.everything(v))
+		d.build(v)
 	} else if v.Revision() > d.rev {
 		var changes []model.Key
 		for c := range v.ChangesSince(d.rev) {
@@ -156,11 +154,12 @@ func (d *Deriver) Derive(v *store.View) (*snapshot.Snapshot, error) {
 
 func (d *Deriver) reset() {
 	d.profileLabels = map[string]map[string]string{}
-	d.profileUsers = map[string]map[model.Key]bool{}
+	d.profileUsers = map[string]*posting{}
 	d.holders = map[model.Key]*hstate{}
 	d.byID, d.freeIDs = nil, nil
-	d.byKey = map[string]map[holderID]struct{}{}
-	d.byKV = map[labelKV]map[holderID]struct{}{}
+	d.labelIndex = map[string]*labelPostings{}
+	d.in, d.inBase = selector.NewInterner(), 0
+	d.eval = sourceLabels{in: d.in}
 	d.tiers = nil
 	d.policies = map[model.Key]*pstate{}
 	d.policiesByLabel = map[string]map[model.Key]struct{}{}
@@ -172,17 +171,7 @@ func (d *Deriver) reset() {
 	d.endpointSlices = map[model.Key]*model.EndpointSlice{}
 	d.services = newServiceDeriver()
 	d.routingValid = false
-}
-
-// everything lists every key in the view, as if all had just changed.
-func (d *Deriver) everything(v *store.View) []model.Key {
-	var keys []model.Key
-	for _, k := range model.Kinds {
-		for o := range v.All(k) {
-			keys = append(keys, o.GetMeta().Key)
-		}
-	}
-	return keys
+	d.firstWEPs = nil
 }
 
 func isHolderKind(k model.Kind) bool {
@@ -208,8 +197,8 @@ func (d *Deriver) apply(v *store.View, changed []model.Key) {
 			} else {
 				delete(d.profileLabels, k.Name)
 			}
-			for hk := range d.profileUsers[k.Name] {
-				refresh[hk] = true
+			if users := d.profileUsers[k.Name]; users != nil {
+				users.each(func(id holderID) { refresh[d.byID[id].key] = true })
 			}
 			if ps, ok := d.profiles[k.Name]; ok {
 				d.dropProfileRefs(ps)
@@ -275,37 +264,63 @@ func (d *Deriver) setTier(ps *pstate) {
 	ps.rp.Tier = t
 }
 
-// newHolder reads a holder from the view, or returns nil when it no longer exists.
-func (d *Deriver) newHolder(v *store.View, k model.Key) *hstate {
+// newHolder reads a holder from the view, or returns nil when it no longer exists; obj is
+// the object read.
+func (d *Deriver) newHolder(v *store.View, k model.Key) (h *hstate, obj model.Object) {
 	o, ok := v.Get(k)
 	if !ok {
+		return nil, nil
+	}
+	return d.holderOf(o), o
+}
+
+// holderOf makes a holder of a workload endpoint, host endpoint or network set (nil for
+// any other object), with its labels read through the current profiles.
+func (d *Deriver) holderOf(o model.Object) *hstate {
+	h := &hstate{}
+	d.fillHolder(h, o, nil)
+	if h.key.Kind == "" {
 		return nil
 	}
-	h := &hstate{key: k}
+	return h
+}
+
+// fillHolder fills h from o; pc, when not nil, shares parent lists between holders.
+func (d *Deriver) fillHolder(h *hstate, o model.Object, pc *parentCache) {
+	var own map[string]string
 	switch x := o.(type) {
 	case *model.WorkloadEndpoint:
-		h.own, h.profList, h.node, h.iface = x.Labels, x.Profiles, x.Node, x.InterfaceName
+		own, h.profList, h.node, h.iface = x.Labels, x.Profiles, x.Node, x.InterfaceName
 		h.nets, h.ports = x.IPNetworks, x.Ports
 	case *model.HostEndpoint:
-		h.own, h.profList, h.node = x.Labels, x.Profiles, x.Node
+		own, h.profList, h.node = x.Labels, x.Profiles, x.Node
 		h.nets, h.ports = hostAddrs(x.ExpectedIPs), x.Ports
 	case *model.NetworkSet:
-		h.own, h.profList = x.Labels, netSetProfiles(x)
+		own, h.profList = x.Labels, netSetProfiles(x)
 		h.nets = x.Nets
 	default:
-		return nil
+		return
 	}
-	h.labels = effectiveLabels(h.own, h.profList, d.profileLabels)
-	return h
+	h.key = o.GetMeta().Key
+	if pc == nil {
+		pc = newParentCache(d.profileLabels)
+	}
+	h.src = pc.source(own, h.profList)
+}
+
+// matches evaluates sel on a holder's labels.
+func (d *Deriver) matches(sel *selector.Selector, h *hstate) bool {
+	d.eval.src = &h.src
+	return sel.EvaluateLabels(&d.eval)
 }
 
 // refreshHolder re-reads one holder and moves it through the index, the sets and, when it
 // is local, the policy matches.
 func (d *Deriver) refreshHolder(v *store.View, k model.Key) {
 	old := d.holders[k]
-	h := d.newHolder(v, k)
+	h, obj := d.newHolder(v, k)
 	if old != nil {
-		d.unindex(old)
+		d.indexHolder(old, true)
 		d.byID[old.id] = nil
 		d.freeIDs = append(d.freeIDs, old.id)
 	}
@@ -318,19 +333,31 @@ func (d *Deriver) refreshHolder(v *store.View, k model.Key) {
 			d.byID = append(d.byID, h)
 		}
 		d.holders[k] = h
-		d.index(h)
+		d.indexHolder(h, false)
 	} else {
 		delete(d.holders, k)
 	}
+	// One holder against every set: flatten its labels once.
+	var oldLabels, newLabels *selector.Labels
 	for _, s := range d.sets {
 		if s.def.Kind == setService {
 			continue
 		}
 		if old != nil {
-			s.add(contribution(s.def, old), -1)
+			if oldLabels == nil {
+				oldLabels = old.src.labels(d.in)
+			}
+			if s.def.Selector.EvaluateLabels(oldLabels) {
+				s.add(holderMembers(s.def, &old.holder, nil), -1)
+			}
 		}
 		if h != nil {
-			s.add(contribution(s.def, h), +1)
+			if newLabels == nil {
+				newLabels = h.src.labels(d.in)
+			}
+			if s.def.Selector.EvaluateLabels(newLabels) {
+				s.add(holderMembers(s.def, &h.holder, nil), +1)
+			}
 		}
 	}
 	if k.Kind == model.KindWorkloadEndpoint && routingFieldsDiffer(old, h) {
@@ -341,9 +368,7 @@ func (d *Deriver) refreshHolder(v *store.View, k model.Key) {
 			d.routingValid = false
 		}
 	}
-	wasLocal := old != nil && old.node == d.node && (k.Kind == model.KindWorkloadEndpoint || k.Kind == model.KindHostEndpoint)
-	isLocal := h != nil && h.node == d.node && (k.Kind == model.KindWorkloadEndpoint || k.Kind == model.KindHostEndpoint)
-	if wasLocal {
+	if old != nil && d.isLocal(old) {
 		l := d.locals[k]
 		for pk := range l.matched {
 			d.policies[pk].matches--
@@ -353,15 +378,11 @@ func (d *Deriver) refreshHolder(v *store.View, k model.Key) {
 		}
 		delete(d.locals, k)
 	}
-	if isLocal {
-		l := &lstate{h: h, matched: map[model.Key]bool{}, dirty: true}
-		if o, ok := v.Get(k); ok {
-			l.wep, _ = o.(*model.WorkloadEndpoint)
-			l.hep, _ = o.(*model.HostEndpoint)
-		}
+	if h != nil && d.isLocal(h) {
+		l := d.addLocal(h, obj)
 		match := func(pk model.Key) {
 			ps := d.policies[pk]
-			if policySelector(ps.rp.Policy).EvaluateLabels(h.labels) {
+			if policySelector(ps.rp.Policy).EvaluateLabels(l.labels) {
 				l.matched[pk] = true
 				ps.matches++
 			}
@@ -369,15 +390,38 @@ func (d *Deriver) refreshHolder(v *store.View, k model.Key) {
 		for pk := range d.policiesAny {
 			match(pk)
 		}
-		for name := range h.labels.All() {
+		for name := range l.labels.All() {
 			for pk := range d.policiesByLabel[name] {
 				match(pk)
 			}
 		}
-		for _, p := range h.profList {
-			d.profileUse(p, +1)
-		}
-		d.locals[k] = l
+	}
+	d.trimInterner()
+}
+
+// isLocal reports whether a holder is a workload or host endpoint of this node.
+func (d *Deriver) isLocal(h *hstate) bool {
+	return h.node == d.node && (h.key.Kind == model.KindWorkloadEndpoint || h.key.Kind == model.KindHostEndpoint)
+}
+
+// addLocal starts tracking a local endpoint (its policy matches are the caller's).
+func (d *Deriver) addLocal(h *hstate, obj model.Object) *lstate {
+	l := &lstate{h: h, labels: h.src.labels(d.in), matched: map[model.Key]bool{}, dirty: true}
+	l.wep, _ = obj.(*model.WorkloadEndpoint)
+	l.hep, _ = obj.(*model.HostEndpoint)
+	for _, p := range h.profList {
+		d.profileUse(p, +1)
+	}
+	d.locals[h.key] = l
+	return l
+}
+
+// trimInterner drops the interned-string cache once it has grown well past what the first
+// build needed (label values churn; the cache must not keep every one ever seen).
+func (d *Deriver) trimInterner() {
+	if d.in.Len() > max(1<<16, 2*d.inBase) {
+		d.in = selector.NewInterner()
+		d.eval.in = d.in
 	}
 }
 
@@ -413,26 +457,6 @@ func (d *Deriver) isBorrowed(h *hstate) bool {
 		}
 	}
 	return false
-}
-
-func (d *Deriver) index(h *hstate) {
-	for k, v := range h.labels.All() {
-		addTo(d.byKey, k, h.id)
-		addTo(d.byKV, labelKV{k, v}, h.id)
-	}
-	for _, p := range h.profList {
-		addTo(d.profileUsers, p, h.key)
-	}
-}
-
-func (d *Deriver) unindex(h *hstate) {
-	for k, v := range h.labels.All() {
-		removeFrom(d.byKey, k, h.id)
-		removeFrom(d.byKV, labelKV{k, v}, h.id)
-	}
-	for _, p := range h.profList {
-		removeFrom(d.profileUsers, p, h.key)
-	}
 }
 
 func addTo[K, V comparable, S ~map[V]E, E any](m map[K]S, k K, v V) {
@@ -490,7 +514,7 @@ func (d *Deriver) updatePolicy(v *store.View, k model.Key) {
 		addTo(d.policiesByLabel, ps.label, k)
 	}
 	for _, l := range d.locals {
-		if sel.EvaluateLabels(l.h.labels) {
+		if sel.EvaluateLabels(l.labels) {
 			l.matched[k] = true
 			l.dirty = true
 			ps.matches++
@@ -585,97 +609,57 @@ func (d *Deriver) ref(def ipSetDef, delta int) {
 		if delta < 0 {
 			return
 		}
-		s = &sstate{def: def, source: def.source(), counts: map[snapshot.Member]int{}, dirty: true}
-		d.sets[def.ID] = s
+		s = d.newSet(def)
 		i, _ := slices.BinarySearch(d.setIDs, def.ID)
 		d.setIDs = slices.Insert(d.setIDs, i, def.ID)
-		if def.Kind != setService {
-			for _, h := range d.candidates(def.Selector) {
-				s.add(contribution(def, h), +1)
-			}
-		}
 	}
 	s.refs += delta
 }
 
-// candidates returns the holders a selector can possibly match, using the label index when
-// the selector requires a label (the smallest bucket wins), else every holder.
-func (d *Deriver) candidates(sel *selector.Selector) []*hstate {
-	var best map[holderID]struct{}
-	var bestValues []labelKV
-	bestN := -1
-	for name, r := range sel.LabelRestrictions() {
-		if !r.MustBePresent {
-			continue
-		}
-		if r.MustHaveOneOfValues != nil {
-			n := 0
-			var kvs []labelKV
-			for _, val := range r.MustHaveOneOfValues {
-				kv := labelKV{name.Value(), val.Value()}
-				n += len(d.byKV[kv])
-				kvs = append(kvs, kv)
+// newSet creates a set and computes its members (service sets: in assemble, from slices).
+func (d *Deriver) newSet(def ipSetDef) *sstate {
+	s := &sstate{def: def, source: def.source(), dirty: def.Kind == setService}
+	d.sets[def.ID] = s
+	if def.Kind == setService {
+		return s
+	}
+	collect := func() []snapshot.Member {
+		var out []snapshot.Member
+		c := d.candidates(def.Selector)
+		c.each(d, func(h *hstate) {
+			if def.Kind == setNamedPort && len(h.ports) == 0 {
+				return // contributes nothing: skip the evaluation
 			}
-			if bestN < 0 || n < bestN {
-				bestN, best, bestValues = n, nil, kvs
+			if c.exact || d.matches(def.Selector, h) {
+				out = holderMembers(def, &h.holder, out)
 			}
-			continue
-		}
-		if s := d.byKey[name.Value()]; bestN < 0 || len(s) < bestN {
-			bestN, best, bestValues = len(s), s, nil
+		})
+		return out
+	}
+	all := collect()
+	n := len(all)
+	s.members = sortMembers(all)
+	if len(s.members) != n {
+		// Some member comes from two holders: count them now (rare; else counts wait
+		// for the first change).
+		s.counts = map[snapshot.Member]int{}
+		for _, m := range collect() {
+			s.counts[m]++
 		}
 	}
-	var out []*hstate
-	switch {
-	case bestN < 0:
-		for _, h := range d.byID {
-			if h != nil {
-				out = append(out, h)
-			}
-		}
-	case best != nil:
-		for id := range best {
-			out = append(out, d.byID[id])
-		}
-	default:
-		for _, kv := range bestValues {
-			for id := range d.byKV[kv] {
-				out = append(out, d.byID[id])
-			}
-		}
-	}
-	return out
-}
-
-// contribution is what one holder puts into a selector or named-port set: its addresses
-// (networks for network sets) when the selector matches, or for a named-port set each address
-// crossed with its ports of that name and protocol (an unspecified protocol means TCP).
-func contribution(def ipSetDef, h *hstate) []snapshot.Member {
-	if !def.Selector.EvaluateLabels(h.labels) {
-		return nil
-	}
-	var out []snapshot.Member
-	switch def.Kind {
-	case setSelector:
-		for _, n := range h.nets {
-			out = append(out, snapshot.Member{Prefix: n.Masked()})
-		}
-	case setNamedPort:
-		for _, p := range h.ports {
-			proto := cmp.Or(p.Protocol, model.ProtoTCP)
-			if p.Name != def.PortName || proto != def.Protocol {
-				continue
-			}
-			for _, n := range h.nets {
-				a := n.Addr()
-				out = append(out, snapshot.Member{Prefix: netip.PrefixFrom(a, a.BitLen()), Protocol: proto, Port: p.Port})
-			}
-		}
-	}
-	return out
+	return s
 }
 
 func (s *sstate) add(ms []snapshot.Member, delta int) {
+	if len(ms) == 0 {
+		return
+	}
+	if s.counts == nil {
+		s.counts = make(map[snapshot.Member]int, len(s.members))
+		for _, m := range s.members {
+			s.counts[m] = 1
+		}
+	}
 	for _, m := range ms {
 		n := s.counts[m] + delta
 		if n <= 0 {
@@ -696,10 +680,7 @@ func (d *Deriver) assemble(v *store.View) (*snapshot.Snapshot, error) {
 	for name, prof := range d.profiles {
 		if !prof.built {
 			p, _ := store.Get[*model.Profile](v, model.Key{Kind: model.KindProfile, Name: name})
-			ir, defs, err := profileIR(name, p)
-			tmp := snapshot.Snapshot{Profiles: []snapshot.Profile{ir}}
-			tmp.Finalize()
-			prof.ir, prof.defs, prof.err, prof.built = tmp.Profiles[0], uniqueDefs(defs), err, true
+			prof.build(name, p)
 			for _, def := range prof.defs {
 				d.ref(def, +1)
 			}
@@ -746,7 +727,7 @@ func (d *Deriver) assemble(v *store.View) (*snapshot.Snapshot, error) {
 			if set.def.Kind == setService {
 				set.members = ipSetMembers(set.def, nil, d.services.slicesOf(set.def.Service))
 			} else {
-				set.members = snapshot.SortMembers(slices.Collect(maps.Keys(set.counts)))
+				set.members = sortMembers(slices.Collect(maps.Keys(set.counts)))
 			}
 			set.dirty = false
 		}
@@ -754,7 +735,8 @@ func (d *Deriver) assemble(v *store.View) (*snapshot.Snapshot, error) {
 	}
 	if !d.routingValid {
 		d.config, _ = ResolveConfigOptions(v, d.node, d.opts)
-		base, vteps, pools := RemoteRouting(v, d.node, d.config)
+		base, vteps, pools := remoteRouting(v, d.node, d.config, d.firstWEPs)
+		d.firstWEPs = nil
 		tmp := snapshot.Snapshot{Routes: base, VTEPs: vteps, Pools: pools}
 		tmp.Finalize()
 		d.baseRoutes, d.vteps, d.pools = tmp.Routes, tmp.VTEPs, tmp.Pools
@@ -789,6 +771,14 @@ func (d *Deriver) assemble(v *store.View) (*snapshot.Snapshot, error) {
 	return s, nil
 }
 
+// build computes the profile's IR (its set references are the caller's).
+func (prof *profState) build(name string, p *model.Profile) {
+	ir, defs, err := profileIR(name, p)
+	tmp := snapshot.Snapshot{Profiles: []snapshot.Profile{ir}}
+	tmp.Finalize()
+	prof.ir, prof.defs, prof.err, prof.built = tmp.Profiles[0], uniqueDefs(defs), err, true
+}
+
 func boolKeys[V any](m map[model.Key]V) map[model.Key]bool {
 	out := make(map[model.Key]bool, len(m))
 	for k := range m {
@@ -804,7 +794,7 @@ func (d *Deriver) buildLocal(l *lstate) {
 		matched = append(matched, &d.policies[pk].rp)
 	}
 	slices.SortFunc(matched, comparePolicies)
-	le := &localEndpoint{WEP: l.wep, HEP: l.hep, Labels: l.h.labels, Profiles: l.h.profList, Matched: matched}
+	le := &localEndpoint{WEP: l.wep, HEP: l.hep, Labels: l.labels, Profiles: l.h.profList, Matched: matched}
 	tmp := snapshot.Snapshot{}
 	if l.wep != nil {
 		tmp.Endpoints = []snapshot.Endpoint{workloadEndpoint(le)}

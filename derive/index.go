@@ -1,6 +1,8 @@
 package derive
 
 import (
+	"slices"
+
 	"github.com/projectcalico/calico/libcalico-go/lib/selector/parser"
 
 	"github.com/felis-dev/felis/model/selector"
@@ -175,7 +177,10 @@ func (idx *labelIndex) candidates(sel *selector.Selector) candidateSet {
 				continue
 			}
 			usable := true
-			for _, v := range r.MustHaveOneOfValues {
+			for i, v := range r.MustHaveOneOfValues {
+				if slices.Contains(r.MustHaveOneOfValues[:i], v) {
+					continue // a list per value, once
+				}
 				l, ok := e.byValue[v.Value()]
 				if !ok && !e.allValues {
 					usable = false

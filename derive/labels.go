@@ -43,6 +43,21 @@ func (s *labelSource) get(name string) (string, bool) {
 	return "", false
 }
 
+// each calls fn with every effective label once, in no particular order.
+func (s *labelSource) each(fn func(name, value string)) {
+	for k, v := range s.own {
+		fn(k, v)
+	}
+	for i, p := range s.parents {
+		for k, v := range p {
+			if _, dup := s.own[k]; dup || definedIn(s.parents[:i], k) {
+				continue
+			}
+			fn(k, v)
+		}
+	}
+}
+
 func definedIn(maps []map[string]string, k string) bool {
 	for _, m := range maps {
 		if _, ok := m[k]; ok {

@@ -1,0 +1,143 @@
+package derive
+
+import (
+	"slices"
+
+	"github.com/felis-dev/felis/model"
+	"github.com/felis-dev/felis/model/selector"
+	"github.com/felis-dev/felis/model/store"
+)
+
+// build computes the whole state from v: the first cycle, or a restart. It ends where
+// applying every object as a change would, but reads each kind once in bulk: holders in one
+// allocation with IDs in store order, policies matched against the local endpoints through a
+// label index, and the holder index built in one pass for exactly the labels the active IP
+// sets' selectors need.
+func (d *Deriver) build(v *store.View) {
+	d.reset()
+	for p := range store.List[*model.Profile](v, model.KindProfile) {
+		d.profileLabels[p.Key.Name] = p.LabelsToApply
+	}
+	d.tiers = tiers(v)
+	for _, k := range []model.Kind{model.KindService, model.KindEndpointSlice} {
+		for o := range v.All(k) {
+			key := o.GetMeta().Key
+			d.services.changed(v, d.node, key)
+			if es, ok := o.(*model.EndpointSlice); ok {
+				d.endpointSlices[key] = es
+			}
+		}
+	}
+	d.buildHolders(v)
+	d.buildPolicies(v)
+
+	// Activation: the policies that apply and the profiles in use, then their sets, all at
+	// once so that the index is built in one pass.
+	var defs []ipSetDef
+	for _, ps := range d.policies {
+		if ps.matches > 0 || d.opts.AllPoliciesActive || assumedNeeded(ps.rp.Policy) {
+			d.buildPolicy(ps)
+			ps.active = true
+			defs = append(defs, ps.defs...)
+		}
+	}
+	for name, prof := range d.profiles {
+		p, _ := store.Get[*model.Profile](v, model.Key{Kind: model.KindProfile, Name: name})
+		prof.build(name, p)
+		defs = append(defs, prof.defs...)
+	}
+	var sels []*selector.Selector
+	for _, def := range defs {
+		if def.Kind != setService {
+			sels = append(sels, def.Selector)
+		}
+	}
+	d.planIndex(sels)
+	for _, def := range defs {
+		s, ok := d.sets[def.ID]
+		if !ok {
+			s = d.newSet(def)
+			d.setIDs = append(d.setIDs, def.ID)
+		}
+		s.refs++
+	}
+	slices.Sort(d.setIDs)
+	d.inBase = d.in.Len()
+}
+
+// buildHolders reads every holder, in store order, and starts tracking the local endpoints.
+func (d *Deriver) buildHolders(v *store.View) {
+	d.firstWEPs = listAll[*model.WorkloadEndpoint](v, model.KindWorkloadEndpoint)
+	heps := listAll[*model.HostEndpoint](v, model.KindHostEndpoint)
+	nsets := listAll[*model.NetworkSet](v, model.KindNetworkSet)
+	nsets = append(nsets, listAll[*model.NetworkSet](v, model.KindGlobalNetworkSet)...)
+	n := len(d.firstWEPs) + len(heps) + len(nsets)
+	all := make([]hstate, n)
+	d.byID = make([]*hstate, n)
+	d.holders = make(map[model.Key]*hstate, n)
+	pc := newParentCache(d.profileLabels)
+	i := 0
+	add := func(o model.Object) {
+		h := &all[i]
+		d.fillHolder(h, o, pc)
+		h.id = holderID(i)
+		d.byID[i] = h
+		d.holders[h.key] = h
+		for _, p := range h.profList {
+			users := d.profileUsers[p]
+			if users == nil {
+				users = &posting{}
+				d.profileUsers[p] = users
+			}
+			users.ids = append(users.ids, h.id)
+		}
+		if d.isLocal(h) {
+			d.addLocal(h, o)
+		}
+		i++
+	}
+	for _, w := range d.firstWEPs {
+		add(w)
+	}
+	for _, h := range heps {
+		add(h)
+	}
+	for _, ns := range nsets {
+		add(ns)
+	}
+}
+
+// buildPolicies reads every policy and matches it against the local endpoints through a
+// label index over them.
+func (d *Deriver) buildPolicies(v *store.View) {
+	locals := make([]*lstate, 0, len(d.locals))
+	for _, l := range d.locals {
+		locals = append(locals, l)
+	}
+	labels := make([]*selector.Labels, len(locals))
+	for i, l := range locals {
+		labels[i] = l.labels
+	}
+	idx := newLabelIndex(labels)
+	for _, kind := range []model.Kind{model.KindGlobalNetworkPolicy, model.KindNetworkPolicy} {
+		for p := range store.List[*model.Policy](v, kind) {
+			k := p.Key
+			sel := policySelector(p)
+			ps := &pstate{rp: rankedPolicy{Policy: p, ID: p.Key.ID()}, label: requiredLabel(sel)}
+			d.setTier(ps)
+			d.policies[k] = ps
+			if ps.label == "" {
+				d.policiesAny[k] = struct{}{}
+			} else {
+				addTo(d.policiesByLabel, ps.label, k)
+			}
+			c := idx.candidates(sel)
+			c.each(func(j int) {
+				if c.exact || sel.EvaluateLabels(locals[j].labels) {
+					locals[j].matched[k] = true
+					ps.matches++
+				}
+			})
+		}
+	}
+}
