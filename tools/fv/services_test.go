@@ -5,6 +5,7 @@ package fv_test
 import (
 	"fmt"
 	"net/netip"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -94,6 +95,10 @@ spec:
 // servedBy probes dst n times from pod and returns how many connections each backend listener
 // served meanwhile; every probe must get through.
 func servedBy(from *netns.Namespace, dst netip.AddrPort, n int, backends map[string]*netns.Listener) map[string]int {
+	// The first connection may wait on neighbour resolution when the machine is busy; warm the
+	// path up (it must open within seconds) before counting.
+	Eventually(func() error { return from.Probe(netns.TCP, dst).Allowed() }).
+		WithTimeout(10*time.Second).WithPolling(200*time.Millisecond).Should(Succeed(), "warm-up connection to %s", dst)
 	before := map[string]int{}
 	for k, l := range backends {
 		before[k] = l.Served()
