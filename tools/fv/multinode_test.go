@@ -182,8 +182,17 @@ metadata: {name: mn}
 		}
 		return nil
 	})
-	if err := a.pod.Probe(netns.TCP, dst(b.pod, 8080)).Allowed(); err != nil {
-		t.Errorf("no-encap TCP: %v", err)
+	for _, pair := range [][2]*nodeInfo{{a, b}, {b, a}} {
+		from, to := pair[0], pair[1]
+		eventually(fmt.Sprintf("no-encap TCP %s -> %s", from.pod.Name, to.pod.Name), func() error {
+			return from.pod.Probe(netns.TCP, dst(to.pod, 8080)).Allowed()
+		})
+		if err := from.pod.Probe(netns.UDP, dst(to.pod, 5353)).Allowed(); err != nil {
+			t.Errorf("no-encap UDP %s -> %s: %v", from.pod.Name, to.pod.Name, err)
+		}
+		if err := from.pod.Probe(netns.ICMP, dst(to.pod, 0)).Allowed(); err != nil {
+			t.Errorf("no-encap ICMP %s -> %s: %v", from.pod.Name, to.pod.Name, err)
+		}
 	}
 
 	// 3. Policy across nodes: pod2 accepts only app=nobody, so pod1 on the other node is denied.
