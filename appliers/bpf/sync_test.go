@@ -1,0 +1,124 @@
+//go:build linux
+
+package bpf
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/felis-dev/felis/appliers/bpf/render"
+	"github.com/felis-dev/felis/snapshot"
+)
+
+func syncSnapshot() *snapshot.Snapshot {
+	return &snapshot.Snapshot{
+		Node: "n",
+		IPSets: []snapshot.IPSet{{ID: "s:a", Type: snapshot.IPSetIP, Members: []snapshot.Member{
+			{Prefix: netip.MustParsePrefix("10.0.0.2/32")}, {Prefix: netip.MustParsePrefix("10.0.0.3/32")}}}},
+		Policies: []snapshot.Policy{{ID: "p", Inbound: []snapshot.Rule{{Action: snapshot.Allow, SrcIPSets: []string{"s:a"}}}}},
+		Endpoints: []snapshot.Endpoint{{ID: "ns/ep", Interface: "cali0", Addrs: []netip.Prefix{netip.MustParsePrefix("10.0.0.1/32")},
+			Ingress: snapshot.Direction{Tiers: []snapshot.TierPolicies{{Tier: "default", DefaultAction: snapshot.Deny, Policies: []string{"p"}}}}}},
+	}
+}
+
+func mustSync(t *testing.T, d *Dataplane, s *snapshot.Snapshot, full bool) map[string]int {
+	t.Helper()
+	res, err := d.Sync(context.Background(), s, full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ops, err := d.Pending(context.Background(), s); err != nil || len(ops) != 0 {
+		t.Fatalf("pending after sync: %q %v", ops, err)
+	}
+	return res.Counts
+}
+
+// TestMinimalUpdatesDriftAndAdoption: a one-member change is one map operation; a policy
+// change writes the new program, switches the endpoint and deletes the old one; a deleted
+// entry is restored by a full sync; a new Dataplane on the same pins adopts the maps with
+// no operation and keeps the conntrack entries.
+func TestMinimalUpdatesDriftAndAdoption(t *testing.T) {
+	d, dir := openTest(t)
+	s := syncSnapshot()
+	toWEP, _ := d.Programs()
+	mustSync(t, d, s, true)
+
+	pkt := snapshot.Packet{Src: netip.MustParseAddr("10.0.0.4"), Dst: netip.MustParseAddr("10.0.0.1"), Protocol: 6, SrcPort: 1000, DstPort: 80}
+	if got := run(t, toWEP, pkt); got != tcShot {
+		t.Fatalf("10.0.0.4 not in the set yet: verdict %d, want drop", got)
+	}
+
+	s.IPSets[0].Members = append(s.IPSets[0].Members, snapshot.Member{Prefix: netip.MustParsePrefix("10.0.0.4/32")})
+	if got, want := mustSync(t, d, s, false), map[string]int{"set-add": 1}; !cmp.Equal(got, want) {
+		t.Errorf("adding one member: counts %v, want %v", got, want)
+	}
+	if got := run(t, toWEP, pkt); got != tcOK {
+		t.Fatalf("10.0.0.4 added: verdict %d, want pass", got)
+	}
+
+	// A policy change: the new program (5 instructions: protocol, set, allow, tier default, final deny) is written, the endpoint switched, the
+	// old one deleted.
+	tcp := uint8(17)
+	s.Policies[0].Inbound[0].Protocol = &tcp
+	if got, want := mustSync(t, d, s, false), map[string]int{"insn-put": 5, "endpoint-put": 1, "insn-del": 4}; !cmp.Equal(got, want) {
+		t.Errorf("policy change: counts %v, want %v", got, want)
+	}
+	clearCT(t, d.CTMap())
+	if got := run(t, toWEP, pkt); got != tcShot {
+		t.Fatalf("policy now UDP only: TCP verdict %d, want drop", got)
+	}
+	pkt.Protocol = 17
+	if got := run(t, toWEP, pkt); got != tcOK {
+		t.Fatalf("UDP: verdict %d, want pass", got)
+	}
+
+	// Drift: delete a member behind felis's back; an incremental sync trusts its records, a
+	// full one restores it.
+	key := toSetKey(render.SetKey{Set: mustSetID(t, s, "set:s:a"), Family: 4, Addr: [16]byte{10, 0, 0, 4}, Bits: 32})
+	if err := d.SetsMap().Delete(key); err != nil {
+		t.Fatal(err)
+	}
+	if ops, _ := d.Pending(context.Background(), s); len(ops) != 1 {
+		t.Errorf("pending after drift: %q, want the one set-add", ops)
+	}
+	if got, want := mustSync(t, d, s, true), map[string]int{"set-add": 1}; !cmp.Equal(got, want) {
+		t.Errorf("full sync after drift: counts %v, want %v", got, want)
+	}
+
+	// Restart: a new Dataplane on the same pins adopts everything; the flow established
+	// above (UDP, allowed) is still in conntrack.
+	ct := countEntries(t, d)
+	d.Close()
+	d2 := openAt(t, dir)
+	if got := mustSync(t, d2, s, true); len(got) != 0 {
+		t.Errorf("adopting pinned maps: counts %v, want no operation", got)
+	}
+	if n := countEntries(t, d2); n != ct || n == 0 {
+		t.Errorf("conntrack entries after restart: %d, before %d (want equal, nonzero)", n, ct)
+	}
+}
+
+func mustSetID(t *testing.T, s *snapshot.Snapshot, key string) uint32 {
+	st, err := render.Render(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.SetIDs[key]
+}
+
+func countEntries(t *testing.T, d *Dataplane) int {
+	var k policyCtKey
+	var v policyCtVal
+	n := 0
+	it := d.CTMap().Iterate()
+	for it.Next(&k, &v) {
+		n++
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
