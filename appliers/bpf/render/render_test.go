@@ -9,7 +9,6 @@ import (
 	"github.com/felis-dev/felis/snapshot"
 )
 
-
 // program renders a snapshot with one endpoint whose ingress is dir and returns that program.
 func program(t *testing.T, s *snapshot.Snapshot, dir snapshot.Direction) ([]Insn, *State) {
 	t.Helper()
