@@ -40,28 +40,44 @@ func Derive(v *store.View, node string, opts Options) (*snapshot.Snapshot, error
 
 	// Active policies: those whose selector matches a local endpoint (workload or host), or
 	// that are force-programmed (the hint, or AllPoliciesActive), as Felix's active rules
-	// calculator decides.
-	ranked := rankPolicies(v, tiers(v))
+	// calculator decides. Only active policies are ranked (comparePolicies: by tier, order,
+	// then Felix's name): most of a large cluster's policies select nothing here.
+	tierMap := tiers(v)
 	localLabels := make([]*selector.Labels, len(locals))
 	for i, le := range locals {
 		localLabels[i] = le.Labels
 	}
 	localIndex := newLabelIndex(localLabels)
 	var active []*rankedPolicy
-	for i := range ranked {
-		rp := &ranked[i]
-		sel := policySelector(rp.Policy)
-		matchedAny := false
-		c := localIndex.candidates(sel)
-		c.each(func(j int) {
-			if c.exact || sel.EvaluateLabels(locals[j].Labels) {
-				locals[j].Matched = append(locals[j].Matched, rp)
-				matchedAny = true
+	var hits []int
+	for _, kind := range []model.Kind{model.KindGlobalNetworkPolicy, model.KindNetworkPolicy} {
+		for p := range store.List[*model.Policy](v, kind) {
+			sel := policySelector(p)
+			hits = hits[:0]
+			c := localIndex.candidates(sel)
+			c.each(func(j int) {
+				if c.exact || sel.EvaluateLabels(locals[j].Labels) {
+					hits = append(hits, j)
+				}
+			})
+			if len(hits) == 0 && !opts.AllPoliciesActive && !assumedNeeded(p) {
+				continue
 			}
-		})
-		if matchedAny || opts.AllPoliciesActive || assumedNeeded(rp.Policy) {
+			name := tierName(p)
+			t, ok := tierMap[name]
+			if !ok {
+				t = tierInfo{Name: name, DefaultAction: snapshot.Deny}
+			}
+			rp := &rankedPolicy{Policy: p, ID: p.Key.ID(), Tier: t, Sort: backendName(p)}
 			active = append(active, rp)
+			for _, j := range hits {
+				locals[j].Matched = append(locals[j].Matched, rp)
+			}
 		}
+	}
+	slices.SortFunc(active, comparePolicies)
+	for _, le := range locals {
+		slices.SortFunc(le.Matched, comparePolicies)
 	}
 
 	s := &snapshot.Snapshot{Node: node}

@@ -95,24 +95,6 @@ func backendName(p *model.Policy) string {
 	return name
 }
 
-// rankPolicies sorts every policy into evaluation order: by tier (compareTiers), then by
-// policy order (missing last), then by the name Felix sees (backendName), as Felix's sorter.
-func rankPolicies(v *store.View, tiers map[string]tierInfo) []rankedPolicy {
-	var out []rankedPolicy
-	for _, k := range []model.Kind{model.KindGlobalNetworkPolicy, model.KindNetworkPolicy} {
-		for p := range store.List[*model.Policy](v, k) {
-			name := tierName(p)
-			t, ok := tiers[name]
-			if !ok {
-				t = tierInfo{Name: name, DefaultAction: snapshot.Deny}
-			}
-			out = append(out, rankedPolicy{Policy: p, ID: p.Key.ID(), Tier: t, Sort: backendName(p)})
-		}
-	}
-	slices.SortFunc(out, func(a, b rankedPolicy) int { return comparePolicies(&a, &b) })
-	return out
-}
-
 // comparePolicies is Felix's evaluation order of two policies: tier, then policy order
 // (missing last), then backend name. Sort is computed when a caller left it empty.
 func comparePolicies(a, b *rankedPolicy) int {
