@@ -168,6 +168,8 @@ func (d *Deriver) planIndex(sels []*selector.Selector) {
 		}
 	}
 	// Holders in ascending ID order, so every posting is appended in order.
+	memo := parentMemo{}
+	want := func(name string) bool { return d.labelIndex[name] != nil }
 	for _, h := range d.byID {
 		if h == nil {
 			continue
@@ -175,12 +177,9 @@ func (d *Deriver) planIndex(sels []*selector.Selector) {
 		for k, v := range h.src.own {
 			add(h.id, k, v)
 		}
-		for j, p := range h.src.parents {
-			for k, v := range p {
-				if _, dup := h.src.own[k]; dup || definedIn(h.src.parents[:j], k) {
-					continue
-				}
-				add(h.id, k, v)
+		for _, l := range memo.wanted(h.src.parents, want) {
+			if _, mine := h.src.own[l.name]; !mine {
+				add(h.id, l.name, l.value)
 			}
 		}
 	}

@@ -84,17 +84,16 @@ func (idx *labelIndex) build(n int, src func(i int) *labelSource) *labelIndex {
 	if len(idx.labels) == 0 && !idx.all {
 		return idx
 	}
+	memo := parentMemo{}
+	want := func(name string) bool { return idx.all || idx.labels[name] != nil }
 	for i := range n {
 		s := src(i)
 		for k, v := range s.own {
 			idx.add(int32(i), k, v)
 		}
-		for j, p := range s.parents {
-			for k, v := range p {
-				if _, dup := s.own[k]; dup || definedIn(s.parents[:j], k) {
-					continue
-				}
-				idx.add(int32(i), k, v)
+		for _, l := range memo.wanted(s.parents, want) {
+			if _, mine := s.own[l.name]; !mine {
+				idx.add(int32(i), l.name, l.value)
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package derive
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/projectcalico/calico/lib/std/uniquestr"
@@ -58,6 +59,34 @@ func (s *labelSource) each(fn func(name, value string)) {
 	}
 }
 
+// inheritedLabel is one label an item inherits from its parents unless it has its own.
+type inheritedLabel struct{ name, value string }
+
+// parentMemo remembers, per shared parent list, the inherited labels some index wants, so
+// that indexing the many items sharing a list reads the parents' maps once.
+type parentMemo map[*map[string]string][]inheritedLabel
+
+// wanted returns parents' labels (each name once, the first parent winning) that want
+// accepts.
+func (m parentMemo) wanted(parents []map[string]string, want func(name string) bool) []inheritedLabel {
+	if len(parents) == 0 {
+		return nil
+	}
+	if hits, ok := m[&parents[0]]; ok {
+		return hits
+	}
+	hits := []inheritedLabel{}
+	for j, p := range parents {
+		for k, v := range p {
+			if !definedIn(parents[:j], k) && want(k) {
+				hits = append(hits, inheritedLabel{k, v})
+			}
+		}
+	}
+	m[&parents[0]] = hits
+	return hits
+}
+
 func definedIn(maps []map[string]string, k string) bool {
 	for _, m := range maps {
 		if _, ok := m[k]; ok {
@@ -103,6 +132,8 @@ func profileLabels(v *store.View) map[string]map[string]string {
 type parentCache struct {
 	byProfile map[string]map[string]string
 	lists     map[string][]map[string]string
+	last      []string // the previous call's profiles and result: neighbours in store
+	lastList  []map[string]string
 }
 
 func newParentCache(byProfile map[string]map[string]string) *parentCache {
@@ -114,6 +145,9 @@ func newParentCache(byProfile map[string]map[string]string) *parentCache {
 func (c *parentCache) source(own map[string]string, profiles []string) labelSource {
 	if len(profiles) == 0 {
 		return labelSource{own: own}
+	}
+	if slices.Equal(profiles, c.last) {
+		return labelSource{own: own, parents: c.lastList}
 	}
 	var key string
 	if len(profiles) == 1 {
@@ -130,6 +164,7 @@ func (c *parentCache) source(own map[string]string, profiles []string) labelSour
 		}
 		c.lists[key] = parents
 	}
+	c.last, c.lastList = profiles, parents
 	return labelSource{own: own, parents: parents}
 }
 
