@@ -40,7 +40,8 @@ type Options struct {
 type Dataplane struct {
 	opts      Options
 	objs      policyObjects
-	committed *observed // nil: read the maps at the next Sync
+	committed *observed                   // nil: read the maps at the next Sync; its sets hold only rendered sets' keys
+	members   map[string]render.MemberSet // snapshot sets as last committed (members copied)
 	links     map[string][2]link.Link
 }
 
@@ -135,20 +136,38 @@ func (d *Dataplane) Sync(ctx context.Context, desired *snapshot.Snapshot, full b
 	res := appliers.Result{Counts: map[string]int{}, Warnings: st.Warnings}
 	want, warns := d.desired(st)
 	res.Warnings = append(res.Warnings, warns...)
+	var p plan
 	if full || d.committed == nil {
-		d.committed = nil
+		d.committed, d.members = nil, nil
 		obs, err := d.observe()
 		if err != nil {
 			return res, err
 		}
-		d.committed = obs
+		all := *want
+		all.sets = st.AllSets()
+		p = diff(&all, obs)
+	} else {
+		// Snapshot sets are diffed set by set against their last committed members (equal
+		// slices cost one comparison), so a one-member change in a million-member set does
+		// not build a million-key map.
+		p = diff(want, d.committed)
+		p.setAdd, p.setDel = memberDelta(d.members, st.MemberSets, p.setAdd, p.setDel)
 	}
-	plan := diff(want, d.committed)
-	d.committed = nil // unknown until the apply succeeds
-	if err := d.apply(plan, &res); err != nil {
+	prev := d.members
+	d.committed, d.members = nil, nil // unknown until the apply succeeds
+	if err := d.apply(p, &res); err != nil {
 		return res, err
 	}
 	d.committed = want
+	d.members = make(map[string]render.MemberSet, len(st.MemberSets))
+	for id, m := range st.MemberSets {
+		if o, ok := prev[id]; ok && o.ID == m.ID && o.Type == m.Type && slices.Equal(o.Members, m.Members) {
+			m.Members = o.Members // unchanged: keep the copy we have
+		} else {
+			m.Members = slices.Clone(m.Members)
+		}
+		d.members[id] = m
+	}
 	if !d.opts.NoAttach {
 		if err := d.attach(ctx, st, &res); err != nil {
 			return res, err
@@ -164,6 +183,7 @@ func (d *Dataplane) Pending(_ context.Context, desired *snapshot.Snapshot) ([]st
 		return nil, fmt.Errorf("render: %w", err)
 	}
 	want, _ := d.desired(st)
+	want.sets = st.AllSets()
 	obs, err := d.observe()
 	if err != nil {
 		return nil, err
@@ -265,6 +285,83 @@ func diff(want, have *observed) plan {
 		}
 	}
 	return p
+}
+
+// memberDelta appends the member additions and deletions that take the snapshot sets from
+// old to new.
+func memberDelta(old, new map[string]render.MemberSet, add, del []render.SetKey) ([]render.SetKey, []render.SetKey) {
+	all := func(m render.MemberSet, out []render.SetKey) []render.SetKey {
+		for i := range m.Members {
+			out = append(out, m.Key(i))
+		}
+		return out
+	}
+	for id, n := range new {
+		o, ok := old[id]
+		switch {
+		case !ok:
+			add = all(n, add)
+		case o.ID != n.ID || o.Type != n.Type:
+			del = all(o, del)
+			add = all(n, add)
+		case slices.Equal(o.Members, n.Members):
+		case slices.IsSortedFunc(o.Members, cmpMember) && slices.IsSortedFunc(n.Members, cmpMember):
+			i, j := 0, 0
+			for i < len(o.Members) || j < len(n.Members) {
+				c := 0
+				switch {
+				case i == len(o.Members):
+					c = 1
+				case j == len(n.Members):
+					c = -1
+				default:
+					c = cmpMember(o.Members[i], n.Members[j])
+				}
+				switch {
+				case c < 0:
+					del = append(del, o.Key(i))
+					i++
+				case c > 0:
+					add = append(add, n.Key(j))
+					j++
+				default:
+					i++
+					j++
+				}
+			}
+		default:
+			have := make(map[render.SetKey]bool, len(o.Members))
+			for i := range o.Members {
+				have[o.Key(i)] = true
+			}
+			for j := range n.Members {
+				k := n.Key(j)
+				if !have[k] {
+					add = append(add, k)
+				}
+				delete(have, k)
+			}
+			for k := range have {
+				del = append(del, k)
+			}
+		}
+	}
+	for id, o := range old {
+		if _, ok := new[id]; !ok {
+			del = all(o, del)
+		}
+	}
+	return add, del
+}
+
+func cmpMember(a, b snapshot.Member) int {
+	if c := a.Prefix.Compare(b.Prefix); c != 0 {
+		return c
+	}
+	if c := int(a.Protocol) - int(b.Protocol); c != 0 {
+		return c
+	}
+	return int(a.Port) - int(b.Port)
 }
 
 func (p plan) strings() []string {

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/felis-dev/felis/snapshot"
@@ -65,7 +66,18 @@ type SetKey struct {
 
 // String renders the key for op logs: set, family, protocol/port and prefix.
 func (k SetKey) String() string {
-	return fmt.Sprintf("%08x %s %d/%d", k.Set, k.Prefix(), k.Protocol, k.Port)
+	b := make([]byte, 0, 64)
+	const hex = "0123456789abcdef"
+	for i := 28; i >= 0; i -= 4 {
+		b = append(b, hex[k.Set>>i&0xf])
+	}
+	b = append(b, ' ')
+	b = k.Prefix().AppendTo(b)
+	b = append(b, ' ')
+	b = strconv.AppendUint(b, uint64(k.Protocol), 10)
+	b = append(b, '/')
+	b = strconv.AppendUint(b, uint64(k.Port), 10)
+	return string(b)
 }
 
 // Prefix returns the member's address prefix.
@@ -83,16 +95,54 @@ type Endpoint struct {
 	SpoofSet uint32
 }
 
+// MemberSet is one snapshot IP set: its numeric ID, type and members (shared with the
+// snapshot, not copied: a million-member set costs nothing to render).
+type MemberSet struct {
+	ID      uint32
+	Type    snapshot.IPSetType
+	Members []snapshot.Member
+}
+
+// Key returns member i as an LPM-trie key (protocol and port only for ip+port sets).
+func (m *MemberSet) Key(i int) SetKey {
+	mem := m.Members[i]
+	if m.Type == snapshot.IPSetIPPort {
+		return setKey(m.ID, mem.Prefix, mem.Protocol, mem.Port)
+	}
+	return setKey(m.ID, mem.Prefix, 0, 0)
+}
+
 // State is the desired contents of every policy map.
 type State struct {
-	Sets      map[SetKey]struct{}
-	Insns     map[InsnKey]Insn
-	Endpoints map[string]Endpoint // by interface name
+	// Sets are the members of the sets rendering made (rule nets, anti-spoofing sources).
+	Sets map[SetKey]struct{}
+	// MemberSets are the snapshot's IP sets, by snapshot set ID.
+	MemberSets map[string]MemberSet
+	Insns      map[InsnKey]Insn
+	Endpoints  map[string]Endpoint // by interface name
 	// SetIDs maps each set's key ("set:<snapshot id>", "nets:<prefixes>") to its numeric ID.
 	SetIDs map[string]uint32
 	// Programs maps each program ID to its length.
 	Programs map[uint32]uint32
 	Warnings []string
+}
+
+// AllSets returns every LPM-trie key: the rendered sets' and the snapshot sets' members.
+func (st *State) AllSets() map[SetKey]struct{} {
+	n := len(st.Sets)
+	for _, m := range st.MemberSets {
+		n += len(m.Members)
+	}
+	out := make(map[SetKey]struct{}, n)
+	for k := range st.Sets {
+		out[k] = struct{}{}
+	}
+	for _, m := range st.MemberSets {
+		for i := range m.Members {
+			out[m.Key(i)] = struct{}{}
+		}
+	}
+	return out
 }
 
 // Render computes the map contents for a snapshot's workload endpoints.
@@ -127,21 +177,15 @@ func Render(s *snapshot.Snapshot) (*State, error) {
 	r.ids = assignIDs(slices.Sorted(mapKeys(r.setKeys)))
 
 	st := &State{
-		Sets:      map[SetKey]struct{}{},
-		Insns:     map[InsnKey]Insn{},
-		Endpoints: map[string]Endpoint{},
-		SetIDs:    r.ids,
-		Programs:  map[uint32]uint32{},
+		Sets:       map[SetKey]struct{}{},
+		MemberSets: map[string]MemberSet{},
+		Insns:      map[InsnKey]Insn{},
+		Endpoints:  map[string]Endpoint{},
+		SetIDs:     r.ids,
+		Programs:   map[uint32]uint32{},
 	}
 	for _, set := range s.IPSets {
-		id := r.ids["set:"+set.ID]
-		for _, m := range set.Members {
-			proto, port := uint8(0), uint16(0)
-			if set.Type == snapshot.IPSetIPPort {
-				proto, port = m.Protocol, m.Port
-			}
-			st.Sets[setKey(id, m.Prefix, proto, port)] = struct{}{}
-		}
+		st.MemberSets[set.ID] = MemberSet{ID: r.ids["set:"+set.ID], Type: set.Type, Members: set.Members}
 	}
 	// Net lists become sets of their own.
 	for key, id := range r.ids {

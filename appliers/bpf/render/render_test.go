@@ -93,7 +93,7 @@ func TestSetsAndIDs(t *testing.T) {
 		t.Errorf("program (-want +got):\n%s", d)
 	}
 	var keys []string
-	for k := range st.Sets {
+	for k := range st.AllSets() {
 		keys = append(keys, k.String())
 	}
 	wantSets := map[SetKey]struct{}{
@@ -102,7 +102,7 @@ func TestSetsAndIDs(t *testing.T) {
 		setKey(nets, netip.MustParsePrefix("192.168.0.0/24"), 0, 0):  {},
 		setKey(spoof, netip.MustParsePrefix("10.0.0.1/32"), 0, 0):    {},
 	}
-	if d := cmp.Diff(wantSets, st.Sets); d != "" {
+	if d := cmp.Diff(wantSets, st.AllSets()); d != "" {
 		t.Errorf("set members (-want +got):\n%s\n%v", d, keys)
 	}
 	if ep := st.Endpoints["cali-a"]; ep.SpoofSet != spoof {
@@ -141,5 +141,19 @@ func TestEndpointsShareIdenticalPrograms(t *testing.T) {
 	}
 	if len(st.Warnings) != 1 {
 		t.Errorf("warnings = %q, want one for the endpoint without an interface", st.Warnings)
+	}
+}
+
+func TestSetKeyString(t *testing.T) {
+	for _, tc := range []struct {
+		k    SetKey
+		want string
+	}{
+		{setKey(0xab, netip.MustParsePrefix("10.1.0.0/16"), 0, 0), "000000ab 10.1.0.0/16 0/0"},
+		{setKey(0xdeadbeef, netip.MustParsePrefix("fd00::5/128"), 6, 8080), "deadbeef fd00::5/128 6/8080"},
+	} {
+		if got := tc.k.String(); got != tc.want {
+			t.Errorf("%#v.String() = %q, want %q", tc.k, got, tc.want)
+		}
 	}
 }

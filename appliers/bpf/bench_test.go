@@ -1,0 +1,137 @@
+//go:build linux
+
+package bpf
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/felis-dev/felis/appliers/bpf/render"
+	"github.com/felis-dev/felis/snapshot"
+)
+
+// bigSnapshot has one endpoint whose ingress allows sources in one set of n /32 members.
+func bigSnapshot(n int) *snapshot.Snapshot {
+	s := syncSnapshot()
+	members := make([]snapshot.Member, 0, n)
+	for i := range n {
+		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		members = append(members, snapshot.Member{Prefix: netip.PrefixFrom(a, 32)})
+	}
+	s.IPSets[0].Members = members
+	return s
+}
+
+// BenchmarkSetSync1M: initial sync of 1,000,000 IP-set members into the LPM trie (render, diff
+// and batched map updates), from empty maps.
+func BenchmarkSetSync1M(b *testing.B) {
+	d, _ := openTest(b)
+	ctx := context.Background()
+	big, empty := bigSnapshot(1_000_000), syncSnapshot()
+	empty.IPSets[0].Members = nil
+	for b.Loop() {
+		b.StopTimer()
+		if _, err := d.Sync(ctx, empty, true); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		res, err := d.Sync(ctx, big, false)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if res.Counts["set-add"] != 1_000_000 {
+			b.Fatalf("counts %v", res.Counts)
+		}
+	}
+}
+
+// BenchmarkSetSyncOneMember: add or remove one member of a 1,000,000-member set (whole Sync:
+// render and diff of the full snapshot, then one map operation).
+func BenchmarkSetSyncOneMember(b *testing.B) {
+	d, _ := openTest(b)
+	ctx := context.Background()
+	s := bigSnapshot(1_000_000)
+	if _, err := d.Sync(ctx, s, true); err != nil {
+		b.Fatal(err)
+	}
+	full := s.IPSets[0].Members
+	i := 0
+	for b.Loop() {
+		if i%2 == 0 {
+			s.IPSets[0].Members = full[1:]
+		} else {
+			s.IPSets[0].Members = full
+		}
+		i++
+		res, err := d.Sync(ctx, s, false)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if res.Counts["set-add"]+res.Counts["set-del"] != 1 || len(res.Counts) != 1 {
+			b.Fatalf("counts %v", res.Counts)
+		}
+	}
+}
+
+// BenchmarkRender1M: the pure render of the 1,000,000-member snapshot alone (the share of
+// BenchmarkSetSyncOneMember that is not the kernel).
+func BenchmarkRender1M(b *testing.B) {
+	s := bigSnapshot(1_000_000)
+	for b.Loop() {
+		if _, err := render.Render(s); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkPacketPath: BPF_PROG_TEST_RUN cost of one packet through the ingress program of an
+// endpoint with n rules that do not match (a source-set test each) before its verdict; the
+// packet is denied, so conntrack never short-cuts it. "ct-hit" is an allowed, established flow.
+func BenchmarkPacketPath(b *testing.B) {
+	d, _ := openTest(b)
+	toWEP, _ := d.Programs()
+	ctx := context.Background()
+	for _, kind := range []string{"set", "port"} {
+		for _, n := range []int{1, 10, 100, 1000} {
+			s := syncSnapshot()
+			s.Policies[0].Inbound = nil
+			for i := range n {
+				r := snapshot.Rule{Action: snapshot.Allow, SrcIPSets: []string{"s:a"}, Origin: snapshot.RuleOrigin{Index: i}}
+				if kind == "port" {
+					r = snapshot.Rule{Action: snapshot.Allow, DstPorts: []snapshot.PortRange{{Min: 81, Max: 90}}, Origin: snapshot.RuleOrigin{Index: i}}
+				}
+				s.Policies[0].Inbound = append(s.Policies[0].Inbound, r)
+			}
+			if _, err := d.Sync(ctx, s, false); err != nil {
+				b.Fatal(err)
+			}
+			pkt := frame(snapshot.Packet{Src: netip.MustParseAddr("10.9.9.9"), Dst: netip.MustParseAddr("10.0.0.1"), Protocol: 6, SrcPort: 1000, DstPort: 80})
+			b.Run(fmt.Sprintf("deny-after-%d-%s-rules", n, kind), func(b *testing.B) {
+				benchProg(b, toWEP, pkt, tcShot)
+			})
+		}
+	}
+	if _, err := d.Sync(ctx, syncSnapshot(), false); err != nil {
+		b.Fatal(err)
+	}
+	allowed := frame(snapshot.Packet{Src: netip.MustParseAddr("10.0.0.2"), Dst: netip.MustParseAddr("10.0.0.1"), Protocol: 6, SrcPort: 1000, DstPort: 80})
+	if ret, _, err := toWEP.Test(allowed); err != nil || ret != tcOK {
+		b.Fatalf("establishing the flow: %d %v", ret, err)
+	}
+	b.Run("ct-hit", func(b *testing.B) { benchProg(b, toWEP, allowed, tcOK) })
+}
+
+func benchProg(b *testing.B, prog *ebpf.Program, pkt []byte, want uint32) {
+	ret, per, err := prog.Benchmark(pkt, b.N, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if ret != want {
+		b.Fatalf("verdict %d, want %d", ret, want)
+	}
+	b.ReportMetric(float64(per.Nanoseconds()), "ns/packet")
+}
