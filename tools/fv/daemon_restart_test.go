@@ -50,9 +50,9 @@ spec:
   - action: Deny
     source: {selector: "app == "}`
 
-// stream is a long-lived TCP connection from a pod that sends a numbered message every
+// daemonStream is a long-lived TCP connection from a pod that sends a numbered message every
 // 20 ms and reads its echo back within a second.
-type stream struct {
+type daemonStream struct {
 	mu     sync.Mutex
 	rounds int
 	errs   []error
@@ -60,15 +60,15 @@ type stream struct {
 	done   chan struct{}
 }
 
-// startStream connects from pod to dst and starts the exchange.
-func startStream(pod *netns.Pod, dst netip.AddrPort) *stream {
+// startDaemonStream connects from pod to dst and starts the exchange.
+func startDaemonStream(pod *netns.Pod, dst netip.AddrPort) *daemonStream {
 	var conn net.Conn
 	Expect(pod.Do(func() error {
 		var err error
 		conn, err = net.DialTimeout("tcp", dst.String(), time.Second)
 		return err
 	})).To(Succeed(), "connecting the stream %s -> %s", pod.Name, dst)
-	s := &stream{stop: make(chan struct{}), done: make(chan struct{})}
+	s := &daemonStream{stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
 		defer conn.Close()
@@ -104,7 +104,7 @@ func startStream(pod *netns.Pod, dst netip.AddrPort) *stream {
 }
 
 // finish stops the stream and returns its successful rounds and errors.
-func (s *stream) finish() (int, []error) {
+func (s *daemonStream) finish() (int, []error) {
 	close(s.stop)
 	<-s.done
 	s.mu.Lock()
@@ -112,8 +112,8 @@ func (s *stream) finish() (int, []error) {
 	return s.rounds, s.errs
 }
 
-// pinger pings dst from a pod every 50 ms (each ping answered within 500 ms or lost).
-type pinger struct {
+// daemonPinger pings dst from a pod every 50 ms (each ping answered within 500 ms or lost).
+type daemonPinger struct {
 	mu   sync.Mutex
 	ok   int
 	lost []string
@@ -121,8 +121,8 @@ type pinger struct {
 	done chan struct{}
 }
 
-func startPinger(pod *netns.Pod, dst netip.Addr) *pinger {
-	p := &pinger{stop: make(chan struct{}), done: make(chan struct{})}
+func startDaemonPinger(pod *netns.Pod, dst netip.Addr) *daemonPinger {
+	p := &daemonPinger{stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(p.done)
 		for {
@@ -144,7 +144,7 @@ func startPinger(pod *netns.Pod, dst netip.Addr) *pinger {
 	return p
 }
 
-func (p *pinger) finish() (int, []string) {
+func (p *daemonPinger) finish() (int, []string) {
 	close(p.stop)
 	<-p.done
 	p.mu.Lock()
@@ -152,14 +152,14 @@ func (p *pinger) finish() (int, []string) {
 	return p.ok, p.lost
 }
 
-// kill9 kills the agent with SIGKILL (no shutdown code runs) and waits for it to go.
-func (e *env) kill9() {
+// daemonKill9 kills the agent with SIGKILL (no shutdown code runs) and waits for it to go.
+func (e *env) daemonKill9() {
 	Expect(syscall.Kill(-e.agent.Cmd.Process.Pid, syscall.SIGKILL)).To(Succeed())
 	Eventually(e.agent.Done()).WithTimeout(5 * time.Second).Should(BeClosed())
 }
 
-// startAgentNoWait starts felis agent as startAgent does, without waiting for a cycle.
-func (e *env) startAgentNoWait(extraArgs ...string) {
+// daemonStartAgent starts felis agent as startAgent does, without waiting for a cycle.
+func (e *env) daemonStartAgent(extraArgs ...string) {
 	args := []string{"agent", "--datastore", "file:" + e.dir, "--node", e.node.NodeName, "--dataplane", e.dataplane}
 	if !agentRouting {
 		args = append(args, "--no-routing")
@@ -169,8 +169,8 @@ func (e *env) startAgentNoWait(extraArgs ...string) {
 	e.agent = p
 }
 
-// firstProgrammed returns the agent's first "programmed" log line for dataplane ("" if none).
-func (e *env) firstProgrammed(dataplane string) string {
+// daemonFirstProgrammed returns the agent's first "programmed" log line for dataplane ("" if none).
+func (e *env) daemonFirstProgrammed(dataplane string) string {
 	for l := range strings.Lines(e.agent.Output()) {
 		kv := parseLogLine(l)
 		if kv["msg"] == "programmed" && kv["dataplane"] == dataplane {
@@ -180,8 +180,8 @@ func (e *env) firstProgrammed(dataplane string) string {
 	return ""
 }
 
-// routes lists every route of the node namespace, both families, all tables.
-func (e *env) routes() string {
+// daemonRoutes lists every route of the node namespace, both families, all tables.
+func (e *env) daemonRoutes() string {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var b strings.Builder
@@ -193,9 +193,9 @@ func (e *env) routes() string {
 	return b.String()
 }
 
-// nodeHTTP fetches url inside the node namespace; it returns the HTTP status and body, or
+// daemonHTTP fetches url inside the node namespace; it returns the HTTP status and body, or
 // 0 and the error when nothing answers (the agent is not listening yet).
-func (e *env) nodeHTTP(url string) (int, string) {
+func (e *env) daemonHTTP(url string) (int, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	out, err := e.node.Exec(ctx, "curl", "-s", "-w", "\n%{http_code}", url)
@@ -209,8 +209,8 @@ func (e *env) nodeHTTP(url string) (int, string) {
 	return code, text[:max(i, 0)]
 }
 
-// endpointStates runs `felis status -o json` in the node namespace: workload (NAMESPACE/POD) -> state.
-func (e *env) endpointStates() map[string]string {
+// daemonEndpointStates runs `felis status -o json` in the node namespace: workload (NAMESPACE/POD) -> state.
+func (e *env) daemonEndpointStates() map[string]string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	out, err := e.node.Command(ctx, felisBin, "status", "-o", "json").Output()
@@ -236,17 +236,17 @@ func daemonBasics(dp string, agentArgs ...string) *env {
 	e.startAgent(agentArgs...)
 	// The first cycle also wires the pods' host side (routes, proxy-ARP): give neighbour
 	// resolution a moment before the first packets must pass.
-	Eventually(e.checkEnforced).WithTimeout(10 * time.Second).WithPolling(200 * time.Millisecond).Should(Succeed())
+	Eventually(e.daemonCheckEnforced).WithTimeout(10 * time.Second).WithPolling(200 * time.Millisecond).Should(Succeed())
 	return e
 }
 
-// expectEnforced checks the policy with real packets: client reaches server (TCP and ICMP),
+// daemonExpectEnforced checks the policy with real packets: client reaches server (TCP and ICMP),
 // other does not.
-func (e *env) expectEnforced() {
-	e.checkEnforced(Default)
+func (e *env) daemonExpectEnforced() {
+	e.daemonCheckEnforced(Default)
 }
 
-func (e *env) checkEnforced(g Gomega) {
+func (e *env) daemonCheckEnforced(g Gomega) {
 	server := e.pod("ns1/server").IPv4
 	g.Expect(e.pod("ns1/client").Probe(netns.TCP, netip.AddrPortFrom(server, 8080)).Allowed()).To(Succeed())
 	g.Expect(e.pod("ns1/client").Probe(netns.ICMP, netip.AddrPortFrom(server, 0)).Allowed()).To(Succeed())
@@ -261,8 +261,8 @@ var _ = Describe("felis agent as a node daemon", func() {
 		Describe("dataplane "+dp, Label(dp), func() {
 			It("keeps a TCP stream and pings flowing across kill -9 and restart, touching no rule", func() {
 				e := daemonBasics(dp)
-				e.expectEnforced()
-				Eventually(e.endpointStates).Should(HaveKeyWithValue("ns1/server", "programmed"))
+				e.daemonExpectEnforced()
+				Eventually(e.daemonEndpointStates).Should(HaveKeyWithValue("ns1/server", "programmed"))
 				before := e.listTable()
 
 				By("watching the kernel's nftables and route events across the restart")
@@ -270,16 +270,16 @@ var _ = Describe("felis agent as a node daemon", func() {
 				Expect(err).NotTo(HaveOccurred())
 				routeMon, err := e.node.Start(context.Background(), "ip", "monitor", "route")
 				Expect(err).NotTo(HaveOccurred())
-				routesBefore := e.routes()
+				routesBefore := e.daemonRoutes()
 				time.Sleep(300 * time.Millisecond) // the monitors subscribe at start
 
 				server := e.pod("ns1/server").IPv4
-				s := startStream(e.pod("ns1/client"), netip.AddrPortFrom(server, 8080))
-				p := startPinger(e.pod("ns1/client"), server)
+				s := startDaemonStream(e.pod("ns1/client"), netip.AddrPortFrom(server, 8080))
+				p := startDaemonPinger(e.pod("ns1/client"), server)
 				time.Sleep(time.Second)
 
 				By("killing the agent with SIGKILL and leaving the node without it for a second")
-				e.kill9()
+				e.daemonKill9()
 				time.Sleep(time.Second)
 
 				By("restarting it: the first sync reads the kernel and applies nothing")
@@ -287,7 +287,7 @@ var _ = Describe("felis agent as a node daemon", func() {
 				Expect(first.Full).To(BeTrue(), "the restarted agent's first sync must read the kernel: %s", first.Line)
 				Expect(first.Ops).To(Equal(0), "the restarted agent changed the table: %s", first.Line)
 				if agentRouting {
-					Expect(e.firstProgrammed("netlink")).To(ContainSubstring(" ops=0 "), "the restarted agent changed routes or links")
+					Expect(e.daemonFirstProgrammed("netlink")).To(ContainSubstring(" ops=0 "), "the restarted agent changed routes or links")
 				}
 				time.Sleep(time.Second)
 
@@ -296,7 +296,7 @@ var _ = Describe("felis agent as a node daemon", func() {
 				Expect(mon.Stop()).To(Succeed())
 				Expect(routeMon.Stop()).To(Succeed())
 				Expect(strings.TrimSpace(routeMon.Output())).To(BeEmpty(), "route events across kill -9 and restart")
-				Expect(e.routes()).To(Equal(routesBefore), "the node's routes changed across the restart")
+				Expect(e.daemonRoutes()).To(Equal(routesBefore), "the node's routes changed across the restart")
 				Expect(streamErrs).To(BeEmpty(), "the TCP stream broke")
 				Expect(lost).To(BeEmpty(), "pings were lost")
 				Expect(rounds).To(BeNumerically(">", 50), "the stream barely ran")
@@ -309,37 +309,37 @@ var _ = Describe("felis agent as a node daemon", func() {
 				}
 				Expect(felisEvents).To(BeEmpty(), "nftables events on the felis table across kill -9 and restart")
 				Expect(e.listTable()).To(Equal(before), "the felis table changed across the restart")
-				e.expectEnforced()
-				Eventually(e.endpointStates).Should(And(HaveKeyWithValue("ns1/server", "programmed"), HaveKeyWithValue("ns1/client", "programmed")))
-				code, body := e.nodeHTTP("http://127.0.0.1:9099/readiness")
+				e.daemonExpectEnforced()
+				Eventually(e.daemonEndpointStates).Should(And(HaveKeyWithValue("ns1/server", "programmed"), HaveKeyWithValue("ns1/client", "programmed")))
+				code, body := e.daemonHTTP("http://127.0.0.1:9099/readiness")
 				Expect(code).To(Equal(200), "readiness after restart: %s", body)
 			})
 
 			It("keeps the dataplane programmed through a datastore outage, then follows it again", func() {
 				e := daemonBasics(dp, "--resync-interval", "500ms")
-				e.expectEnforced()
+				e.daemonExpectEnforced()
 				before := e.listTable()
 
 				By("moving the datastore directory away: the watch fails")
 				away := e.dir + ".away"
 				Expect(os.Rename(e.dir, away)).To(Succeed())
 				Eventually(e.agent.Output).WithTimeout(10 * time.Second).Should(ContainSubstring("datastore watch failed"))
-				Eventually(func() string { _, body := e.nodeHTTP("http://127.0.0.1:9099/readiness"); return body }).
+				Eventually(func() string { _, body := e.daemonHTTP("http://127.0.0.1:9099/readiness"); return body }).
 					WithTimeout(10 * time.Second).Should(ContainSubstring("datastore unavailable"))
-				code, _ := e.nodeHTTP("http://127.0.0.1:9099/readiness")
+				code, _ := e.daemonHTTP("http://127.0.0.1:9099/readiness")
 				Expect(code).To(Equal(503))
 
 				By("several periodic resyncs later the table is unchanged and still enforces")
 				n := len(e.cycles())
 				e.waitCycle(n+2, func(c cycle) bool { return c.Full })
 				Expect(e.listTable()).To(Equal(before))
-				e.expectEnforced()
-				code, body := e.nodeHTTP("http://127.0.0.1:9099/liveness")
+				e.daemonExpectEnforced()
+				code, body := e.daemonHTTP("http://127.0.0.1:9099/liveness")
 				Expect(code).To(Equal(200), "liveness during the outage: %s", body)
 
 				By("bringing the directory back: the watch resumes and follows an edit")
 				Expect(os.Rename(away, e.dir)).To(Succeed())
-				Eventually(func() int { c, _ := e.nodeHTTP("http://127.0.0.1:9099/readiness"); return c }).
+				Eventually(func() int { c, _ := e.daemonHTTP("http://127.0.0.1:9099/readiness"); return c }).
 					WithTimeout(40 * time.Second).Should(Equal(200))
 				n = len(e.cycles())
 				e.write("policy.yaml", serverFromOtherUDP)
@@ -352,22 +352,22 @@ var _ = Describe("felis agent as a node daemon", func() {
 
 			It("restarts during a datastore outage without touching the dataplane, and adopts it when the datastore returns", func() {
 				e := daemonBasics(dp)
-				e.expectEnforced()
+				e.daemonExpectEnforced()
 				before := e.listTable()
 
 				By("killing the agent and taking the datastore away, then starting a new agent")
-				e.kill9()
+				e.daemonKill9()
 				away := e.dir + ".away"
 				Expect(os.Rename(e.dir, away)).To(Succeed())
-				e.startAgentNoWait()
-				Eventually(func() string { _, body := e.nodeHTTP("http://127.0.0.1:9099/readiness"); return body }).
+				e.daemonStartAgent()
+				Eventually(func() string { _, body := e.daemonHTTP("http://127.0.0.1:9099/readiness"); return body }).
 					WithTimeout(10 * time.Second).Should(ContainSubstring("datastore unavailable"))
-				code, body := e.nodeHTTP("http://127.0.0.1:9099/liveness")
+				code, body := e.daemonHTTP("http://127.0.0.1:9099/liveness")
 				Expect(code).To(Equal(200), "liveness while the datastore is unavailable: %s", body)
 				Expect(e.agent.Output()).To(ContainSubstring("datastore load failed"))
 				Expect(e.cycles()).To(BeEmpty(), "the agent programmed without a datastore")
 				Expect(e.listTable()).To(Equal(before))
-				e.expectEnforced()
+				e.daemonExpectEnforced()
 
 				By("bringing the datastore back: the agent loads, and its first sync applies nothing")
 				Expect(os.Rename(away, e.dir)).To(Succeed())
@@ -375,20 +375,20 @@ var _ = Describe("felis agent as a node daemon", func() {
 				Expect(first.Full).To(BeTrue())
 				Expect(first.Ops).To(Equal(0), "the agent changed the table after the outage: %s", first.Line)
 				Expect(e.listTable()).To(Equal(before))
-				Eventually(func() int { c, _ := e.nodeHTTP("http://127.0.0.1:9099/readiness"); return c }).
+				Eventually(func() int { c, _ := e.daemonHTTP("http://127.0.0.1:9099/readiness"); return c }).
 					WithTimeout(10 * time.Second).Should(Equal(200))
 			})
 
 			It("reports an invalid policy (log, metric, felis validate) and keeps enforcing the rest", func() {
 				e := daemonBasics(dp)
-				e.expectEnforced()
+				e.daemonExpectEnforced()
 				before := e.listTable()
 
 				By("adding a deny-all policy whose rule selector does not parse")
 				e.write("broken.yaml", invalidDenyAll)
 				Eventually(e.agent.Output).WithTimeout(10 * time.Second).Should(
 					MatchRegexp(`invalid resource rejected.*GlobalNetworkPolicy broken-deny-all: spec.ingress\[0\].source.selector`))
-				Eventually(func() string { _, body := e.nodeHTTP("http://127.0.0.1:9091/metrics"); return body }).
+				Eventually(func() string { _, body := e.daemonHTTP("http://127.0.0.1:9091/metrics"); return body }).
 					WithTimeout(10 * time.Second).Should(MatchRegexp(`(?m)^felis_invalid_resources 1$`))
 
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -400,9 +400,9 @@ var _ = Describe("felis agent as a node daemon", func() {
 				Expect(string(out)).To(ContainSubstring("GlobalNetworkPolicy broken-deny-all: spec.ingress[0].source.selector"))
 
 				By("everything else stays enforced and the table is untouched")
-				e.expectEnforced()
+				e.daemonExpectEnforced()
 				Expect(e.listTable()).To(Equal(before))
-				Expect(e.endpointStates()).To(HaveKeyWithValue("ns1/server", "programmed"))
+				Expect(e.daemonEndpointStates()).To(HaveKeyWithValue("ns1/server", "programmed"))
 			})
 		})
 	}
