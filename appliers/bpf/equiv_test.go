@@ -92,3 +92,37 @@ func spoofOK(ep *snapshot.Endpoint, p snapshot.Packet) bool {
 	}
 	return false
 }
+
+// TestTwoThousandRules: one endpoint with 2,000 rules (the program is the same verified
+// object whatever the rule count; the rules are map data) decides like the evaluator at the
+// first, last and no rule.
+func TestTwoThousandRules(t *testing.T) {
+	d, _ := openTest(t)
+	toWEP, _ := d.Programs()
+	s := syncSnapshot()
+	s.Policies[0].Inbound = nil
+	for i := range 2000 {
+		s.Policies[0].Inbound = append(s.Policies[0].Inbound, snapshot.Rule{Action: snapshot.Allow,
+			DstPorts: []snapshot.PortRange{{Min: uint16(i + 1), Max: uint16(i + 1)}}, Origin: snapshot.RuleOrigin{Index: i}})
+	}
+	res, err := d.Sync(context.Background(), s, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Counts["insn-put"] != 4003 {
+		t.Errorf("instructions written: %v, want 4003 (ingress: 2,000 rules of 2, tier default, final deny; egress: final deny)", res.Counts)
+	}
+	ev := snapshot.NewEvaluator(s)
+	for _, port := range []uint16{1, 2000, 2001, 0} {
+		p := snapshot.Packet{Src: netip.MustParseAddr("10.0.0.9"), Dst: netip.MustParseAddr("10.0.0.1"), Protocol: 6, SrcPort: 999, DstPort: port}
+		want := ev.Ingress(&s.Endpoints[0], p)
+		wantRet := uint32(tcShot)
+		if want.Action == snapshot.Allow {
+			wantRet = tcOK
+		}
+		if got := run(t, toWEP, p); got != wantRet {
+			t.Errorf("dst port %d: program returned %d, evaluator says %s", port, got, want)
+		}
+		clearCT(t, d.CTMap())
+	}
+}
