@@ -624,8 +624,11 @@ func (d *Deriver) newSet(def ipSetDef) *sstate {
 		return s
 	}
 	collect := func() []snapshot.Member {
-		var out []snapshot.Member
 		c := d.candidates(def.Selector)
+		var out []snapshot.Member
+		if n := c.size(); c.exact && def.Kind == setSelector && n > 0 {
+			out = make([]snapshot.Member, 0, n) // one address each, typically
+		}
 		c.each(d, func(h *hstate) {
 			if def.Kind == setNamedPort && len(h.ports) == 0 {
 				return // contributes nothing: skip the evaluation

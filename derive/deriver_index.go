@@ -278,6 +278,15 @@ func (d *Deriver) candidates(sel *selector.Selector) holderCandidates {
 	return holderCandidates{lists: best, exact: exact}
 }
 
+// size is the number of candidates (0 when all: unknown without counting).
+func (c holderCandidates) size() int {
+	n := 0
+	for _, p := range c.lists {
+		n += p.size()
+	}
+	return n
+}
+
 // each calls fn with every candidate holder once.
 func (c holderCandidates) each(d *Deriver, fn func(h *hstate)) {
 	if c.all {

@@ -132,6 +132,18 @@ type candidateSet struct {
 	exact bool
 }
 
+// size is the number of candidates.
+func (c candidateSet) size() int {
+	if c.all {
+		return c.n
+	}
+	n := 0
+	for _, l := range c.lists {
+		n += len(l)
+	}
+	return n
+}
+
 // each calls fn with every candidate position once, in no particular order.
 func (c candidateSet) each(fn func(i int)) {
 	if c.all {

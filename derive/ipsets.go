@@ -33,8 +33,11 @@ func indexedMembers(d ipSetDef, hs *holderSet, slices []*model.EndpointSlice) []
 	if d.Kind == setService {
 		return snapshot.SortMembers(serviceMembers(d, slices))
 	}
-	var out []snapshot.Member
 	c := hs.index.candidates(d.Selector)
+	var out []snapshot.Member
+	if n := c.size(); c.exact && d.Kind == setSelector && n > 0 {
+		out = make([]snapshot.Member, 0, n) // one address each, typically
+	}
 	c.each(func(i int) {
 		h := &hs.items[i]
 		if d.Kind == setNamedPort && len(h.ports) == 0 {
