@@ -14,6 +14,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/felis-dev/felis/appliers"
@@ -34,6 +35,9 @@ type Options struct {
 	Ifindex func(name string) (int, error)
 	// NoAttach skips attaching programs (map-only use: tests with BPF_PROG_TEST_RUN).
 	NoAttach bool
+	// Clsact attaches with the legacy clsact qdisc and a direct-action cls_bpf filter instead
+	// of TCX (which is also the fallback when the kernel lacks TCX).
+	Clsact bool
 }
 
 // Dataplane is the BPF policy applier: pinned maps, programs attached per workload interface.
@@ -42,7 +46,15 @@ type Dataplane struct {
 	objs      policyObjects
 	committed *observed                   // nil: read the maps at the next Sync; its sets hold only rendered sets' keys
 	members   map[string]render.MemberSet // snapshot sets as last committed (members copied)
-	links     map[string][2]link.Link
+	links     map[string]attached
+	clsact    map[string]int // interfaces (and their ifindex) with the clsact filters of this run's programs
+}
+
+// attached is one interface's two TCX links and the ifindex they were made on (a workload
+// recreated under the same name gets a new interface, and needs new links).
+type attached struct {
+	ifindex int
+	links   [2]link.Link
 }
 
 // observed is the maps' contents, as read back or last committed.
@@ -79,7 +91,7 @@ func Open(opts Options) (*Dataplane, error) {
 	for _, m := range spec.Maps {
 		m.Pinning = ebpf.PinByName
 	}
-	d := &Dataplane{opts: opts, links: map[string][2]link.Link{}}
+	d := &Dataplane{opts: opts, links: map[string]attached{}, clsact: map[string]int{}}
 	if err := spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: opts.PinDir}}); err != nil {
 		return nil, fmt.Errorf("loading the bpf policy program (pins in %s): %w", opts.PinDir, err)
 	}
@@ -103,8 +115,8 @@ func ensureBPFFS(dir string) error {
 
 // Close releases the program and map handles; pinned maps and links stay in the kernel.
 func (d *Dataplane) Close() error {
-	for _, l := range d.links {
-		for _, x := range l {
+	for _, a := range d.links {
+		for _, x := range a.links {
 			if x != nil {
 				x.Close()
 			}
@@ -500,18 +512,28 @@ func (d *Dataplane) attach(_ context.Context, st *render.State, res *appliers.Re
 	types := [2]ebpf.AttachType{ebpf.AttachTCXEgress, ebpf.AttachTCXIngress}
 	suffix := [2]string{"out", "in"}
 	for _, name := range names {
-		if _, ok := d.links[name]; ok {
-			continue
-		}
 		idx, err := d.opts.Ifindex(name)
 		if err != nil {
 			continue // warned in desired
 		}
+		if a, ok := d.links[name]; ok {
+			if a.ifindex == idx {
+				continue
+			}
+			for i, l := range a.links { // the old interface is gone, and its links with it
+				l.Close()
+				os.Remove(filepath.Join(d.opts.PinDir, "links", name+"_"+suffix[i]))
+			}
+			delete(d.links, name)
+		}
+		if d.opts.Clsact && d.clsact[name] == idx {
+			continue
+		}
 		var ls [2]link.Link
 		for i := range 2 {
 			pin := filepath.Join(d.opts.PinDir, "links", name+"_"+suffix[i])
-			if l, err := link.LoadPinnedLink(pin, nil); err == nil {
-				if err := l.Update(progs[i]); err == nil {
+			if l, err := link.LoadPinnedLink(pin, nil); err == nil && !d.opts.Clsact {
+				if onIfindex(l, idx) && l.Update(progs[i]) == nil {
 					ls[i] = l
 					res.Counts["link-adopt"]++
 					continue
@@ -519,7 +541,21 @@ func (d *Dataplane) attach(_ context.Context, st *render.State, res *appliers.Re
 				l.Unpin()
 				l.Close()
 			}
-			l, err := link.AttachTCX(link.TCXOptions{Interface: idx, Program: progs[i], Attach: types[i]})
+			var l link.Link
+			if !d.opts.Clsact {
+				l, err = link.AttachTCX(link.TCXOptions{Interface: idx, Program: progs[i], Attach: types[i]})
+				if errors.Is(err, ebpf.ErrNotSupported) {
+					d.opts.Clsact = true // no TCX in this kernel: clsact from now on
+				}
+			}
+			if d.opts.Clsact {
+				if err := attachClsact(idx, i == 1, progs[i]); err != nil {
+					return fmt.Errorf("endpoints[interface=%s]: attaching clsact %s: %w", name, suffix[i], err)
+				}
+				res.Counts["filter-replace"]++
+				res.Ops = append(res.Ops, fmt.Sprintf("filter replace clsact %s %s", suffix[i], name))
+				continue
+			}
 			if err != nil {
 				return fmt.Errorf("endpoints[interface=%s]: attaching TCX %s: %w", name, suffix[i], err)
 			}
@@ -531,13 +567,22 @@ func (d *Dataplane) attach(_ context.Context, st *render.State, res *appliers.Re
 			res.Counts["link-attach"]++
 			res.Ops = append(res.Ops, fmt.Sprintf("attach tcx %s %s", suffix[i], name))
 		}
-		d.links[name] = ls
+		if d.opts.Clsact {
+			d.clsact[name] = idx
+			continue
+		}
+		d.links[name] = attached{ifindex: idx, links: ls}
 	}
-	for name, ls := range d.links {
+	for name := range d.clsact {
+		if _, ok := st.Endpoints[name]; !ok {
+			delete(d.clsact, name) // the interface went with its workload; nothing to detach
+		}
+	}
+	for name, a := range d.links {
 		if _, ok := st.Endpoints[name]; ok {
 			continue
 		}
-		for _, l := range ls {
+		for _, l := range a.links {
 			if l != nil {
 				l.Unpin()
 				l.Close()
@@ -558,6 +603,41 @@ func (d *Dataplane) attach(_ context.Context, st *render.State, res *appliers.Re
 		}
 	}
 	return nil
+}
+
+// onIfindex says whether a TCX link is attached to the interface with this index.
+func onIfindex(l link.Link, idx int) bool {
+	info, err := l.Info()
+	if err != nil || info.TCX() == nil {
+		return false
+	}
+	return int(info.TCX().Ifindex) == idx
+}
+
+// clsactHandle and clsactPrio identify felis's cls_bpf filter on each clsact hook.
+const (
+	clsactHandle = 0xfe11
+	clsactPrio   = 1
+)
+
+// attachClsact makes sure the interface has a clsact qdisc and replaces felis's
+// direct-action filter on its ingress (or egress) hook with prog, atomically.
+func attachClsact(ifindex int, ingress bool, prog *ebpf.Program) error {
+	q := &netlink.GenericQdisc{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: ifindex, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT}, QdiscType: "clsact"}
+	if err := netlink.QdiscAdd(q); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("clsact qdisc: %w", err)
+	}
+	parent := uint32(netlink.HANDLE_MIN_EGRESS)
+	if ingress {
+		parent = netlink.HANDLE_MIN_INGRESS
+	}
+	f := &netlink.BpfFilter{
+		FilterAttrs:  netlink.FilterAttrs{LinkIndex: ifindex, Parent: parent, Handle: clsactHandle, Priority: clsactPrio, Protocol: unix.ETH_P_ALL},
+		Fd:           prog.FD(),
+		Name:         "felis",
+		DirectAction: true,
+	}
+	return netlink.FilterReplace(f)
 }
 
 func toSetKey(k render.SetKey) policySetKey {

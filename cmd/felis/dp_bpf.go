@@ -14,16 +14,18 @@ import (
 
 func init() {
 	policyDataplanes["bpf"] = func() (appliers.Dataplane, error) {
-		return &bpfDataplane{root: os.Getenv("FELIS_BPF_PIN_ROOT")}, nil
+		return &bpfDataplane{root: os.Getenv("FELIS_BPF_PIN_ROOT"), clsact: os.Getenv("FELIS_BPF_ATTACH") == "clsact"}, nil
 	}
 }
 
 // bpfDataplane opens the BPF dataplane at the first Sync, when the node name is known: maps
 // and links are pinned under <root>/<node> (root defaults to /sys/fs/bpf/felis; the
 // FELIS_BPF_PIN_ROOT environment variable points it at another bpffs mount, as tests do).
+// FELIS_BPF_ATTACH=clsact attaches with clsact + cls_bpf instead of TCX.
 type bpfDataplane struct {
-	root string
-	d    *bpf.Dataplane
+	root   string
+	clsact bool
+	d      *bpf.Dataplane
 }
 
 func (b *bpfDataplane) Name() string { return "bpf" }
@@ -32,7 +34,7 @@ func (b *bpfDataplane) open(node string) error {
 	if b.d != nil {
 		return nil
 	}
-	opts := bpf.Options{}
+	opts := bpf.Options{Clsact: b.clsact}
 	if b.root != "" {
 		opts.PinDir = filepath.Join(b.root, node)
 	}

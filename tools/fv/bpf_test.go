@@ -25,4 +25,14 @@ var _ = Describe("felis agent against real packets, dataplane bpf", Label("bpf")
 	DescribeTable("policy scenarios agree with felis reach",
 		func(sc scenario) { runScenario("bpf", sc) },
 		policyScenarios)
+
+	Describe("attached with clsact + cls_bpf (the fallback for kernels without TCX)", func() {
+		BeforeEach(func() {
+			Expect(os.Setenv("FELIS_BPF_ATTACH", "clsact")).To(Succeed())
+			DeferCleanup(os.Unsetenv, "FELIS_BPF_ATTACH")
+		})
+		DescribeTable("policy scenarios agree with felis reach",
+			func(sc scenario) { runScenario("bpf", sc) },
+			policyScenarios[1], policyScenarios[6], policyScenarios[7])
+	})
 })
