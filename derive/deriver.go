@@ -33,7 +33,7 @@ type Deriver struct {
 	holders       map[model.Key]*hstate
 	byID          []*hstate                 // holder ID -> holder (nil when free)
 	freeIDs       []holderID                // IDs to reuse
-	labelIndex    map[string]*labelPostings // label name -> holders, for names selectors need
+	labelIndex    map[string]*labelPostings // label name -> holders (by value once needed)
 	in            *selector.Interner        // interned label strings (a cache; reset when it grows)
 	inBase        int                       // in's size after the first build
 	eval          sourceLabels              // evaluates selectors on holders' label sources

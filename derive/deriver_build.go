@@ -11,8 +11,8 @@ import (
 // build computes the whole state from v: the first cycle, or a restart. It ends where
 // applying every object as a change would, but reads each kind once in bulk: holders in one
 // allocation with IDs in store order, policies matched against the local endpoints through a
-// label index, and the holder index built in one pass for exactly the labels the active IP
-// sets' selectors need.
+// label index, and the holder index (every label name, and by value the names whose values
+// the active IP sets' selectors test) built in one pass.
 func (d *Deriver) build(v *store.View) {
 	d.reset()
 	for p := range store.List[*model.Profile](v, model.KindProfile) {

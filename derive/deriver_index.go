@@ -79,41 +79,30 @@ func (p *posting) each(fn func(id holderID)) {
 }
 
 // labelPostings is what the Deriver indexes for one label name: the holders that have it
-// (when a selector needs its presence) and the holders per value (when a selector needs
-// its values; then every value is indexed).
+// (every name is indexed so: a first build reads every label anyway) and, once a selector
+// needs its values, the holders per value.
 type labelPostings struct {
 	all    *posting
-	values map[string]*posting
+	values map[string]*posting // nil until needed; then every value
 }
 
-// indexed returns the postings of a label name, indexing it (by presence, or by value) by
-// one scan of every holder the first time a selector needs it.
+// indexed returns the postings of a label name, indexing its values from the holders that
+// have it the first time a selector needs them.
 func (d *Deriver) indexed(name string, byValue bool) *labelPostings {
 	lp := d.labelIndex[name]
 	if lp == nil {
-		lp = &labelPostings{}
+		lp = &labelPostings{all: &posting{}} // no holder has the label
 		d.labelIndex[name] = lp
 	}
-	switch {
-	case byValue && lp.values == nil:
+	if byValue && lp.values == nil {
 		lp.values = map[string]*posting{}
-		for _, h := range d.byID {
-			if h == nil {
-				continue
+		lp.all.each(func(id holderID) {
+			if v, ok := d.byID[id].src.get(name); ok {
+				lp.value(v).ids = append(lp.value(v).ids, id)
 			}
-			if v, ok := h.src.get(name); ok {
-				lp.value(v).ids = append(lp.value(v).ids, h.id)
-			}
-		}
-	case !byValue && lp.all == nil:
-		lp.all = &posting{}
-		for _, h := range d.byID {
-			if h == nil {
-				continue
-			}
-			if _, ok := h.src.get(name); ok {
-				lp.all.ids = append(lp.all.ids, h.id)
-			}
+		})
+		for _, p := range lp.values {
+			slices.Sort(p.ids)
 		}
 	}
 	return lp
@@ -129,39 +118,23 @@ func (lp *labelPostings) value(v string) *posting {
 	return p
 }
 
-// planIndex indexes, in one pass over every holder, each label name the selectors'
-// restrictions can use: the first build's way of doing what indexed does name by name.
+// planIndex indexes, in one pass over every holder, every label name, and by value the
+// names whose values the selectors' restrictions can use: the first build's way of doing
+// what indexHolder and indexed do holder by holder. The index must be empty.
 func (d *Deriver) planIndex(sels []*selector.Selector) {
 	for _, sel := range sels {
 		for name, r := range sel.LabelRestrictions() {
-			lp := d.labelIndex[name.Value()]
-			if lp == nil {
-				lp = &labelPostings{}
-				d.labelIndex[name.Value()] = lp
-			}
-			switch {
-			case r.MustHaveOneOfValues != nil:
+			if r.MustHaveOneOfValues != nil {
+				lp := d.postings(name.Value())
 				if lp.values == nil {
 					lp.values = map[string]*posting{}
 				}
-			case r.MustBePresent:
-				if lp.all == nil {
-					lp.all = &posting{}
-				}
 			}
 		}
 	}
-	if len(d.labelIndex) == 0 {
-		return
-	}
 	add := func(id holderID, k, v string) {
-		lp := d.labelIndex[k]
-		if lp == nil {
-			return
-		}
-		if lp.all != nil {
-			lp.all.ids = append(lp.all.ids, id)
-		}
+		lp := d.postings(k)
+		lp.all.ids = append(lp.all.ids, id)
 		if lp.values != nil {
 			p := lp.value(v)
 			p.ids = append(p.ids, id)
@@ -169,7 +142,7 @@ func (d *Deriver) planIndex(sels []*selector.Selector) {
 	}
 	// Holders in ascending ID order, so every posting is appended in order.
 	memo := parentMemo{}
-	want := func(name string) bool { return d.labelIndex[name] != nil }
+	want := func(string) bool { return true }
 	for _, h := range d.byID {
 		if h == nil {
 			continue
@@ -185,20 +158,28 @@ func (d *Deriver) planIndex(sels []*selector.Selector) {
 	}
 }
 
-// indexHolder adds (or, with remove, removes) a holder to the postings of its indexed
-// labels.
+// postings returns a name's postings, creating them.
+func (d *Deriver) postings(name string) *labelPostings {
+	lp := d.labelIndex[name]
+	if lp == nil {
+		lp = &labelPostings{all: &posting{}}
+		d.labelIndex[name] = lp
+	}
+	return lp
+}
+
+// indexHolder adds (or, with remove, removes) a holder to the postings of its labels.
 func (d *Deriver) indexHolder(h *hstate, remove bool) {
 	h.src.each(func(k, v string) {
-		lp := d.labelIndex[k]
-		if lp == nil {
-			return
-		}
-		if lp.all != nil {
-			if remove {
-				lp.all.remove(h.id)
-			} else {
-				lp.all.add(h.id)
+		lp := d.postings(k)
+		if remove {
+			lp.all.remove(h.id)
+			if lp.all.size() == 0 {
+				delete(d.labelIndex, k) // no holder has it: nothing to keep
+				return
 			}
+		} else {
+			lp.all.add(h.id)
 		}
 		if lp.values != nil {
 			if remove {

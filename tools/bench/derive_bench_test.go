@@ -12,6 +12,7 @@ import (
 
 	"github.com/felis-dev/felis/derive"
 	"github.com/felis-dev/felis/model"
+	"github.com/felis-dev/felis/model/selector"
 	"github.com/felis-dev/felis/model/store"
 	"github.com/felis-dev/felis/tools/synth"
 )
@@ -158,6 +159,18 @@ func BenchmarkCycleAfterOneChange(b *testing.B) {
 			r := p.Ingress[0]
 			r.Destination.Ports = []model.Port{{Min: uint16(2000 + i%2), Max: uint16(2000 + i%2)}}
 			p.Ingress[0] = r
+			p.Revision = 0
+			return store.Batch{Upserts: []model.Object{&p}}
+		})
+	})
+	// A policy whose rule selects by a label no endpoint has yet: a new IP set over a label
+	// the Deriver has not indexed by value.
+	b.Run("policy-with-new-label", func(b *testing.B) {
+		cycle(b, func(i int) store.Batch {
+			p := *policy
+			p.Key.Name = "bench-new-label"
+			p.Ingress = []model.Rule{{Action: model.ActionAllow,
+				Source: model.EntityRule{Selector: selector.MustParse(fmt.Sprintf("fresh%d == 'x'", i))}}}
 			p.Revision = 0
 			return store.Batch{Upserts: []model.Object{&p}}
 		})
