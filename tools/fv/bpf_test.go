@@ -4,6 +4,9 @@ package fv_test
 
 import (
 	"os"
+	"path/filepath"
+
+	"github.com/cilium/ebpf"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -14,8 +17,10 @@ import (
 // pinned on a bpffs mounted for each spec (FELIS_BPF_PIN_ROOT), unmounted afterwards, which
 // also releases the pinned TCX links.
 var _ = Describe("felis agent against real packets, dataplane bpf", Label("bpf"), func() {
+	var pinRoot string
 	BeforeEach(func() {
 		dir := GinkgoT().TempDir()
+		pinRoot = dir
 		Expect(unix.Mount("bpf", dir, "bpf", 0, "mode=0700")).To(Succeed())
 		DeferCleanup(func() { Expect(unix.Unmount(dir, unix.MNT_DETACH)).To(Succeed()) })
 		Expect(os.Setenv("FELIS_BPF_PIN_ROOT", dir)).To(Succeed())
@@ -25,6 +30,82 @@ var _ = Describe("felis agent against real packets, dataplane bpf", Label("bpf")
 	DescribeTable("policy scenarios agree with felis reach",
 		func(sc scenario) { runScenario("bpf", sc) },
 		policyScenarios)
+
+	ports := []port{tcp8080, udp8080}
+	It("restores deleted endpoint entries and a deleted set member on resync", func() {
+		e := newEnv("bpf", false)
+		e.addPods(ports, ns1Pods...)
+		e.writeCluster(ns1)
+		e.writePods()
+		e.write("policy.yaml", serverFromClient)
+		e.startAgent("--resync-interval", "2s")
+		flows := e.flowsAmong(ports)
+		want := []want{
+			{"ns1/client", "ns1/server", tcp8080, allow},
+			{"ns1/other", "ns1/server", tcp8080, deny},
+		}
+		expectVerdicts(flows, e.expectPacketsAgree(flows), want)
+
+		By("deleting every endpoint entry and the client's IPv4 address from every set")
+		dir := filepath.Join(pinRoot, e.node.NodeName)
+		eps, err := ebpf.LoadPinnedMap(filepath.Join(dir, "feps_v1"), nil)
+		Expect(err).NotTo(HaveOccurred())
+		defer eps.Close()
+		var idx uint32
+		var val [24]byte
+		var idxs []uint32
+		for it := eps.Iterate(); it.Next(&idx, &val); {
+			idxs = append(idxs, idx)
+		}
+		Expect(idxs).NotTo(BeEmpty())
+		for _, i := range idxs {
+			Expect(eps.Delete(i)).To(Succeed())
+		}
+		sets, err := ebpf.LoadPinnedMap(filepath.Join(dir, "fsets_v1"), nil)
+		Expect(err).NotTo(HaveOccurred())
+		defer sets.Close()
+		client := e.pod("ns1/client").IPv4.As4()
+		var k setKey
+		var one uint8
+		var dels []setKey
+		for it := sets.Iterate(); it.Next(&k, &one); {
+			if k.Family == 4 && [4]byte(k.Addr[:4]) == client && k.Prefixlen == 64+32 {
+				dels = append(dels, k)
+			}
+		}
+		Expect(dels).NotTo(BeEmpty())
+		for _, k := range dels {
+			Expect(sets.Delete(k)).To(Succeed())
+		}
+
+		By("waiting for a full resync that puts them back")
+		n := len(e.cycles())
+		c := e.waitCycle(n, func(c cycle) bool { return c.Full && c.Ops > 0 })
+		Expect(c.Counts).To(HaveKeyWithValue("endpoint-put", len(idxs)), c.Line)
+		Expect(c.Counts).To(HaveKeyWithValue("set-add", len(dels)), c.Line)
+		expectVerdicts(flows, e.expectPacketsAgree(flows), want)
+	})
+
+	It("changes only set members when a label flips", func() {
+		e := newEnv("bpf", false)
+		e.addPods(ports, ns1Pods...)
+		e.writeCluster(ns1)
+		e.writePods()
+		e.write("policy.yaml", serverFromClient)
+		e.startAgent()
+		flows := e.flowsAmong(ports)
+		expectVerdicts(flows, e.expectPacketsAgree(flows), []want{{"ns1/other", "ns1/server", tcp8080, deny}})
+
+		By("labelling ns1/other app=client")
+		n := len(e.cycles())
+		spec := e.specs["ns1/other"]
+		spec.Labels = labels("app", "client")
+		e.specs["ns1/other"] = spec
+		e.writePods()
+		c := e.waitCycle(n, func(c cycle) bool { return c.Ops > 0 })
+		Expect(c.Counts).To(Equal(map[string]int{"set-add": 2}), "one member per family; %s", c.Line)
+		expectVerdicts(flows, e.expectPacketsAgree(flows), []want{{"ns1/other", "ns1/server", tcp8080, allow}})
+	})
 
 	Describe("attached with clsact + cls_bpf (the fallback for kernels without TCX)", func() {
 		BeforeEach(func() {
@@ -36,3 +117,13 @@ var _ = Describe("felis agent against real packets, dataplane bpf", Label("bpf")
 			policyScenarios[1], policyScenarios[6], policyScenarios[7])
 	})
 })
+
+// setKey is struct set_key of bpf-programs/policy.c.
+type setKey struct {
+	Prefixlen uint32
+	Set       uint32
+	Family    uint8
+	Proto     uint8
+	Port      uint16
+	Addr      [16]byte
+}
