@@ -122,3 +122,56 @@ func countEntries(t *testing.T, d *Dataplane) int {
 	}
 	return n
 }
+
+// TestConntrack: replies to an allowed flow pass the other direction's policy; a flow
+// established before a deny policy keeps working (as in Calico's BPF mode, policy is not
+// re-evaluated for tracked flows) while a new flow is denied; an ICMP echo request in the
+// opposite direction is not mistaken for a reply.
+func TestConntrack(t *testing.T) {
+	d, _ := openTest(t)
+	toWEP, fromWEP := d.Programs()
+	s := syncSnapshot()
+	// Egress allows everything; ingress allows only sources in s:a (10.0.0.2, 10.0.0.3).
+	s.Profiles = []snapshot.Profile{{ID: "all", Outbound: []snapshot.Rule{{Action: snapshot.Allow}}}}
+	s.Endpoints[0].Egress = snapshot.Direction{Profiles: []string{"all"}}
+	mustSync(t, d, s, true)
+	ep, peer := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.9.9.9")
+	out := snapshot.Packet{Src: ep, Dst: peer, Protocol: 6, SrcPort: 40000, DstPort: 443}
+	reply := snapshot.Packet{Src: peer, Dst: ep, Protocol: 6, SrcPort: 443, DstPort: 40000}
+	if got := run(t, toWEP, reply); got != tcShot {
+		t.Fatalf("unsolicited packet from 10.9.9.9: %d, want drop", got)
+	}
+	if got := run(t, fromWEP, out); got != tcOK {
+		t.Fatalf("egress: %d, want pass", got)
+	}
+	if got := run(t, toWEP, reply); got != tcOK {
+		t.Fatalf("reply to an allowed flow: %d, want pass", got)
+	}
+
+	in := snapshot.Packet{Src: netip.MustParseAddr("10.0.0.2"), Dst: ep, Protocol: 6, SrcPort: 5000, DstPort: 80}
+	if got := run(t, toWEP, in); got != tcOK {
+		t.Fatalf("ingress from a set member: %d, want pass", got)
+	}
+	s.IPSets[0].Members = nil // 10.0.0.2 no longer allowed
+	mustSync(t, d, s, false)
+	if got := run(t, toWEP, in); got != tcOK {
+		t.Errorf("established flow after the policy change: %d, want pass", got)
+	}
+	in.SrcPort = 5001
+	if got := run(t, toWEP, in); got != tcShot {
+		t.Errorf("new flow after the policy change: %d, want drop", got)
+	}
+
+	echo := func(src, dst netip.Addr, typ uint8) snapshot.Packet {
+		return snapshot.Packet{Src: src, Dst: dst, Protocol: 1, ICMPType: &typ, ICMPCode: new(uint8)}
+	}
+	if got := run(t, fromWEP, echo(ep, peer, 8)); got != tcOK {
+		t.Fatalf("echo request out: %d, want pass", got)
+	}
+	if got := run(t, toWEP, echo(peer, ep, 8)); got != tcShot {
+		t.Errorf("echo request in (not a reply): %d, want drop", got)
+	}
+	if got := run(t, toWEP, echo(peer, ep, 0)); got != tcOK {
+		t.Errorf("echo reply in: %d, want pass", got)
+	}
+}
