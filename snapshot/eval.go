@@ -102,6 +102,12 @@ func (e *Evaluator) Egress(ep *Endpoint, p Packet) Verdict { return e.Program(ep
 // Pass skips to the next tier; Log continues; the end of a tier applies its default action),
 // then profiles (the first Allow or Deny decides; no match denies).
 func (e *Evaluator) Program(d Direction, inbound bool, p Packet) Verdict {
+	pick := func(in, out []Rule) []Rule {
+		if inbound {
+			return in
+		}
+		return out
+	}
 tiers:
 	for _, t := range d.Tiers {
 		for _, id := range t.Policies {
@@ -109,51 +115,45 @@ tiers:
 			if !ok {
 				continue
 			}
-			rules := pol.Outbound
-			if inbound {
-				rules = pol.Inbound
+			r := e.decide(pick(pol.Inbound, pol.Outbound), p)
+			switch {
+			case r == nil:
+				continue
+			case r.Action == Pass:
+				continue tiers
 			}
-			for i := range rules {
-				if !e.Match(&rules[i], p) {
-					continue
-				}
-				switch rules[i].Action {
-				case Allow, Deny:
-					return Verdict{Action: rules[i].Action, Decider: "rule", Tier: t.Tier, Policy: id, Index: rules[i].Origin.Index}
-				case Pass:
-					continue tiers
-				}
-			}
+			return Verdict{Action: r.Action, Decider: "rule", Tier: t.Tier, Policy: id, Index: r.Origin.Index}
 		}
 		if t.DefaultAction == Pass {
 			continue
 		}
 		return Verdict{Action: Deny, Decider: "tier-default", Tier: t.Tier}
 	}
-profiles:
 	for _, id := range d.Profiles {
 		prof, ok := e.profiles[id]
 		if !ok {
 			continue
 		}
-		rules := prof.Outbound
-		if inbound {
-			rules = prof.Inbound
-		}
-		for i := range rules {
-			if !e.Match(&rules[i], p) {
-				continue
-			}
-			switch rules[i].Action {
-			case Allow, Deny:
-				return Verdict{Action: rules[i].Action, Decider: "rule", Profile: id, Index: rules[i].Origin.Index}
-			case Pass:
-				// Pass in a profile ends that profile; the next one is consulted.
-				continue profiles
-			}
+		// Pass in a profile ends that profile; the next one is consulted.
+		if r := e.decide(pick(prof.Inbound, prof.Outbound), p); r != nil && r.Action != Pass {
+			return Verdict{Action: r.Action, Decider: "rule", Profile: id, Index: r.Origin.Index}
 		}
 	}
 	return Verdict{Action: Deny, Decider: "profile-default"}
+}
+
+// decide returns the first rule that matches p and decides something (Allow, Deny or Pass;
+// Log only records and evaluation goes on), or nil.
+func (e *Evaluator) decide(rules []Rule, p Packet) *Rule {
+	for i := range rules {
+		switch rules[i].Action {
+		case Allow, Deny, Pass:
+			if e.Match(&rules[i], p) {
+				return &rules[i]
+			}
+		}
+	}
+	return nil
 }
 
 // Match reports whether a rule's match criteria (everything but the action) match p.
