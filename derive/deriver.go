@@ -29,8 +29,10 @@ type Deriver struct {
 	primed bool
 
 	profileLabels map[string]map[string]string
-	profileUsers  map[string]*posting // profile -> holders that list it
-	holders       map[model.Key]*hstate
+	profileUsers  map[string]*posting       // profile -> holders that list it
+	holders       map[model.Key]*hstate     // holders changed since the first build (nil: deleted), or every holder when !bulkSorted
+	bulk          []hstate                  // the first build's holders, in store order
+	bulkSorted    bool                      // bulk ascends by holderKeyOrder: found by binary search
 	byID          []*hstate                 // holder ID -> holder (nil when free)
 	freeIDs       []holderID                // IDs to reuse
 	labelIndex    map[string]*labelPostings // label name -> holders (by value once needed)
@@ -156,6 +158,7 @@ func (d *Deriver) reset() {
 	d.profileLabels = map[string]map[string]string{}
 	d.profileUsers = map[string]*posting{}
 	d.holders = map[model.Key]*hstate{}
+	d.bulk, d.bulkSorted = nil, false
 	d.byID, d.freeIDs = nil, nil
 	d.labelIndex = map[string]*labelPostings{}
 	d.in, d.inBase = selector.NewInterner(), 0
@@ -317,7 +320,7 @@ func (d *Deriver) matches(sel *selector.Selector, h *hstate) bool {
 // refreshHolder re-reads one holder and moves it through the index, the sets and, when it
 // is local, the policy matches.
 func (d *Deriver) refreshHolder(v *store.View, k model.Key) {
-	old := d.holders[k]
+	old := d.holder(k)
 	h, obj := d.newHolder(v, k)
 	if old != nil {
 		d.indexHolder(old, true)
@@ -334,6 +337,8 @@ func (d *Deriver) refreshHolder(v *store.View, k model.Key) {
 		}
 		d.holders[k] = h
 		d.indexHolder(h, false)
+	} else if d.inBulk(k) {
+		d.holders[k] = nil // hides the first build's entry
 	} else {
 		delete(d.holders, k)
 	}

@@ -1,6 +1,7 @@
 package derive
 
 import (
+	"cmp"
 	"slices"
 
 	"github.com/felis-dev/felis/model"
@@ -74,7 +75,7 @@ func (d *Deriver) buildHolders(v *store.View) {
 	n := len(d.firstWEPs) + len(heps) + len(nsets)
 	all := make([]hstate, n)
 	d.byID = make([]*hstate, n)
-	d.holders = make(map[model.Key]*hstate, n)
+	d.bulk, d.bulkSorted = all, true
 	pc := newParentCache(d.profileLabels)
 	i := 0
 	add := func(o model.Object) {
@@ -82,7 +83,9 @@ func (d *Deriver) buildHolders(v *store.View) {
 		d.fillHolder(h, o, pc)
 		h.id = holderID(i)
 		d.byID[i] = h
-		d.holders[h.key] = h
+		if i > 0 && holderKeyOrder(all[i-1].key, h.key) >= 0 {
+			d.bulkSorted = false // not the order lookups assume: keep a map instead
+		}
 		for _, p := range h.profList {
 			users := d.profileUsers[p]
 			if users == nil {
@@ -105,6 +108,94 @@ func (d *Deriver) buildHolders(v *store.View) {
 	for _, ns := range nsets {
 		add(ns)
 	}
+	if !d.bulkSorted {
+		d.holders = make(map[model.Key]*hstate, n)
+		for i := range all {
+			d.holders[all[i].key] = &all[i]
+		}
+		d.bulk = nil
+	}
+}
+
+// holder returns the current holder with key k, or nil.
+func (d *Deriver) holder(k model.Key) *hstate {
+	if h, ok := d.holders[k]; ok {
+		return h
+	}
+	if i, ok := d.bulkIndex(k); ok {
+		return &d.bulk[i]
+	}
+	return nil
+}
+
+// inBulk reports whether the first build had a holder with key k.
+func (d *Deriver) inBulk(k model.Key) bool {
+	_, ok := d.bulkIndex(k)
+	return ok
+}
+
+func (d *Deriver) bulkIndex(k model.Key) (int, bool) {
+	if !d.bulkSorted {
+		return 0, false
+	}
+	return slices.BinarySearchFunc(d.bulk, k, func(h hstate, k model.Key) int { return holderKeyOrder(h.key, k) })
+}
+
+// holderKindRank is the order the first build reads holder kinds in.
+func holderKindRank(k model.Kind) int {
+	switch k {
+	case model.KindWorkloadEndpoint:
+		return 0
+	case model.KindHostEndpoint:
+		return 1
+	case model.KindNetworkSet:
+		return 2
+	}
+	return 3
+}
+
+// holderKeyOrder orders holder keys as the first build reads them: by kind (the build's
+// order), then by ID (the store's order within a kind), without building the IDs.
+func holderKeyOrder(a, b model.Key) int {
+	if ra, rb := holderKindRank(a.Kind), holderKindRank(b.Kind); ra != rb {
+		return cmp.Compare(ra, rb)
+	}
+	return compareIDs(a, b)
+}
+
+// compareIDs is strings.Compare(a.ID(), b.ID()) without the concatenation.
+func compareIDs(a, b model.Key) int {
+	ap, bp := idParts(a), idParts(b)
+	ai, bi := 0, 0 // part index
+	ao, bo := 0, 0 // offset in the part
+	for {
+		for ai < 3 && ao == len(ap[ai]) {
+			ai, ao = ai+1, 0
+		}
+		for bi < 3 && bo == len(bp[bi]) {
+			bi, bo = bi+1, 0
+		}
+		switch {
+		case ai == 3 && bi == 3:
+			return 0
+		case ai == 3:
+			return -1
+		case bi == 3:
+			return 1
+		}
+		if c, d := ap[ai][ao], bp[bi][bo]; c != d {
+			return cmp.Compare(c, d)
+		}
+		ao, bo = ao+1, bo+1
+	}
+}
+
+// idParts is a key's ID as three pieces to be read in sequence.
+func idParts(k model.Key) [3]string {
+	if k.Namespace == "" {
+		return [3]string{k.Name, "", ""}
+	}
+	return [3]string{k.Namespace, "/", k.Name}
 }
 
 // buildPolicies reads every policy and matches it against the local endpoints through a
