@@ -109,12 +109,25 @@ func (d *Deriver) buildHolders(v *store.View) {
 		add(ns)
 	}
 	if !d.bulkSorted {
-		d.holders = make(map[model.Key]*hstate, n)
-		for i := range all {
-			d.holders[all[i].key] = &all[i]
-		}
-		d.bulk = nil
+		d.holdersToMap()
 	}
+}
+
+// holdersToMap keeps every holder in the map instead of finding first-build holders in
+// the sorted array.
+func (d *Deriver) holdersToMap() {
+	for i := range d.bulk {
+		k := d.bulk[i].key
+		if _, changed := d.holders[k]; !changed {
+			d.holders[k] = &d.bulk[i]
+		}
+	}
+	for k, h := range d.holders {
+		if h == nil {
+			delete(d.holders, k) // a deleted first-build holder
+		}
+	}
+	d.bulk, d.bulkSorted = nil, false
 }
 
 // holder returns the current holder with key k, or nil.
