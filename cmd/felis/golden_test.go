@@ -33,6 +33,8 @@ func TestCommandGolden(t *testing.T) {
 		{"plan-k8s-np-added-json", newPlanCmd, []string{"--datastore", exampleCluster, "--node", "node-b", "--with", "testdata/changes/k8s-np-isolate-worker.yaml", "-o", "json", "--detailed-exitcode"}},
 		{"plan-tier-pass", newPlanCmd, []string{"--datastore", exampleCluster, "--all-nodes", "--with", "testdata/changes/tier-pass-kube-dns.yaml", "--detailed-exitcode"}},
 		{"plan-no-change", newPlanCmd, []string{"--datastore", exampleCluster, "--all-nodes", "--with", "testdata/changes/same-tier.yaml", "--detailed-exitcode"}},
+		{"plan-pool-crosssubnet", newPlanCmd, []string{"--datastore", exampleCluster, "--all-nodes", "--with", "testdata/changes/pool-crosssubnet.yaml", "--detailed-exitcode"}},
+		{"plan-iptables", newPlanCmd, []string{"--datastore", exampleCluster, "--node", "node-b", "--dataplane", "iptables", "--with", "testdata/changes/k8s-np-isolate-worker.yaml", "--detailed-exitcode"}},
 		{"plan-invalid-input", newPlanCmd, []string{"--datastore", exampleCluster, "--node", "node-b", "--with", "testdata/changes/invalid-and-valid.yaml", "--detailed-exitcode"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -28,6 +28,7 @@ type planFlags struct {
 	with         []string
 	without      []string
 	against      string
+	dataplane    string
 	output       string
 	detailedExit bool
 	maxFlows     int
@@ -60,6 +61,7 @@ With --detailed-exitcode the exit status is 0 for no change, 2 for changes, 1 fo
 	fl.StringArrayVar(&f.with, "with", nil, "file or directory of new or changed resources (repeatable)")
 	fl.StringArrayVar(&f.without, "without", nil, "resource to delete: KIND/NAMESPACE/NAME or KIND/NAME (repeatable)")
 	fl.StringVar(&f.against, "against", "", `compare kernel operations with "kernel" (the live dataplane) instead of the current snapshot`)
+	fl.StringVar(&f.dataplane, "dataplane", "nftables", "policy dataplane whose operations to show: nftables or iptables (routing operations are always shown)")
 	fl.StringVarP(&f.output, "output", "o", "text", "output format: text or json")
 	fl.BoolVar(&f.detailedExit, "detailed-exitcode", false, "exit 0 for no change, 2 for changes, 1 for errors")
 	fl.IntVar(&f.maxFlows, "max-flows", 2_000_000, "evaluate at most this many flows for connectivity changes")
@@ -208,7 +210,7 @@ func computePlan(cmd *cobra.Command, st *store.Store, batch store.Batch, problem
 		b := snapsBefore[n]
 		snapsB, snapsA = append(snapsB, b), append(snapsA, a)
 		np := NodePlan{Node: n, Changes: snapshot.Compare(b, a), Operations: []Operation{}}
-		ops, err := kernelOps(cmd, f.against == "kernel", b, a)
+		ops, err := kernelOps(cmd, f.against == "kernel", f.dataplane, b, a)
 		if err != nil {
 			return nil, fmt.Errorf("node %s: %w", n, err)
 		}

@@ -6,10 +6,17 @@ import (
 	"context"
 	"errors"
 
+	"github.com/felis-dev/felis/appliers/iptables"
+	nlrender "github.com/felis-dev/felis/appliers/netlink/render"
 	"github.com/felis-dev/felis/appliers/nftables/render"
 )
 
-// observeNftables is Linux-only: nftables exists only there.
-func observeNftables(context.Context) (*render.Table, error) {
-	return nil, errors.New("nftables exists only on Linux")
+var errLinuxOnly = errors.New("the Linux dataplanes exist only on Linux")
+
+func observeNftables(context.Context) (*render.Table, error) { return nil, errLinuxOnly }
+
+func observeIptables(context.Context) (*iptables.State, error) { return nil, errLinuxOnly }
+
+func observeNetlink(context.Context, int, nlrender.State) (nlrender.State, error) {
+	return nlrender.State{}, errLinuxOnly
 }
