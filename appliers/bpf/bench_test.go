@@ -109,7 +109,7 @@ func BenchmarkPacketPath(b *testing.B) {
 			if _, err := d.Sync(ctx, s, false); err != nil {
 				b.Fatal(err)
 			}
-			pkt := frame(snapshot.Packet{Src: netip.MustParseAddr("10.9.9.9"), Dst: netip.MustParseAddr("10.0.0.1"), Protocol: 6, SrcPort: 1000, DstPort: 80})
+			pkt := frame(packetTo80())
 			b.Run(fmt.Sprintf("deny-after-%d-%s-rules", n, kind), func(b *testing.B) {
 				benchProg(b, toWEP, pkt, tcShot)
 			})
@@ -134,4 +134,9 @@ func benchProg(b *testing.B, prog *ebpf.Program, pkt []byte, want uint32) {
 		b.Fatalf("verdict %d, want %d", ret, want)
 	}
 	b.ReportMetric(float64(per.Nanoseconds()), "ns/packet")
+}
+
+// packetTo80 is a TCP packet from 10.9.9.9 to the endpoint's port 80.
+func packetTo80() snapshot.Packet {
+	return snapshot.Packet{Src: netip.MustParseAddr("10.9.9.9"), Dst: netip.MustParseAddr("10.0.0.1"), Protocol: 6, SrcPort: 1000, DstPort: 80}
 }
