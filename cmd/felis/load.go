@@ -51,6 +51,15 @@ func clusterNodes(v *store.View) []string {
 	return nodes
 }
 
+// nodeResources lists the nodes that have a Node resource (cheap: no endpoint scan).
+func nodeResources(v *store.View) []string {
+	var nodes []string
+	for n := range store.List[*model.Node](v, model.KindNode) {
+		nodes = append(nodes, n.Key.Name)
+	}
+	return nodes
+}
+
 // deriveAll derives the snapshot of every node of the cluster.
 func deriveAll(v *store.View, opts derive.Options) ([]*snapshot.Snapshot, error) {
 	var out []*snapshot.Snapshot

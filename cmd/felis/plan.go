@@ -226,7 +226,12 @@ func computePlan(cmd *cobra.Command, st *store.Store, batch store.Batch, problem
 	// otherwise only among the planned nodes' endpoints (and say so).
 	connB, connA := snapsB, snapsA
 	if !f.allNodes {
-		others := union(clusterNodes(before), clusterNodes(after))
+		// Node resources alone tell a large cluster; only a small one is scanned for nodes its
+		// endpoints name.
+		others := union(nodeResources(before), nodeResources(after))
+		if len(others) <= maxNodesForConnectivity {
+			others = union(clusterNodes(before), clusterNodes(after))
+		}
 		if len(others) <= maxNodesForConnectivity {
 			connB, connA = nil, nil
 			for _, n := range others {
