@@ -107,6 +107,33 @@ var _ = Describe("felis agent against real packets, dataplane bpf", Label("bpf")
 		expectVerdicts(flows, e.expectPacketsAgree(flows), []want{{"ns1/other", "ns1/server", tcp8080, allow}})
 	})
 
+	It("keeps enforcing while the agent is down, and a restarted agent adopts maps and links with no operation", func() {
+		e := newEnv("bpf", false)
+		e.addPods(ports, ns1Pods...)
+		e.writeCluster(ns1)
+		e.writePods()
+		e.write("policy.yaml", serverFromClient)
+		e.startAgent()
+		flows := e.flowsAmong(ports)
+		want := []want{
+			{"ns1/client", "ns1/server", tcp8080, allow},
+			{"ns1/other", "ns1/server", tcp8080, deny},
+		}
+		expectVerdicts(flows, e.expectPacketsAgree(flows), want)
+
+		By("killing the agent: the pinned links keep the program attached")
+		e.daemonKill9()
+		expectVerdicts(flows, e.expectPacketsAgree(flows), want)
+
+		By("restarting it")
+		e.startAgent()
+		c := e.cycles()[0]
+		Expect(c.Full).To(BeTrue(), c.Line)
+		Expect(c.Ops).To(BeZero(), c.Line)
+		Expect(c.Counts).To(Equal(map[string]int{"link-adopt": 2 * len(ns1Pods)}), c.Line)
+		expectVerdicts(flows, e.expectPacketsAgree(flows), want)
+	})
+
 	Describe("attached with clsact + cls_bpf (the fallback for kernels without TCX)", func() {
 		BeforeEach(func() {
 			Expect(os.Setenv("FELIS_BPF_ATTACH", "clsact")).To(Succeed())
