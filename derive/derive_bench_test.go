@@ -2,9 +2,7 @@ package derive
 
 import (
 	"fmt"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/felis-dev/felis/model"
 	"github.com/felis-dev/felis/model/selector"
@@ -36,16 +34,6 @@ func benchDeriveObjects(b *testing.B, objs []model.Object) {
 		}
 	}
 	b.ReportMetric(float64((cpuTime()-cpu).Milliseconds())/float64(b.N), "cpu-ms/op")
-}
-
-// cpuTime is the process's user and system CPU time so far: on a shared, loaded machine
-// the CPU a derivation costs (the garbage collector's included) varies less than wall time.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkDerivePolicyScale is issue 3 scale (a): 250k endpoints (200 local), 10k policies.

@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"runtime"
 	"slices"
-	"syscall"
 	"testing"
 	"time"
 
@@ -231,14 +230,4 @@ func BenchmarkDeriverFirstBuild(b *testing.B) {
 	}
 	b.ReportMetric(float64(cpu.Milliseconds())/float64(b.N), "cpu-ms/op")
 	b.ReportMetric(float64(retained)/(1<<20), "retained-MB")
-}
-
-// cpuTime is the process's user and system CPU time so far: on a shared, loaded machine
-// the CPU a derivation costs (the garbage collector's included) varies less than wall time.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
