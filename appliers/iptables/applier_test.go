@@ -3,6 +3,7 @@ package iptables
 import (
 	"context"
 	"errors"
+	"github.com/felis-dev/felis/appliers/internal/fixture"
 	"net/netip"
 	"slices"
 	"strings"
@@ -66,7 +67,7 @@ func opsText(ops []Op) string {
 
 func TestFakeSyncObserveEqualsDesired(t *testing.T) {
 	f := NewFake()
-	desired := mustRender(t, fixtureSnapshot())
+	desired := mustRender(t, fixture.Snapshot())
 	ops := syncAndCheck(t, f, desired)
 	v := verbs(ops)
 	if v[SetCreate] != len(desired.Sets) || v[ChainWrite] != len(desired.Chains) || v[HookWrite] != len(desired.Hooks) {
@@ -83,7 +84,7 @@ func TestFakeSyncObserveEqualsDesired(t *testing.T) {
 
 func TestMinimalUpdates(t *testing.T) {
 	ctx := context.Background()
-	base := fixtureSnapshot()
+	base := fixture.Snapshot()
 	f := NewFake()
 	a := NewApplier(f)
 	if _, err := a.Sync(ctx, mustRender(t, base)); err != nil {
@@ -113,7 +114,7 @@ func TestMinimalUpdates(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			s := fixtureSnapshot()
+			s := fixture.Snapshot()
 			tc.change(&s)
 			ops, err := a.Sync(ctx, mustRender(t, s))
 			if err != nil {
@@ -137,7 +138,7 @@ func TestMinimalUpdates(t *testing.T) {
 func TestDriftRepairedByResync(t *testing.T) {
 	ctx := context.Background()
 	f := NewFake()
-	desired := mustRender(t, fixtureSnapshot())
+	desired := mustRender(t, fixture.Snapshot())
 	a := NewApplier(f)
 	if _, err := a.Sync(ctx, desired); err != nil {
 		t.Fatal(err)
@@ -177,7 +178,7 @@ func TestFailedApplyResyncs(t *testing.T) {
 	ctx := context.Background()
 	f := NewFake()
 	a := NewApplier(f)
-	desired := mustRender(t, fixtureSnapshot())
+	desired := mustRender(t, fixture.Snapshot())
 	f.FailNext(errors.New("boom"))
 	if _, err := a.Sync(ctx, desired); err == nil {
 		t.Fatal("sync succeeded despite a failing restore")
@@ -196,7 +197,7 @@ func TestRemoveAndForeignRulesKept(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := f.Dump()
-	syncAndCheck(t, f, mustRender(t, fixtureSnapshot()))
+	syncAndCheck(t, f, mustRender(t, fixture.Snapshot()))
 	// felis's hooks go on top of the foreign rule.
 	st, _ := Observe(ctx, f)
 	if got := st.Hooks[ChainKey{Family: 4, Table: "filter", Chain: "INPUT"}]; len(got) != 2 || got[1].Index != 1 {
@@ -255,10 +256,10 @@ func TestPlanDeletesStaleChainsAndSets(t *testing.T) {
 	ctx := context.Background()
 	f := NewFake()
 	a := NewApplier(f)
-	if _, err := a.Sync(ctx, mustRender(t, fixtureSnapshot())); err != nil {
+	if _, err := a.Sync(ctx, mustRender(t, fixture.Snapshot())); err != nil {
 		t.Fatal(err)
 	}
-	s := fixtureSnapshot()
+	s := fixture.Snapshot()
 	s.Endpoints = s.Endpoints[:1]
 	s.IPSets = slices.DeleteFunc(s.IPSets, func(x snapshot.IPSet) bool { return x.ID == "s:aaa" })
 	for i := range s.Policies {
@@ -299,7 +300,7 @@ func TestChainInsertModeAppend(t *testing.T) {
 		}
 		return out
 	}
-	appendMode := fixtureSnapshot()
+	appendMode := fixture.Snapshot()
 	appendMode.Config.ChainInsertMode = "Append"
 	a := NewApplier(f)
 	syncAndCheck(t, f, mustRender(t, appendMode))
@@ -324,11 +325,11 @@ func TestChainInsertModeAppend(t *testing.T) {
 		t.Errorf("after repair: INPUT hook positions (-want +got):\n%s", diff)
 	}
 	// Back to insert mode: every hook moves to the top.
-	ops, err = a.Sync(ctx, mustRender(t, fixtureSnapshot()))
+	ops, err = a.Sync(ctx, mustRender(t, fixture.Snapshot()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v := verbs(ops); v[HookWrite] != len(mustRender(t, fixtureSnapshot()).Hooks) || len(v) != 1 {
+	if v := verbs(ops); v[HookWrite] != len(mustRender(t, fixture.Snapshot()).Hooks) || len(v) != 1 {
 		t.Errorf("switch to insert: ops %v, want only hook writes", v)
 	}
 	if diff := cmp.Diff([]int{0, 1}, positions()); diff != "" {

@@ -4,6 +4,7 @@ package iptables
 
 import (
 	"context"
+	"github.com/felis-dev/felis/appliers/internal/fixture"
 	"net/netip"
 	"slices"
 	"testing"
@@ -22,7 +23,7 @@ func reportMS(b *testing.B, d time.Duration) {
 
 // BenchmarkRender translates the snapshot (nftables render included).
 func BenchmarkRender(b *testing.B) {
-	snap := fixtureScaled(benchN, benchMembers)
+	snap := fixture.Scaled(benchN, benchMembers)
 	var rs Ruleset
 	for b.Loop() {
 		rs = mustRender(b, snap)
@@ -33,7 +34,7 @@ func BenchmarkRender(b *testing.B) {
 
 // BenchmarkPlanNoChange is the hot path when nothing changed.
 func BenchmarkPlanNoChange(b *testing.B) {
-	desired := mustRender(b, fixtureScaled(benchN, benchMembers))
+	desired := mustRender(b, fixture.Scaled(benchN, benchMembers))
 	st := StateOf(desired)
 	for b.Loop() {
 		if ops := Plan(desired, st); len(ops) != 0 {
@@ -51,7 +52,7 @@ func forBackends(b *testing.B, f func(b *testing.B, backend string)) {
 // BenchmarkKernelFullResync programs everything into an empty netns: plan + ipset restore +
 // one iptables-restore per family and table.
 func BenchmarkKernelFullResync(b *testing.B) {
-	desired := mustRender(b, fixtureScaled(benchN, benchMembers))
+	desired := mustRender(b, fixture.Scaled(benchN, benchMembers))
 	forBackends(b, func(b *testing.B, backend string) {
 		ctx := context.Background()
 		var total time.Duration
@@ -71,7 +72,7 @@ func BenchmarkKernelFullResync(b *testing.B) {
 
 // BenchmarkKernelObserve reads everything back (the periodic resync's read).
 func BenchmarkKernelObserve(b *testing.B) {
-	desired := mustRender(b, fixtureScaled(benchN, benchMembers))
+	desired := mustRender(b, fixture.Scaled(benchN, benchMembers))
 	forBackends(b, func(b *testing.B, backend string) {
 		ctx := context.Background()
 		k := newTestKernel(b, backend)
@@ -90,7 +91,7 @@ func BenchmarkKernelObserve(b *testing.B) {
 
 // benchDelta measures plan + apply (not render) of change on top of the full program.
 func benchDelta(b *testing.B, change func(s *snapshot.Snapshot, i int), want ...Verb) {
-	base := fixtureScaled(benchN, benchMembers)
+	base := fixture.Scaled(benchN, benchMembers)
 	forBackends(b, func(b *testing.B, backend string) {
 		ctx := context.Background()
 		k := newTestKernel(b, backend)
@@ -100,7 +101,7 @@ func benchDelta(b *testing.B, change func(s *snapshot.Snapshot, i int), want ...
 		}
 		var total time.Duration
 		for i := range b.N {
-			s := fixtureScaled(benchN, benchMembers)
+			s := fixture.Scaled(benchN, benchMembers)
 			change(&s, i)
 			d := mustRender(b, s)
 			start := time.Now()

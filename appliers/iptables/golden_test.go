@@ -2,6 +2,7 @@ package iptables
 
 import (
 	"flag"
+	"github.com/felis-dev/felis/appliers/internal/fixture"
 	"os"
 	"path/filepath"
 	"testing"
@@ -15,7 +16,7 @@ var update = flag.Bool("update", false, "rewrite testdata/fixture.rules")
 // families). It changes whenever the nftables renderer does; review the diff, then rewrite
 // it with go test ./appliers/iptables -run TestGolden -update.
 func TestGolden(t *testing.T) {
-	got := mustRender(t, fixtureSnapshot()).String()
+	got := mustRender(t, fixture.Snapshot()).String()
 	path := filepath.Join("testdata", "fixture.rules")
 	if *update {
 		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"github.com/felis-dev/felis/appliers/internal/fixture"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -66,7 +67,7 @@ func TestKernelMatchesFake(t *testing.T) {
 			ctx := context.Background()
 			k := newTestKernel(t, backend)
 			fake := NewFake()
-			snap := fixtureSnapshot()
+			snap := fixture.Snapshot()
 			desired := mustRender(t, snap)
 			for name, r := range map[string]Runner{"kernel": k, "fake": fake} {
 				ops := syncAndCheck(t, r, desired)
@@ -107,20 +108,20 @@ func TestKernelMatchesFake(t *testing.T) {
 					t.Errorf("%s: kernel differs afterwards:\n%s", what, opsText(pending))
 				}
 			}
-			member := fixtureSnapshot()
+			member := fixture.Snapshot()
 			member.IPSets[2].Members = append(member.IPSets[2].Members, snapshot.Member{Prefix: netip.MustParsePrefix("10.0.0.3/32")})
 			step("one set member", member, map[Verb]int{SetAdd: 1})
-			rule := fixtureSnapshot()
+			rule := fixture.Snapshot()
 			rule.IPSets = member.IPSets
 			rule.Policies[0].Inbound[0].DstPorts[0].Max = 81
 			step("one chain", rule, map[Verb]int{ChainWrite: 1})
-			kind := fixtureSnapshot()
+			kind := fixture.Snapshot()
 			kind.IPSets = member.IPSets
 			kind.Policies = rule.Policies
 			kind.IPSets[2].Members = append(kind.IPSets[2].Members, snapshot.Member{Prefix: netip.MustParsePrefix("10.9.0.0/16")})
 			step("set type ip to net (a new set)", kind, map[Verb]int{SetCreate: 1, ChainWrite: 1, SetDestroy: 1})
 			step("back", snap, nil)
-			size := fixtureSnapshot()
+			size := fixture.Snapshot()
 			size.Config.IPSetsMaxSize = 5000
 			step("set size (swap)", size, map[Verb]int{SetReplace: len(desired.Sets)})
 			step("back again", snap, map[Verb]int{SetReplace: len(desired.Sets)})
@@ -173,7 +174,7 @@ func TestKernelCleanup(t *testing.T) {
 	if err := Cleanup(ctx, WithNetNS(ns)); err != nil {
 		t.Fatalf("Cleanup with nothing to remove: %v", err)
 	}
-	desired := mustRender(t, fixtureSnapshot())
+	desired := mustRender(t, fixture.Snapshot())
 	for _, backend := range []string{BackendLegacy, BackendNFT} {
 		k, err := NewKernel(ctx, backend, WithNetNS(ns))
 		if err != nil {

@@ -1,6 +1,7 @@
 package iptables
 
 import (
+	"github.com/felis-dev/felis/appliers/internal/fixture"
 	"net/netip"
 	"os"
 	"slices"
@@ -131,7 +132,7 @@ func chainRules(t *testing.T, rs Ruleset, fam int, table, nftName string) []stri
 }
 
 func TestTranslation(t *testing.T) {
-	rs := mustRender(t, fixtureSnapshot())
+	rs := mustRender(t, fixture.Snapshot())
 	acceptNested := []string{"-p tcp -m multiport --dports 80 " + acceptMarkSet, acceptMarkCheck}
 	pass := []string{"-j MARK --set-xmark 0x1000000/0x1000000", "-m mark --mark 0x1000000/0x1000000 -j RETURN"}
 	tests := []struct {

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/felis-dev/felis/appliers/nftables/internal/fixture"
+	"github.com/felis-dev/felis/appliers/internal/fixture"
 	"github.com/felis-dev/felis/appliers/nftables/render"
 	"github.com/felis-dev/felis/snapshot"
 	"github.com/google/go-cmp/cmp"
