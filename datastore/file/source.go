@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -119,7 +118,7 @@ func (s *Source) applyLocked(st *store.Store) (datastore.Problems, error) {
 	objs := make([]model.Object, 0, len(entries))
 	for _, e := range entries {
 		next[e.Object.GetMeta().Key] = e.Hash
-		objs = append(objs, unstamped(e.Object))
+		objs = append(objs, store.Unstamped(e.Object))
 	}
 	// An object is unchanged when it comes from the same canonical document at the same place:
 	// it keeps its revision and nothing downstream recomputes.
@@ -166,24 +165,6 @@ func (s *Source) keepLastValid(entries []entry, problems datastore.Problems) []e
 		}
 	}
 	return entries
-}
-
-// unstamped returns o, or a shallow copy without revision when o has been written to a store
-// before: the store refuses to re-stamp an object that old views may still hold. Shallow is
-// enough, as stored objects are never modified.
-func unstamped(o model.Object) model.Object {
-	if o.GetMeta().Revision == 0 {
-		return o
-	}
-	v := reflect.ValueOf(o)
-	if v.Kind() != reflect.Pointer {
-		return o
-	}
-	c := reflect.New(v.Elem().Type())
-	c.Elem().Set(v.Elem())
-	n := c.Interface().(model.Object)
-	n.GetMeta().Revision = 0
-	return n
 }
 
 // Watch implements datastore.Source: it follows the tree with fsnotify until ctx ends,

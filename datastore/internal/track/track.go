@@ -176,7 +176,7 @@ func fresh(objs []model.Object, before, after map[model.Key]string) []model.Obje
 			out[i] = o // left alone by Replace's equality
 			continue
 		}
-		out[i] = unstamped(o)
+		out[i] = store.Unstamped(o)
 	}
 	return out
 }
@@ -283,7 +283,7 @@ func (t *Tracker) applyLocked(id string, prev, next *entry) error {
 	}
 	if next != nil {
 		for _, o := range next.objects {
-			b.Upserts = append(b.Upserts, unstamped(o))
+			b.Upserts = append(b.Upserts, store.Unstamped(o))
 		}
 	}
 	if _, err := t.st.Write(b); err != nil {

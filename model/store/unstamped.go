@@ -1,4 +1,4 @@
-package track
+package store
 
 import (
 	"reflect"
@@ -6,10 +6,10 @@ import (
 	"github.com/felis-dev/felis/model"
 )
 
-// unstamped returns o, or a shallow copy without revision when o has been written to a store
-// before: the store refuses to re-stamp an object that old views may still hold. Shallow is
-// enough, as stored objects are never modified.
-func unstamped(o model.Object) model.Object {
+// Unstamped returns o, or a shallow copy without revision when o has been written to a store
+// before: Write refuses to re-stamp an object that old views may still hold (ErrStale).
+// Shallow is enough, as stored objects are never modified.
+func Unstamped(o model.Object) model.Object {
 	if o.GetMeta().Revision == 0 {
 		return o
 	}
