@@ -4,16 +4,26 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 
 	"github.com/felis-dev/felis/appliers"
 	"github.com/felis-dev/felis/appliers/bpf"
+	"github.com/felis-dev/felis/appliers/iptables"
 	"github.com/felis-dev/felis/snapshot"
 )
 
 func init() {
 	policyDataplanes["bpf"] = func() (appliers.Dataplane, error) {
+		// Switching from the nftables or iptables mode: remove their table, chains, hook rules
+		// and ipsets before the programs take over.
+		if err := iptables.RemoveNFTablesTable(0); err != nil {
+			return nil, fmt.Errorf("removing the nftables dataplane's table: %w", err)
+		}
+		if err := iptables.Cleanup(context.Background()); err != nil {
+			return nil, fmt.Errorf("removing the iptables dataplane's state: %w", err)
+		}
 		return &bpfDataplane{root: os.Getenv("FELIS_BPF_PIN_ROOT"), clsact: os.Getenv("FELIS_BPF_ATTACH") == "clsact"}, nil
 	}
 }

@@ -5,9 +5,11 @@ package main
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"os"
 
 	"github.com/felis-dev/felis/appliers"
+	"github.com/felis-dev/felis/appliers/bpf"
 	"github.com/felis-dev/felis/appliers/iptables"
 )
 
@@ -19,6 +21,9 @@ func init() {
 	rootCmd.PersistentFlags().StringVar(&iptablesBackend, "iptables-backend", def,
 		"iptables flavour for --dataplane iptables: legacy, nft or auto (detected as Felix does); default from $FELIS_IPTABLES_BACKEND")
 	policyDataplanes["iptables"] = func() (appliers.Dataplane, error) {
+		if err := bpf.Cleanup(context.Background(), os.Getenv("FELIS_BPF_PIN_ROOT")); err != nil {
+			return nil, fmt.Errorf("removing the bpf dataplane's state: %w", err)
+		}
 		k, err := iptables.NewKernel(context.Background(), iptablesBackend)
 		if err != nil {
 			return nil, err

@@ -5,8 +5,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 
 	"github.com/felis-dev/felis/appliers"
+	"github.com/felis-dev/felis/appliers/bpf"
 	"github.com/felis-dev/felis/appliers/iptables"
 	"github.com/felis-dev/felis/appliers/nftables"
 	"github.com/felis-dev/felis/appliers/nftables/render"
@@ -19,6 +21,9 @@ func init() {
 		// ipsets) before nftables takes over.
 		if err := iptables.Cleanup(context.Background()); err != nil {
 			return nil, fmt.Errorf("removing the iptables dataplane's state: %w", err)
+		}
+		if err := bpf.Cleanup(context.Background(), os.Getenv("FELIS_BPF_PIN_ROOT")); err != nil {
+			return nil, fmt.Errorf("removing the bpf dataplane's state: %w", err)
 		}
 		k, err := nftables.NewKernel()
 		if err != nil {
