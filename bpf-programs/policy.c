@@ -47,6 +47,12 @@
 #define C_SPOOF 3
 #define C_EXEMPT 4
 
+// Endpoint flags.
+#define EP_TO_HOST_DENY 1 // drop allowed traffic to the host itself (DefaultEndpointToHostAction Drop)
+
+#define AF_INET 2
+#define AF_INET6 10
+
 #define CT_TIMEOUT_NS (600ULL * 1000000000ULL)
 
 struct set_key {
@@ -373,6 +379,29 @@ static __always_inline int exempt(struct pkt *p)
 	return (t >= 130 && t <= 137) || t == 143;
 }
 
+// to_host says whether the routing table delivers the packet to the host itself rather than
+// forwarding it: a local (or broadcast, multicast, unroutable) destination, or any destination
+// when forwarding is off on the interface (the host is then the only place it can go).
+static __always_inline int to_host(struct __sk_buff *skb, struct pkt *p)
+{
+	struct bpf_fib_lookup f = {};
+	f.ifindex = skb->ifindex;
+	f.l4_protocol = p->proto;
+	f.sport = bpf_htons(p->sport);
+	f.dport = bpf_htons(p->dport);
+	if (p->family == FAMILY_V4) {
+		f.family = AF_INET;
+		__builtin_memcpy(&f.ipv4_src, p->src, 4);
+		__builtin_memcpy(&f.ipv4_dst, p->dst, 4);
+	} else {
+		f.family = AF_INET6;
+		__builtin_memcpy(f.ipv6_src, p->src, 16);
+		__builtin_memcpy(f.ipv6_dst, p->dst, 16);
+	}
+	long r = bpf_fib_lookup(skb, &f, sizeof(f), 0);
+	return r == BPF_FIB_LKUP_RET_NOT_FWDED || r == BPF_FIB_LKUP_RET_FWD_DISABLED;
+}
+
 static __always_inline int police(struct __sk_buff *skb, __u8 dir)
 {
 	__u32 ifindex = skb->ifindex;
@@ -406,6 +435,8 @@ static __always_inline int police(struct __sk_buff *skb, __u8 dir)
 	__u32 d = dir & 1;
 	struct walk w = {.p = &p, .prog = ep->prog[d], .len = ep->len[d], .verdict = A_DENY};
 	bpf_loop(w.len + 1, step, &w, 0);
+	if (w.verdict == A_ALLOW && dir == DIR_FROM_WEP && (ep->flags & EP_TO_HOST_DENY) && to_host(skb, &p))
+		w.verdict = A_DENY; // allowed by egress policy, but not towards the host
 	if (w.verdict == A_ALLOW) {
 		struct ct_val v = {.last_seen = now};
 		bpf_map_update_elem(&fct_v1, &fwd, &v, BPF_ANY);

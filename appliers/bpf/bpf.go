@@ -242,7 +242,7 @@ func (d *Dataplane) observe() (*observed, error) {
 	var ep policyEndpoint
 	it = d.objs.FepsV1.Iterate()
 	for it.Next(&idx, &ep) {
-		o.endpoints[idx] = render.Endpoint{Prog: ep.Prog, Len: ep.Len, SpoofSet: ep.SpoofSet}
+		o.endpoints[idx] = render.Endpoint{Prog: ep.Prog, Len: ep.Len, SpoofSet: ep.SpoofSet, Flags: ep.Flags}
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("reading map feps_v1: %w", err)
@@ -433,7 +433,7 @@ func (d *Dataplane) apply(p plan, res *appliers.Result) error {
 	}
 	for i, k := range p.epPut {
 		v := p.epVal[i]
-		if err := d.objs.FepsV1.Put(k, policyEndpoint{Prog: v.Prog, Len: v.Len, SpoofSet: v.SpoofSet}); err != nil {
+		if err := d.objs.FepsV1.Put(k, policyEndpoint{Prog: v.Prog, Len: v.Len, SpoofSet: v.SpoofSet, Flags: v.Flags}); err != nil {
 			return fmt.Errorf("map feps_v1 ifindex %d: %w", k, err)
 		}
 		res.Counts["endpoint-put"]++

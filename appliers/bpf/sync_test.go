@@ -15,7 +15,8 @@ import (
 
 func syncSnapshot() *snapshot.Snapshot {
 	return &snapshot.Snapshot{
-		Node: "n",
+		Node:   "n",
+		Config: snapshot.Config{DefaultEndpointToHostAction: snapshot.Allow}, // see randSnapshot
 		IPSets: []snapshot.IPSet{{ID: "s:a", Type: snapshot.IPSetIP, Members: []snapshot.Member{
 			{Prefix: netip.MustParsePrefix("10.0.0.2/32")}, {Prefix: netip.MustParsePrefix("10.0.0.3/32")}}}},
 		Policies: []snapshot.Policy{{ID: "p", Inbound: []snapshot.Rule{{Action: snapshot.Allow, SrcIPSets: []string{"s:a"}}}}},

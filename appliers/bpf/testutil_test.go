@@ -157,7 +157,10 @@ func u8(v uint8) *uint8 { return &v }
 
 // randSnapshot builds a snapshot with one endpoint and random sets, policies and profiles.
 func randSnapshot(r *rand.Rand) *snapshot.Snapshot {
-	s := &snapshot.Snapshot{Node: "n"}
+	// Pod-to-host traffic is allowed: the evaluator does not model the host (the host
+	// netns's routes and forwarding setting would decide otherwise; TestEndpointToHostAction
+	// covers Deny).
+	s := &snapshot.Snapshot{Node: "n", Config: snapshot.Config{DefaultEndpointToHostAction: snapshot.Allow}}
 	var plain, named []string
 	for i := range 6 {
 		set := snapshot.IPSet{ID: "s:" + string(rune('a'+i))}

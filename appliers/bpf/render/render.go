@@ -93,6 +93,23 @@ type Endpoint struct {
 	Prog     [2]uint32
 	Len      [2]uint32
 	SpoofSet uint32
+	Flags    uint32 // EndpointFlag* bits
+}
+
+// EndpointFlagToHostDeny drops the endpoint's traffic to the host itself once its egress
+// policy allowed it (DefaultEndpointToHostAction Deny, Felix's Drop).
+const EndpointFlagToHostDeny uint32 = 1
+
+// toHostFlags maps DefaultEndpointToHostAction to endpoint flags as the nftables renderer
+// does: Deny (the default) drops, Allow and Return accept.
+func toHostFlags(a snapshot.Action) (uint32, error) {
+	switch a {
+	case snapshot.Deny, "", "Drop":
+		return EndpointFlagToHostDeny, nil
+	case snapshot.Allow, "Accept", snapshot.Return:
+		return 0, nil
+	}
+	return 0, fmt.Errorf("config: defaultEndpointToHostAction %q: want Drop, Accept or Return", a)
 }
 
 // MemberSet is one snapshot IP set: its numeric ID, type and members (shared with the
@@ -147,6 +164,10 @@ func (st *State) AllSets() map[SetKey]struct{} {
 
 // Render computes the map contents for a snapshot's workload endpoints.
 func Render(s *snapshot.Snapshot) (*State, error) {
+	flags, err := toHostFlags(s.Config.DefaultEndpointToHostAction)
+	if err != nil {
+		return nil, err
+	}
 	r := &renderer{
 		s:        s,
 		types:    map[string]snapshot.IPSetType{},
@@ -235,6 +256,7 @@ func Render(s *snapshot.Snapshot) (*State, error) {
 			Prog:     [2]uint32{progIDs[e.code[0]], progIDs[e.code[1]]},
 			Len:      [2]uint32{uint32(len(progs[e.code[0]])), uint32(len(progs[e.code[1]]))},
 			SpoofSet: e.spoof,
+			Flags:    flags,
 		}
 	}
 	return st, nil
