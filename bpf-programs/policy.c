@@ -49,6 +49,7 @@
 
 // Endpoint flags.
 #define EP_TO_HOST_DENY 1 // drop allowed traffic to the host itself (DefaultEndpointToHostAction Drop)
+#define EP_HOST 2         // a host endpoint: only traffic to or from the host itself is policed
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -379,10 +380,11 @@ static __always_inline int exempt(struct pkt *p)
 	return (t >= 130 && t <= 137) || t == 143;
 }
 
-// to_host says whether the routing table delivers the packet to the host itself rather than
+// host_addr says whether the routing table delivers the packet to the host itself rather than
 // forwarding it: a local (or broadcast, multicast, unroutable) destination, or any destination
-// when forwarding is off on the interface (the host is then the only place it can go).
-static __always_inline int to_host(struct __sk_buff *skb, struct pkt *p)
+// when forwarding is off on the interface (the host is then the only place it can go). With
+// src set it asks the same of the source address (the packet was sent by the host itself).
+static __always_inline int host_addr(struct __sk_buff *skb, struct pkt *p, int src)
 {
 	struct bpf_fib_lookup f = {};
 	f.ifindex = skb->ifindex;
@@ -391,12 +393,12 @@ static __always_inline int to_host(struct __sk_buff *skb, struct pkt *p)
 	f.dport = bpf_htons(p->dport);
 	if (p->family == FAMILY_V4) {
 		f.family = AF_INET;
-		__builtin_memcpy(&f.ipv4_src, p->src, 4);
-		__builtin_memcpy(&f.ipv4_dst, p->dst, 4);
+		__builtin_memcpy(&f.ipv4_src, src ? p->dst : p->src, 4);
+		__builtin_memcpy(&f.ipv4_dst, src ? p->src : p->dst, 4);
 	} else {
 		f.family = AF_INET6;
-		__builtin_memcpy(f.ipv6_src, p->src, 16);
-		__builtin_memcpy(f.ipv6_dst, p->dst, 16);
+		__builtin_memcpy(f.ipv6_src, src ? p->dst : p->src, 16);
+		__builtin_memcpy(f.ipv6_dst, src ? p->src : p->dst, 16);
 	}
 	long r = bpf_fib_lookup(skb, &f, sizeof(f), 0);
 	return r == BPF_FIB_LKUP_RET_NOT_FWDED || r == BPF_FIB_LKUP_RET_FWD_DISABLED;
@@ -420,7 +422,12 @@ static __always_inline int police(struct __sk_buff *skb, __u8 dir)
 		count(ifindex, dir, C_EXEMPT);
 		return TC_ACT_OK;
 	}
-	if (dir == DIR_FROM_WEP && !in_set(ep->spoof_set, &p, 1, 0)) {
+	if (ep->flags & EP_HOST) {
+		// Host endpoint: TC ingress polices traffic to the host, TC egress traffic from it;
+		// forwarded traffic is not policed (applyOnForward programs are not implemented).
+		if (!host_addr(skb, &p, dir == DIR_TO_WEP))
+			return TC_ACT_OK;
+	} else if (dir == DIR_FROM_WEP && !in_set(ep->spoof_set, &p, 1, 0)) {
 		count(ifindex, dir, C_SPOOF);
 		return TC_ACT_SHOT;
 	}
@@ -435,7 +442,7 @@ static __always_inline int police(struct __sk_buff *skb, __u8 dir)
 	__u32 d = dir & 1;
 	struct walk w = {.p = &p, .prog = ep->prog[d], .len = ep->len[d], .verdict = A_DENY};
 	bpf_loop(w.len + 1, step, &w, 0);
-	if (w.verdict == A_ALLOW && dir == DIR_FROM_WEP && (ep->flags & EP_TO_HOST_DENY) && to_host(skb, &p))
+	if (w.verdict == A_ALLOW && dir == DIR_FROM_WEP && (ep->flags & EP_TO_HOST_DENY) && host_addr(skb, &p, 0))
 		w.verdict = A_DENY; // allowed by egress policy, but not towards the host
 	if (w.verdict == A_ALLOW) {
 		struct ct_val v = {.last_seen = now};

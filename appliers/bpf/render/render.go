@@ -100,6 +100,31 @@ type Endpoint struct {
 // policy allowed it (DefaultEndpointToHostAction Deny, Felix's Drop).
 const EndpointFlagToHostDeny uint32 = 1
 
+// EndpointFlagHost marks a host endpoint's interface: no anti-spoofing, and only traffic to
+// or from the host itself is policed (DirFromWorkload holds the ingress program, run at TC
+// ingress; DirToWorkload the egress program, run at TC egress).
+const EndpointFlagHost uint32 = 2
+
+// failsafeRules turns failsafe ports into Allow rules placed before a host endpoint's
+// policy: the destination port always, and the remote network when set (the source for
+// inbound failsafes, the destination for outbound ones).
+func failsafeRules(ports []snapshot.FailsafePort, inbound bool) []snapshot.Rule {
+	var out []snapshot.Rule
+	for _, p := range ports {
+		proto := p.Protocol
+		r := snapshot.Rule{Action: snapshot.Allow, Protocol: &proto, DstPorts: []snapshot.PortRange{{Min: p.Port, Max: p.Port}}}
+		if p.Net.IsValid() {
+			if inbound {
+				r.SrcNets = []netip.Prefix{p.Net.Masked()}
+			} else {
+				r.DstNets = []netip.Prefix{p.Net.Masked()}
+			}
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
 // toHostFlags maps DefaultEndpointToHostAction to endpoint flags as the nftables renderer
 // does: Deny (the default) drops, Allow and Return accept.
 func toHostFlags(a snapshot.Action) (uint32, error) {
@@ -162,7 +187,7 @@ func (st *State) AllSets() map[SetKey]struct{} {
 	return out
 }
 
-// Render computes the map contents for a snapshot's workload endpoints.
+// Render computes the map contents for a snapshot's workload endpoints and host endpoints.
 func Render(s *snapshot.Snapshot) (*State, error) {
 	flags, err := toHostFlags(s.Config.DefaultEndpointToHostAction)
 	if err != nil {
@@ -190,9 +215,15 @@ func Render(s *snapshot.Snapshot) (*State, error) {
 	r.collect = true
 	for i := range s.Endpoints {
 		ep := &s.Endpoints[i]
-		r.program(ep.Ingress, true)
-		r.program(ep.Egress, false)
+		r.program(ep.Ingress, true, nil)
+		r.program(ep.Egress, false, nil)
 		r.setKeys[netsKey(spoofNets(ep))] = struct{}{}
+	}
+	fsIn, fsOut := failsafeRules(s.Config.FailsafeInbound, true), failsafeRules(s.Config.FailsafeOutbound, false)
+	for i := range s.HostEndpoints {
+		hep := &s.HostEndpoints[i]
+		r.program(hep.Normal.Ingress, true, fsIn)
+		r.program(hep.Normal.Egress, false, fsOut)
 	}
 	r.collect = false
 	r.ids = assignIDs(slices.Sorted(mapKeys(r.setKeys)))
@@ -226,6 +257,7 @@ func Render(s *snapshot.Snapshot) (*State, error) {
 		iface string
 		code  [2]string
 		spoof uint32
+		flags uint32
 	}
 	var eps []epProgs
 	for i := range s.Endpoints {
@@ -234,11 +266,35 @@ func Render(s *snapshot.Snapshot) (*State, error) {
 			st.Warnings = append(st.Warnings, fmt.Sprintf("endpoints[%s].interface: empty, endpoint not programmed", ep.ID))
 			continue
 		}
-		e := epProgs{iface: ep.Interface, spoof: r.ids[netsKey(spoofNets(ep))]}
+		e := epProgs{iface: ep.Interface, spoof: r.ids[netsKey(spoofNets(ep))], flags: flags}
 		for d, dir := range []snapshot.Direction{ep.Ingress, ep.Egress} {
-			code := r.program(dir, d == DirToWorkload)
+			code := r.program(dir, d == DirToWorkload, nil)
 			k := encode(code)
 			progs[k] = code
+			e.code[d] = k
+		}
+		eps = append(eps, e)
+	}
+	workload := map[string]bool{}
+	for _, e := range eps {
+		workload[e.iface] = true
+	}
+	for i := range s.HostEndpoints {
+		hep := &s.HostEndpoints[i]
+		switch {
+		case hep.Interface == "" || hep.Interface == "*":
+			st.Warnings = append(st.Warnings, fmt.Sprintf("hostEndpoints[%s].interface: %q, host endpoint not programmed (the bpf dataplane needs a named interface)", hep.ID, hep.Interface))
+			continue
+		case workload[hep.Interface]:
+			st.Warnings = append(st.Warnings, fmt.Sprintf("hostEndpoints[%s].interface: %s is a workload interface, host endpoint not programmed", hep.ID, hep.Interface))
+			continue
+		}
+		workload[hep.Interface] = true
+		e := epProgs{iface: hep.Interface, flags: EndpointFlagHost}
+		// TC egress (DirToWorkload's slot) runs the egress policy, TC ingress the ingress one.
+		for d, prog := range [2][]Insn{r.program(hep.Normal.Egress, false, fsOut), r.program(hep.Normal.Ingress, true, fsIn)} {
+			k := encode(prog)
+			progs[k] = prog
 			e.code[d] = k
 		}
 		eps = append(eps, e)
@@ -256,7 +312,7 @@ func Render(s *snapshot.Snapshot) (*State, error) {
 			Prog:     [2]uint32{progIDs[e.code[0]], progIDs[e.code[1]]},
 			Len:      [2]uint32{uint32(len(progs[e.code[0]])), uint32(len(progs[e.code[1]]))},
 			SpoofSet: e.spoof,
-			Flags:    flags,
+			Flags:    e.flags,
 		}
 	}
 	return st, nil
@@ -273,10 +329,14 @@ type renderer struct {
 }
 
 // program compiles one direction: tiers (rules, Pass to the tier's end, the default Deny
-// unless the default is Pass), then profiles (Pass to the profile's end), then Deny.
-func (r *renderer) program(d snapshot.Direction, inbound bool) []Insn {
+// unless the default is Pass), then profiles (Pass to the profile's end), then Deny. pre
+// rules (failsafes: Allow only) come first.
+func (r *renderer) program(d snapshot.Direction, inbound bool, pre []snapshot.Rule) []Insn {
 	var code []Insn
 	var fix []int
+	for i := range pre {
+		code = r.rule(code, &pre[i], &fix)
+	}
 	for _, t := range d.Tiers {
 		fix = fix[:0]
 		for _, id := range t.Policies {
