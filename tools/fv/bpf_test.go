@@ -3,6 +3,7 @@
 package fv_test
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
 
@@ -11,6 +12,8 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"golang.org/x/sys/unix"
+
+	"github.com/felis-dev/felis/tools/netns"
 )
 
 // The BPF dataplane runs the same policy scenario table as nftables. Its maps and links are
@@ -132,6 +135,31 @@ var _ = Describe("felis agent against real packets, dataplane bpf", Label("bpf")
 		Expect(c.Ops).To(BeZero(), c.Line)
 		Expect(c.Counts).To(Equal(map[string]int{"link-adopt": 2 * len(ns1Pods)}), c.Line)
 		expectVerdicts(flows, e.expectPacketsAgree(flows), want)
+	})
+
+	It("drops pod-to-host traffic under DefaultEndpointToHostAction Drop and passes it under Accept", func() {
+		e := newEnv("bpf", false)
+		e.addPods(ports, ns1Pods...)
+		e.writeCluster(ns1)
+		e.writePods()
+		l, err := e.node.Listen(netns.TCP, 7070)
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(l.Close)
+		e.startAgent()
+		client := e.pod("ns1/client")
+		host := netip.AddrPortFrom(e.node.IPv4, 7070)
+		Expect(client.Probe(netns.TCP, host).Denied()).To(Succeed(), "pod to node under the default Drop")
+		server := netip.AddrPortFrom(e.addr("ns1/server", 4), 8080)
+		Expect(client.Probe(netns.TCP, server).Allowed()).To(Succeed(), "pod to pod under the default Drop")
+
+		By("setting defaultEndpointToHostAction: Accept")
+		n := len(e.cycles())
+		e.write("felixconfig.yaml", `apiVersion: projectcalico.org/v3
+kind: FelixConfiguration
+metadata: {name: default}
+spec: {defaultEndpointToHostAction: Accept}`)
+		e.waitCycle(n, func(c cycle) bool { return c.Ops > 0 })
+		Expect(client.Probe(netns.TCP, host).Allowed()).To(Succeed(), "pod to node under Accept")
 	})
 
 	Describe("attached with clsact + cls_bpf (the fallback for kernels without TCX)", func() {
