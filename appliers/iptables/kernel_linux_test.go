@@ -244,7 +244,7 @@ func TestKernelCleanup(t *testing.T) {
 func TestKernelServices(t *testing.T) {
 	for _, backend := range []string{BackendLegacy, BackendNFT} {
 		t.Run(backend, func(t *testing.T) {
-			syncAndCheck(t, newTestKernel(t, backend), mustRender(t, servicesSnapshot()))
+			syncAndCheck(t, newTestKernel(t, backend), mustRender(t, fixture.Services()))
 		})
 	}
 }

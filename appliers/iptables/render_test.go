@@ -270,7 +270,7 @@ func TestMemberOps(t *testing.T) {
 }
 
 func TestServicesTranslation(t *testing.T) {
-	rs := mustRender(t, servicesSnapshot())
+	rs := mustRender(t, fixture.Services())
 	var nat, rejects []string
 	for _, c := range rs.Chains {
 		for _, r := range c.Rules {
