@@ -88,15 +88,6 @@ type NodeV3BGP struct {
 	IPv4IPIPTunnelAddr string `json:"ipv4IPIPTunnelAddr,omitempty"`
 }
 
-// decodeWorkloadEndpoint decodes a projectcalico.org/v3 WorkloadEndpoint.
-func decodeWorkloadEndpoint(data []byte) Result {
-	var w WorkloadEndpointV3
-	if fe := decodeJSON(data, &w, false); fe != nil {
-		return Result{Resource: resourceName("WorkloadEndpoint", data), Errors: fe}
-	}
-	return CalicoWorkloadEndpoint(&w)
-}
-
 // CalicoWorkloadEndpoint converts a v3 WorkloadEndpoint as Calico's WEP update processor
 // does: no IP networks means no endpoint; pcns./pcsa. labels dropped; the service-account
 // label added; only named ports kept.
@@ -419,15 +410,6 @@ func encapMode(field, m string, e *errs) (model.EncapMode, bool) {
 	}
 	e.add(field, "invalid mode %q; expected Always, CrossSubnet or Never", m)
 	return "", false
-}
-
-// decodeCalicoNode decodes a projectcalico.org/v3 Node.
-func decodeCalicoNode(data []byte) Result {
-	var n NodeV3
-	if fe := decodeJSON(data, &n, false); fe != nil {
-		return Result{Resource: resourceName("Node", data), Errors: fe}
-	}
-	return CalicoNode(&n)
 }
 
 // CalicoNode converts a Calico v3 Node (spec.bgp addresses with prefix length; VXLAN

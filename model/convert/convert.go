@@ -54,9 +54,9 @@ func Decode(apiVersion, kind string, data []byte) Result {
 			return dec(data)
 		}
 	case group == groupNetworking && version == "v1" && kind == "NetworkPolicy":
-		return decodeK8sNetworkPolicy(data)
+		return decodeAs("NetworkPolicy", K8sNetworkPolicy)(data)
 	case group == groupDiscovery && version == "v1" && kind == "EndpointSlice":
-		return decodeEndpointSlice(data)
+		return decodeAs("EndpointSlice", EndpointSlice)(data)
 	}
 	return Result{Resource: resourceName(kind, data), Skipped: true}
 }
@@ -67,12 +67,12 @@ var calicoDecoders = map[string]func([]byte) Result{
 	"NetworkPolicy":       decodeNetworkPolicy,
 	"Tier":                decodeTier,
 	"Profile":             decodeProfile,
-	"WorkloadEndpoint":    decodeWorkloadEndpoint,
+	"WorkloadEndpoint":    decodeAs("WorkloadEndpoint", CalicoWorkloadEndpoint),
 	"HostEndpoint":        decodeHostEndpoint,
 	"NetworkSet":          decodeNetworkSet,
 	"GlobalNetworkSet":    decodeGlobalNetworkSet,
 	"IPPool":              decodeIPPool,
-	"Node":                decodeCalicoNode,
+	"Node":                decodeAs("Node", CalicoNode),
 	"FelixConfiguration":  decodeFelixConfiguration,
 	"BGPConfiguration":    decodeBGPConfiguration,
 	"BlockAffinity":       decodeBlockAffinity,
@@ -80,11 +80,11 @@ var calicoDecoders = map[string]func([]byte) Result{
 
 // coreDecoders maps each Kubernetes core/v1 kind felis uses to its decoder.
 var coreDecoders = map[string]func([]byte) Result{
-	"Namespace":      decodeNamespace,
-	"Pod":            decodePod,
-	"ServiceAccount": decodeServiceAccount,
-	"Node":           decodeK8sNode,
-	"Service":        decodeService,
+	"Namespace":      decodeAs("Namespace", Namespace),
+	"Pod":            decodeAs("Pod", Pod),
+	"ServiceAccount": decodeAs("ServiceAccount", ServiceAccount),
+	"Node":           decodeAs("Node", Node),
+	"Service":        decodeAs("Service", Service),
 }
 
 // resourceText renders "Kind namespace/name" or "Kind name".
@@ -120,4 +120,16 @@ func idx(path string, i int) string { return fmt.Sprintf("%s[%d]", path, i) }
 // key builds a model key.
 func key(kind model.Kind, namespace, name string) model.Meta {
 	return model.Meta{Key: model.Key{Kind: kind, Namespace: namespace, Name: name}}
+}
+
+// decodeAs decodes data as T and converts it with conv; a JSON error becomes the Result's
+// errors under kind.
+func decodeAs[T any](kind string, conv func(*T) Result) func(data []byte) Result {
+	return func(data []byte) Result {
+		var v T
+		if fe := decodeJSON(data, &v, false); fe != nil {
+			return Result{Resource: resourceName(kind, data), Errors: fe}
+		}
+		return conv(&v)
+	}
 }

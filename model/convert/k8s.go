@@ -37,26 +37,12 @@ func WorkloadEndpointName(node, pod, endpoint string) string {
 	return esc(node) + "-" + orchestratorK8s + "-" + esc(pod) + "-" + esc(endpoint)
 }
 
-// decodePod decodes a Kubernetes v1 Pod.
-func decodePod(data []byte) Result {
-	var p corev1.Pod
-	if fe := decodeJSON(data, &p, false); fe != nil {
-		return Result{Resource: resourceName("Pod", data), Errors: fe}
-	}
-	return Pod(&p)
-}
-
 // Pod converts a pod to its WorkloadEndpoint as Calico's Kubernetes backend does. Pods that
 // are host-networked, unscheduled, without an IP or finished give no object (not an error).
 func Pod(p *corev1.Pod) Result {
 	var e errs
 	res := resourceText("Pod", p.Namespace, p.Name)
-	if p.Name == "" {
-		e.add("metadata.name", "missing name")
-	}
-	if p.Namespace == "" {
-		e.add("metadata.namespace", "missing namespace")
-	}
+	requireNamespacedName(&e, p.Namespace, p.Name)
 	if !e.ok() {
 		return e.result(res)
 	}
@@ -268,15 +254,6 @@ func sourcePrefixes(ann map[string]string, e *errs) []netip.Prefix {
 	return out
 }
 
-// decodeNamespace decodes a Kubernetes v1 Namespace.
-func decodeNamespace(data []byte) Result {
-	var ns corev1.Namespace
-	if fe := decodeJSON(data, &ns, false); fe != nil {
-		return Result{Resource: resourceName("Namespace", data), Errors: fe}
-	}
-	return Namespace(&ns)
-}
-
 // Namespace converts a namespace to profile kns.NAME as Calico's NamespaceToProfile does:
 // labels pcns.KEY plus pcns.projectcalico.org/name, and one Allow rule each way.
 func Namespace(ns *corev1.Namespace) Result {
@@ -297,15 +274,6 @@ func Namespace(ns *corev1.Namespace) Result {
 		Ingress:       []model.Rule{{Action: model.ActionAllow}},
 		Egress:        []model.Rule{{Action: model.ActionAllow}},
 	})
-}
-
-// decodeServiceAccount decodes a Kubernetes v1 ServiceAccount.
-func decodeServiceAccount(data []byte) Result {
-	var sa corev1.ServiceAccount
-	if fe := decodeJSON(data, &sa, false); fe != nil {
-		return Result{Resource: resourceName("ServiceAccount", data), Errors: fe}
-	}
-	return ServiceAccount(&sa)
 }
 
 // ServiceAccount converts a service account to profile ksa.NS.NAME as Calico's
@@ -341,15 +309,6 @@ const (
 	annotationVXLANAddrV6 = "projectcalico.org/IPv6VXLANTunnelAddr"
 	annotationVXLANMACV6  = "projectcalico.org/VXLANTunnelMACAddrV6"
 )
-
-// decodeK8sNode decodes a Kubernetes v1 Node.
-func decodeK8sNode(data []byte) Result {
-	var n corev1.Node
-	if fe := decodeJSON(data, &n, false); fe != nil {
-		return Result{Resource: resourceName("Node", data), Errors: fe}
-	}
-	return Node(&n)
-}
 
 // Node converts a Kubernetes node as Calico's K8sNodeToCalico does: addresses and VXLAN
 // tunnel address/MAC from Calico's annotations (invalid values ignored, as Calico does);
@@ -434,27 +393,13 @@ func annotatedMAC(ann map[string]string, name string) string {
 	return m
 }
 
-// decodeService decodes a Kubernetes v1 Service.
-func decodeService(data []byte) Result {
-	var s corev1.Service
-	if fe := decodeJSON(data, &s, false); fe != nil {
-		return Result{Resource: resourceName("Service", data), Errors: fe}
-	}
-	return Service(&s)
-}
-
 // Service converts a Kubernetes Service: cluster IPs (spec.clusterIPs, else spec.clusterIP;
 // "None" means headless), external IPs, load-balancer ingress IPs, ports, traffic policies
 // and session affinity.
 func Service(s *corev1.Service) Result {
 	var e errs
 	res := resourceText("Service", s.Namespace, s.Name)
-	if s.Name == "" {
-		e.add("metadata.name", "missing name")
-	}
-	if s.Namespace == "" {
-		e.add("metadata.namespace", "missing namespace")
-	}
+	requireNamespacedName(&e, s.Namespace, s.Name)
 	out := &model.Service{
 		Meta:                 key(model.KindService, s.Namespace, s.Name),
 		Type:                 string(s.Spec.Type),
@@ -530,26 +475,12 @@ func Service(s *corev1.Service) Result {
 	return e.result(res, out)
 }
 
-// decodeEndpointSlice decodes a discovery.k8s.io/v1 EndpointSlice.
-func decodeEndpointSlice(data []byte) Result {
-	var s discoveryv1.EndpointSlice
-	if fe := decodeJSON(data, &s, false); fe != nil {
-		return Result{Resource: resourceName("EndpointSlice", data), Errors: fe}
-	}
-	return EndpointSlice(&s)
-}
-
 // EndpointSlice converts an EndpointSlice. Conditions default as Kubernetes documents: a nil
 // ready means ready; a nil serving takes ready's value; a nil terminating means false.
 func EndpointSlice(s *discoveryv1.EndpointSlice) Result {
 	var e errs
 	res := resourceText("EndpointSlice", s.Namespace, s.Name)
-	if s.Name == "" {
-		e.add("metadata.name", "missing name")
-	}
-	if s.Namespace == "" {
-		e.add("metadata.namespace", "missing namespace")
-	}
+	requireNamespacedName(&e, s.Namespace, s.Name)
 	out := &model.EndpointSlice{
 		Meta:        key(model.KindEndpointSlice, s.Namespace, s.Name),
 		ServiceName: s.Labels[discoveryv1.LabelServiceName],

@@ -13,27 +13,13 @@ import (
 	"github.com/felis-dev/felis/model"
 )
 
-// decodeK8sNetworkPolicy decodes a networking.k8s.io/v1 NetworkPolicy.
-func decodeK8sNetworkPolicy(data []byte) Result {
-	var p networkingv1.NetworkPolicy
-	if fe := decodeJSON(data, &p, false); fe != nil {
-		return Result{Resource: resourceName("NetworkPolicy", data), Errors: fe}
-	}
-	return K8sNetworkPolicy(&p)
-}
-
 // K8sNetworkPolicy converts a Kubernetes NetworkPolicy as Calico's K8sNetworkPolicyToCalico
 // does, then scopes it as the NetworkPolicy update processor does: policy knp.default.NAME
 // in tier default at order 1000, one rule per (protocol, peer), types defaulted to Ingress.
 func K8sNetworkPolicy(np *networkingv1.NetworkPolicy) Result {
 	var e errs
 	res := resourceText("NetworkPolicy", np.Namespace, np.Name)
-	if np.Name == "" {
-		e.add("metadata.name", "missing name")
-	}
-	if np.Namespace == "" {
-		e.add("metadata.namespace", "missing namespace")
-	}
+	requireNamespacedName(&e, np.Namespace, np.Name)
 	podSel, ok := k8sSelector("spec.podSelector", &np.Spec.PodSelector, true, &e)
 
 	var ingress, egress []model.Rule

@@ -75,3 +75,13 @@ func masked(in []string) []netip.Prefix {
 	}
 	return out
 }
+
+// requireNamespacedName reports a missing metadata.name or metadata.namespace.
+func requireNamespacedName(e *errs, namespace, name string) {
+	if name == "" {
+		e.add("metadata.name", "missing name")
+	}
+	if namespace == "" {
+		e.add("metadata.namespace", "missing namespace")
+	}
+}
