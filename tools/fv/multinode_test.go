@@ -13,6 +13,10 @@ import (
 	"testing"
 	"time"
 
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/felis-dev/felis/tools/netns"
 )
 
@@ -24,6 +28,7 @@ import (
 // neighbour entries away on the other node.
 func TestMultiNode(t *testing.T) {
 	netns.RequireRoot(t)
+	RegisterTestingT(t) // the YAML builders shared with the Ginkgo specs assert with gomega
 	bin := buildFelis(t)
 	h := netns.New(t)
 	u, err := h.NewUnderlay("ul")
@@ -54,55 +59,22 @@ func TestMultiNode(t *testing.T) {
 	dir := t.TempDir()
 	write := func(name, body string) {
 		t.Helper()
-		// Write to a temporary name and rename, so the watching agents never read half a file.
-		tmp := filepath.Join(dir, "."+name+".tmp")
-		if err := os.WriteFile(tmp, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		if err := writeAtomic(dir, name, body); err != nil {
 			t.Fatal(err)
 		}
 	}
 	nodeYAML := func(n *nodeInfo) string {
-		return fmt.Sprintf(`apiVersion: v1
-kind: Node
-metadata:
-  name: %s
-  annotations:
-    projectcalico.org/IPv4Address: %s/24
-    projectcalico.org/IPv4VXLANTunnelAddr: %s
-    projectcalico.org/VXLANTunnelMACAddr: "%s"
-status:
-  addresses: [{type: InternalIP, address: %s}]
----
-apiVersion: crd.projectcalico.org/v1
-kind: IPAMBlock
-metadata: {name: %s}
-spec: {cidr: %s, affinity: "host:%s", allocations: [], unallocated: [], attributes: [], strictAffinity: false}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: %s, namespace: mn, labels: {app: %s}}
-spec: {nodeName: %s, containers: [{name: main, image: busybox}]}
-status: {phase: Running, podIP: %s, podIPs: [{ip: %s}]}
-`, n.node.NodeName, n.node.IPv4, n.tunnel, n.mac, n.node.IPv4,
-			strings.NewReplacer(".", "-", "/", "-").Replace(n.block), n.block, n.node.NodeName,
-			n.pod.PodName, n.pod.PodName, n.node.NodeName, n.pod.IPv4, n.pod.IPv4)
+		return vxlanNodeYAML(n.node, netip.MustParsePrefix(n.block), netip.MustParseAddr(n.tunnel), n.mac)
+	}
+	podDoc := func(n *nodeInfo) string {
+		return podYAML(podSpec{Namespace: "mn", Name: n.pod.PodName, Labels: labels("app", n.pod.PodName)}, n.pod, n.node.NodeName)
 	}
 	pool := func(mode string) string {
-		return fmt.Sprintf(`apiVersion: projectcalico.org/v3
-kind: IPPool
-metadata: {name: pool}
-spec: {cidr: 10.66.0.0/16, vxlanMode: %s, ipipMode: Never, blockSize: 26, natOutgoing: false, nodeSelector: all()}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: mn}
-`, mode)
+		return ipPoolYAML(multiNodePool, mode) + "---\n" + namespaceYAML("mn", nil) + "---\n" + serviceAccountYAML("mn", "default")
 	}
 	write("cluster.yaml", pool("Always"))
 	for _, n := range nodes {
-		write(n.node.NodeName+".yaml", nodeYAML(n))
+		write(n.node.NodeName+".yaml", nodeYAML(n)+"---\n"+podDoc(n))
 	}
 
 	for _, n := range nodes {
@@ -229,8 +201,7 @@ spec:
 	if r := routes(b, b.pod.IPv4.String()); !strings.Contains(r, b.pod.HostInterface) {
 		t.Fatalf("node2 has no route to its pod via %s:\n%s", b.pod.HostInterface, r)
 	}
-	body := nodeYAML(b)
-	write(b.node.NodeName+".yaml", body[:strings.LastIndex(body, "---\napiVersion: v1\nkind: Pod")])
+	write(b.node.NodeName+".yaml", nodeYAML(b))
 	eventually("pod2's route removed on node2", func() error {
 		if r := routes(b, b.pod.IPv4.String()); strings.TrimSpace(r) != "" {
 			return fmt.Errorf("route to the deleted pod remains: %s", r)
@@ -249,6 +220,53 @@ spec:
 		}
 		return nil
 	})
+}
+
+// multiNodePool is the IP pool of the multi-node specs; node i owns block 10.66.i.0/26.
+const multiNodePool = "10.66.0.0/16"
+
+// vxlanNodeYAML is the Kubernetes Node of an underlay node with the address and VXLAN tunnel
+// annotations Calico writes, and the IPAM block affine to it (as a Kubernetes datastore stores it).
+func vxlanNodeYAML(n *netns.Node, block netip.Prefix, tunnel netip.Addr, mac string) string {
+	node := toYAML(&corev1.Node{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Node"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name:   n.NodeName,
+			Labels: map[string]string{"kubernetes.io/hostname": n.NodeName},
+			Annotations: map[string]string{
+				"projectcalico.org/IPv4Address":         fmt.Sprintf("%s/%d", n.IPv4, n.Subnet4.Bits()),
+				"projectcalico.org/IPv4VXLANTunnelAddr": tunnel.String(),
+				"projectcalico.org/VXLANTunnelMACAddr":  mac,
+			},
+		},
+		Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: n.IPv4.String()}}},
+	})
+	return node + fmt.Sprintf(`---
+apiVersion: crd.projectcalico.org/v1
+kind: IPAMBlock
+metadata: {name: %s}
+spec: {cidr: %s, affinity: "host:%s", allocations: [], unallocated: [], attributes: [], strictAffinity: false}
+`, strings.NewReplacer(".", "-", "/", "-").Replace(block.String()), block, n.NodeName)
+}
+
+// ipPoolYAML is a Calico IPv4 pool with the given vxlanMode (Always, CrossSubnet, Never), no
+// IPIP and no NAT outgoing.
+func ipPoolYAML(cidr, vxlanMode string) string {
+	return fmt.Sprintf(`apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: pool}
+spec: {cidr: %s, vxlanMode: %s, ipipMode: Never, blockSize: 26, natOutgoing: false, nodeSelector: all()}
+`, cidr, vxlanMode)
+}
+
+// writeAtomic writes a datastore file under a temporary name and renames it, so a watching
+// agent never reads half a file.
+func writeAtomic(dir, name, body string) error {
+	tmp := filepath.Join(dir, "."+name+".tmp")
+	if err := os.WriteFile(tmp, []byte(body), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, name))
 }
 
 // buildFelis builds the felis binary for the test.
