@@ -1,0 +1,240 @@
+//go:build linux
+
+package fv_test
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/felis-dev/felis/tools/netns"
+)
+
+// Services across nodes: felis agent runs on two nodes of an underlay (routes, VXLAN or direct,
+// programmed by felis), the web service has one backend on node1 and two on node2, and an
+// outside client sits on the underlay. Every backend runs a TCP echo server on svcTarget.
+
+const (
+	mnClusterIP      = "10.96.0.60" // web: externalTrafficPolicy Cluster
+	mnLocalClusterIP = "10.96.0.61" // web-local: externalTrafficPolicy Local
+	mnNodePort       = 30080
+	mnLocalNodePort  = 30081
+)
+
+// mnPod is a pod of the multi-node services specs: its node (1 or 2) and address in that
+// node's block.
+type mnPod struct {
+	name string
+	node int
+	addr netip.Addr
+}
+
+var mnPods = []mnPod{
+	{"client", 1, netip.MustParseAddr("10.66.1.2")},
+	{"web-1a", 1, netip.MustParseAddr("10.66.1.3")},
+	{"web-2a", 2, netip.MustParseAddr("10.66.2.2")},
+	{"web-2b", 2, netip.MustParseAddr("10.66.2.3")},
+}
+
+// mnBackends are the web pods, node1's first.
+var mnBackends = []string{"web-1a", "web-2a", "web-2b"}
+
+// mnCluster is one spec's two-node world.
+type mnCluster struct {
+	dataplane string
+	nodes     []*netns.Node // node1, node2
+	outside   *netns.Node   // a host on the underlay that runs no agent
+	pods      map[string]*netns.Pod
+	backends  map[string]*netns.Listener
+	dir       string
+	agents    []*env // one per node: the agent process, for its programmed cycles
+}
+
+// newMNCluster builds the underlay, both nodes, the outside host and the pods, writes the
+// datastore (pool in vxlanMode Always, both services, every backend ready) and starts felis
+// agent on both nodes.
+func newMNCluster(dataplane string) *mnCluster {
+	h, err := netns.NewHarness(netns.Options{ProbeTimeout: probeTimeout})
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(func() {
+		Expect(h.Close()).To(Succeed(), "removing the spec's namespaces")
+	})
+	u, err := h.NewUnderlay("underlay")
+	Expect(err).NotTo(HaveOccurred())
+	c := &mnCluster{dataplane: dataplane, pods: map[string]*netns.Pod{}, backends: map[string]*netns.Listener{}, dir: GinkgoT().TempDir()}
+	for i := 1; i <= 2; i++ {
+		n, err := u.NewNode(fmt.Sprintf("node%d", i))
+		Expect(err).NotTo(HaveOccurred())
+		c.nodes = append(c.nodes, n)
+	}
+	c.outside, err = u.NewNode("outside")
+	Expect(err).NotTo(HaveOccurred())
+	for _, p := range mnPods {
+		pod, err := c.nodes[p.node-1].NewPod(netns.PodOptions{Namespace: "app", Name: p.name, IPv4: p.addr, SkipHostWiring: true})
+		Expect(err).NotTo(HaveOccurred())
+		c.pods[p.name] = pod
+	}
+	for _, b := range mnBackends {
+		l, err := c.pods[b].Listen(netns.TCP, svcTarget)
+		Expect(err).NotTo(HaveOccurred())
+		c.backends[b] = l
+	}
+
+	c.writePool("Always")
+	for i, n := range c.nodes {
+		docs := []string{vxlanNodeYAML(n, c.block(i+1), c.block(i+1).Addr(), fmt.Sprintf("66:00:00:00:00:%02x", i+1))}
+		for _, p := range mnPods {
+			if p.node == i+1 {
+				app := "client"
+				if strings.HasPrefix(p.name, "web-") {
+					app = "web"
+				}
+				docs = append(docs, podYAML(podSpec{Namespace: "app", Name: p.name, Labels: labels("app", app)}, c.pods[p.name], n.NodeName))
+			}
+		}
+		c.write(n.NodeName+".yaml", docs...)
+	}
+	c.write("services.yaml", c.servicesYAML(nil)...)
+
+	// Registered after h.Close, so it runs before it.
+	DeferCleanup(func() {
+		if !CurrentSpecReport().Failed() {
+			return
+		}
+		for _, a := range c.agents {
+			GinkgoWriter.Printf("--- felis agent output:\n%s\n", a.agent.Output())
+		}
+		for _, n := range c.nodes {
+			for _, cmd := range [][]string{{"nft", "list", "ruleset"}, {"iptables-save"}, {"ip", "route"}} {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				out, err := n.Exec(ctx, cmd[0], cmd[1:]...)
+				cancel()
+				GinkgoWriter.Printf("--- %s: %s (err %v):\n%s\n", n.NodeName, strings.Join(cmd, " "), err, out)
+			}
+		}
+	})
+	for _, n := range c.nodes {
+		p, err := n.Start(context.Background(), felisBin, "agent", "--datastore", "file:"+c.dir, "--node", n.NodeName,
+			"--dataplane", dataplane, "--coalesce", "20ms")
+		Expect(err).NotTo(HaveOccurred())
+		a := &env{dataplane: dataplane, agent: p}
+		c.agents = append(c.agents, a)
+	}
+	for _, a := range c.agents {
+		a.waitCycle(0, func(cycle) bool { return true })
+	}
+	return c
+}
+
+// block is node i's IPAM block, 10.66.i.0/26; its first address is the node's VXLAN tunnel
+// address.
+func (c *mnCluster) block(i int) netip.Prefix {
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 66, byte(i), 0}), 26)
+}
+
+// write replaces datastore file name with the YAML documents, atomically.
+func (c *mnCluster) write(name string, docs ...string) {
+	Expect(writeAtomic(c.dir, name, "---\n"+strings.Join(docs, "\n---\n"))).To(Succeed())
+}
+
+// writePool writes the IP pool with vxlanMode mode, and namespace app.
+func (c *mnCluster) writePool(mode string) {
+	c.write("cluster.yaml", ipPoolYAML(multiNodePool, mode), namespaceYAML("app", nil), serviceAccountYAML("app", "default"))
+}
+
+// servicesYAML is the web and web-local services (type NodePort, target port named http) and
+// one EndpointSlice each with every backend; the backends in notReady are neither ready nor
+// serving.
+func (c *mnCluster) servicesYAML(notReady map[string]bool) []string {
+	var docs []string
+	for _, s := range []struct {
+		name, ip, policy string
+		nodePort         int
+	}{{"web", mnClusterIP, "Cluster", mnNodePort}, {"web-local", mnLocalClusterIP, "Local", mnLocalNodePort}} {
+		docs = append(docs, fmt.Sprintf(`apiVersion: v1
+kind: Service
+metadata: {name: %s, namespace: app}
+spec:
+  type: NodePort
+  selector: {app: web}
+  clusterIP: %s
+  clusterIPs: [%s]
+  externalTrafficPolicy: %s
+  ports:
+  - {name: http, port: 80, targetPort: http, nodePort: %d, protocol: TCP}`, s.name, s.ip, s.ip, s.policy, s.nodePort))
+		slice := fmt.Sprintf(`apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: %s-x1
+  namespace: app
+  labels: {kubernetes.io/service-name: %s}
+addressType: IPv4
+ports:
+- {name: http, port: %d, protocol: TCP}
+endpoints:`, s.name, s.name, svcTarget)
+		for _, p := range mnPods {
+			if !strings.HasPrefix(p.name, "web-") {
+				continue
+			}
+			ready := !notReady[p.name]
+			slice += fmt.Sprintf(`
+- addresses: ["%s"]
+  conditions: {ready: %t, serving: %t}
+  nodeName: node%d`, p.addr, ready, ready, p.node)
+		}
+		docs = append(docs, slice)
+	}
+	return docs
+}
+
+// directRoutes waits until each node routes the other's block via the other's underlay
+// address (the pool no longer encapsulates).
+func (c *mnCluster) directRoutes() {
+	for i, n := range c.nodes {
+		other := c.nodes[1-i]
+		Eventually(func() (string, error) {
+			out, err := n.Exec(context.Background(), "ip", "-4", "route", "show", "proto", "80", c.block(2-i).String())
+			return string(out), err
+		}).WithTimeout(15*time.Second).WithPolling(200*time.Millisecond).Should(ContainSubstring("via "+other.IPv4.String()),
+			"%s's route to %s's block", n.NodeName, other.NodeName)
+	}
+}
+
+// expectServed asserts that each backend in want served at least one connection and the others
+// none.
+func expectServed(seen map[string]int, want ...string) {
+	GinkgoHelper()
+	for _, b := range mnBackends {
+		if slices.Contains(want, b) {
+			Expect(seen[b]).To(BeNumerically(">", 0), "backend %s never answered: %v", b, seen)
+		} else {
+			Expect(seen[b]).To(Equal(0), "backend %s answered, it should not have: %v", b, seen)
+		}
+	}
+}
+
+var _ = Describe("felis agent load-balances services across two nodes", Label("services", "multinode"), func() {
+	for _, dp := range []string{"nftables", "iptables"} {
+		Describe("dataplane "+dp, Label(dp), func() {
+			var c *mnCluster
+			BeforeEach(func() { c = newMNCluster(dp) })
+
+			It("reaches every backend on both nodes through the ClusterIP from a pod, over VXLAN and without encapsulation", func() {
+				client := c.pods["client"].Namespace
+				cip := netip.AddrPortFrom(netip.MustParseAddr(mnClusterIP), 80)
+				expectServed(servedBy(client, cip, 40, c.backends), mnBackends...)
+
+				By("switching the pool to no encapsulation")
+				c.writePool("Never")
+				c.directRoutes()
+				expectServed(servedBy(client, cip, 40, c.backends), mnBackends...)
+			})
+		})
+	}
+})
