@@ -206,6 +206,26 @@ func (c *mnCluster) directRoutes() {
 	}
 }
 
+// sources returns, per backend, how many connections it has served from each source address.
+func (c *mnCluster) sources() map[string]map[netip.Addr]int {
+	out := map[string]map[netip.Addr]int{}
+	for b, l := range c.backends {
+		out[b] = l.Sources()
+	}
+	return out
+}
+
+// sourcesSince returns the connections backend has served per source address since before.
+func (c *mnCluster) sourcesSince(before map[string]map[netip.Addr]int, backend string) map[netip.Addr]int {
+	out := map[netip.Addr]int{}
+	for a, n := range c.backends[backend].Sources() {
+		if d := n - before[backend][a]; d > 0 {
+			out[a] = d
+		}
+	}
+	return out
+}
+
 // expectServed asserts that each backend in want served at least one connection and the others
 // none.
 func expectServed(seen map[string]int, want ...string) {
@@ -234,6 +254,31 @@ var _ = Describe("felis agent load-balances services across two nodes", Label("s
 				c.writePool("Never")
 				c.directRoutes()
 				expectServed(servedBy(client, cip, 40, c.backends), mnBackends...)
+			})
+
+			It("reaches backends on both nodes through node1's NodePort from the underlay, and only node1's with externalTrafficPolicy Local", func() {
+				outside := c.outside.Namespace
+				np := netip.AddrPortFrom(c.nodes[0].IPv4, mnNodePort)
+				before := c.sources()
+				expectServed(servedBy(outside, np, 40, c.backends), mnBackends...)
+				// A backend on node2 answers only if node1 source-NATed the connection (its reply
+				// to the outside address would otherwise leave node2 directly, un-DNATed): node2's
+				// backends see node1's VXLAN tunnel address, never the outside client's.
+				for _, b := range []string{"web-2a", "web-2b"} {
+					from := c.sourcesSince(before, b)
+					Expect(from).To(HaveKey(c.block(1).Addr()), "sources seen by %s", b)
+					Expect(from).To(HaveLen(1), "sources seen by %s", b)
+				}
+
+				By("externalTrafficPolicy Local: only the node's own backends, with the client's address kept")
+				before = c.sources()
+				local := netip.AddrPortFrom(c.nodes[0].IPv4, mnLocalNodePort)
+				expectServed(servedBy(outside, local, 20, c.backends), "web-1a")
+				kept := c.sourcesSince(before, "web-1a")
+				Expect(kept).To(HaveLen(1), "web-1a's sources")
+				Expect(kept).To(HaveKeyWithValue(c.outside.IPv4, BeNumerically(">=", 20)), "web-1a's sources")
+				local2 := netip.AddrPortFrom(c.nodes[1].IPv4, mnLocalNodePort)
+				expectServed(servedBy(outside, local2, 30, c.backends), "web-2a", "web-2b")
 			})
 		})
 	}

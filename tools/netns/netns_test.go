@@ -4,6 +4,7 @@ package netns
 
 import (
 	"context"
+	"maps"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -113,11 +114,26 @@ func testOneNode(t *testing.T, h *Harness) {
 	if _, err := node.Netlink().LinkByName(a.HostInterface); err != nil {
 		t.Errorf("host side %s not in node namespace: %v", a.HostInterface, err)
 	}
+	var listeners []*Listener
 	for _, proto := range []Protocol{TCP, UDP} {
-		if _, err := b.Listen(proto, 8080); err != nil {
+		l, err := b.Listen(proto, 8080)
+		if err != nil {
 			t.Fatal(err)
 		}
+		listeners = append(listeners, l)
 	}
+	defer func() {
+		// a reached b from its own address of each family (UDP may have retried a datagram, so
+		// only the TCP counts are exact).
+		for _, l := range listeners {
+			got := l.Sources()
+			if !maps.EqualFunc(got, map[netip.Addr]int{a.IPv4: 1, a.IPv6: 1}, func(n, want int) bool {
+				return n == want || l.Protocol == UDP && n > want
+			}) {
+				t.Errorf("%s listener sources %v, want one each from %s and %s", l.Protocol, got, a.IPv4, a.IPv6)
+			}
+		}
+	}()
 	for _, dst := range b.Addrs() {
 		for _, proto := range []Protocol{TCP, UDP, ICMP} {
 			port := uint16(8080)

@@ -255,11 +255,12 @@ type Listener struct {
 	mu        sync.Mutex
 	conns     map[net.Conn]struct{}
 	served    int
+	sources   map[netip.Addr]int
 }
 
 // Listen starts an echo server for proto on port (0 picks a free port; see Listener.Port).
 func (n *Namespace) Listen(proto Protocol, port uint16) (*Listener, error) {
-	l := &Listener{Protocol: proto, conns: map[net.Conn]struct{}{}}
+	l := &Listener{Protocol: proto, conns: map[net.Conn]struct{}{}, sources: map[netip.Addr]int{}}
 	addr := fmt.Sprintf(":%d", port)
 	err := n.Do(func() error {
 		switch proto {
@@ -303,6 +304,28 @@ func (l *Listener) Served() int {
 	return l.served
 }
 
+// Sources returns how many TCP connections or UDP datagrams the listener has echoed per
+// source address (as the listener saw it, after any NAT on the way).
+func (l *Listener) Sources() map[netip.Addr]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[netip.Addr]int, len(l.sources))
+	for a, n := range l.sources {
+		out[a] = n
+	}
+	return out
+}
+
+// count records one echoed connection or datagram from addr.
+func (l *Listener) count(addr net.Addr) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.served++
+	if ap, err := netip.ParseAddrPort(addr.String()); err == nil {
+		l.sources[ap.Addr().Unmap()]++
+	}
+}
+
 // Close stops the server and closes its open connections; it is safe to call more than once.
 func (l *Listener) Close() error {
 	var err error
@@ -325,9 +348,9 @@ func (l *Listener) serveTCP(ln net.Listener) {
 		if err != nil {
 			return
 		}
+		l.count(conn.RemoteAddr())
 		l.mu.Lock()
 		l.conns[conn] = struct{}{}
-		l.served++
 		l.mu.Unlock()
 		l.wg.Add(1)
 		go func() {
@@ -353,9 +376,7 @@ func (l *Listener) serveUDP(pc net.PacketConn) {
 			}
 			continue
 		}
-		l.mu.Lock()
-		l.served++
-		l.mu.Unlock()
+		l.count(from)
 		_, _ = pc.WriteTo(buf[:n], from)
 	}
 }
