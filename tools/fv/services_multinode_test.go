@@ -193,6 +193,14 @@ endpoints:`, s.name, s.name, svcTarget)
 	return docs
 }
 
+// programmed runs change and waits until node i's agent has programmed a cycle with operations
+// after it.
+func (c *mnCluster) programmed(i int, change func()) {
+	from := len(c.agents[i-1].cycles())
+	change()
+	c.agents[i-1].waitCycle(from, func(cy cycle) bool { return cy.Ops > 0 })
+}
+
 // directRoutes waits until each node routes the other's block via the other's underlay
 // address (the pool no longer encapsulates).
 func (c *mnCluster) directRoutes() {
@@ -279,6 +287,19 @@ var _ = Describe("felis agent load-balances services across two nodes", Label("s
 				Expect(kept).To(HaveKeyWithValue(c.outside.IPv4, BeNumerically(">=", 20)), "web-1a's sources")
 				local2 := netip.AddrPortFrom(c.nodes[1].IPv4, mnLocalNodePort)
 				expectServed(servedBy(outside, local2, 30, c.backends), "web-2a", "web-2b")
+			})
+
+			It("sends no new connection from node1's pods to a backend on node2 that went not-ready", func() {
+				client := c.pods["client"].Namespace
+				cip := netip.AddrPortFrom(netip.MustParseAddr(mnClusterIP), 80)
+				expectServed(servedBy(client, cip, 40, c.backends), mnBackends...)
+
+				c.programmed(1, func() { c.write("services.yaml", c.servicesYAML(map[string]bool{"web-2a": true})...) })
+				expectServed(servedBy(client, cip, 40, c.backends), "web-1a", "web-2b")
+
+				By("web-2a ready again")
+				c.programmed(1, func() { c.write("services.yaml", c.servicesYAML(nil)...) })
+				expectServed(servedBy(client, cip, 40, c.backends), mnBackends...)
 			})
 		})
 	}
