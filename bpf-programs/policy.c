@@ -46,6 +46,7 @@
 #define C_ESTABLISHED 2
 #define C_SPOOF 3
 #define C_EXEMPT 4
+#define C_FRAGMENT 5 // a later fragment that followed its first fragment's pass
 
 // Endpoint flags.
 #define EP_TO_HOST_DENY 1 // drop allowed traffic to the host itself (DefaultEndpointToHostAction Drop)
@@ -53,8 +54,6 @@
 
 #define AF_INET 2
 #define AF_INET6 10
-
-#define CT_TIMEOUT_NS (600ULL * 1000000000ULL)
 
 struct set_key {
 	__u32 prefixlen;
@@ -88,22 +87,6 @@ struct endpoint {
 	__u32 flags;
 };
 
-struct ct_key {
-	__u32 ifindex;
-	__u8 dir;
-	__u8 proto;
-	__u8 family;
-	__u8 icmp; // ICMP: the packet's type (echo: tuple ports are the echo ID); else 0
-	__u16 sport;
-	__u16 dport;
-	__u8 src[16];
-	__u8 dst[16];
-};
-
-struct ct_val {
-	__u64 last_seen;
-};
-
 struct counter_key {
 	__u32 ifindex;
 	__u32 dir;
@@ -134,13 +117,6 @@ struct {
 } feps_v1 SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 262144);
-	__type(key, struct ct_key);
-	__type(value, struct ct_val);
-} fct_v1 SEC(".maps");
-
-struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 262144);
 	__type(key, struct counter_key);
@@ -158,7 +134,15 @@ struct pkt {
 	__u16 dport;
 	__u8 src[16];
 	__u8 dst[16];
+	__u8 frag;       // FRAG_NONE, FRAG_FIRST or FRAG_LATER (parse.h)
+	__u8 frag_proto; // fragments: the protocol (IPv6: the fragment header's next header)
+	__u8 tcp_flags;
+	__u32 frag_id;
+	__u32 l4off; // offset of the L4 header in the frame
 };
+
+#include "parse.h"
+#include "ct.h"
 
 struct walk {
 	struct pkt *p;
@@ -270,106 +254,6 @@ static long step(__u64 index, void *data)
 	return 0;
 }
 
-static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
-{
-	__u16 eth_proto;
-	if (bpf_skb_load_bytes(skb, 12, &eth_proto, 2) < 0)
-		return -1;
-	__u32 l4off;
-	int frag = 0;
-	if (eth_proto == bpf_htons(ETH_P_IP)) {
-		__u8 h[20];
-		if (bpf_skb_load_bytes(skb, ETH_HLEN, h, 20) < 0)
-			return -1;
-		p->family = FAMILY_V4;
-		p->proto = h[9];
-		__builtin_memcpy(p->src, h + 12, 4);
-		__builtin_memcpy(p->dst, h + 16, 4);
-		l4off = ETH_HLEN + (h[0] & 0xf) * 4;
-		frag = ((h[6] & 0x1f) | h[7]) != 0; // non-first fragment: no L4 header
-	} else if (eth_proto == bpf_htons(ETH_P_IPV6)) {
-		__u8 h[40];
-		if (bpf_skb_load_bytes(skb, ETH_HLEN, h, 40) < 0)
-			return -1;
-		p->family = FAMILY_V6;
-		p->proto = h[6];
-		__builtin_memcpy(p->src, h + 8, 16);
-		__builtin_memcpy(p->dst, h + 24, 16);
-		l4off = ETH_HLEN + 40;
-	} else {
-		return 1; // not IP: not policed
-	}
-	if (frag)
-		return 0;
-	if (p->proto == 6 || p->proto == 17 || p->proto == 132) {
-		__u16 ports[2];
-		if (bpf_skb_load_bytes(skb, l4off, ports, 4) == 0) {
-			p->sport = bpf_ntohs(ports[0]);
-			p->dport = bpf_ntohs(ports[1]);
-		}
-	} else if ((p->proto == 1 && p->family == FAMILY_V4) || (p->proto == 58 && p->family == FAMILY_V6)) {
-		__u8 tc[6];
-		if (bpf_skb_load_bytes(skb, l4off, tc, 6) == 0) {
-			p->has_icmp = 1;
-			p->icmp_type = tc[0];
-			p->icmp_code = tc[1];
-			p->icmp_id = ((__u16)tc[4] << 8) | tc[5];
-		}
-	}
-	return 0;
-}
-
-// echo_request maps an echo reply type to its request's; 0 for every other type.
-static __always_inline __u8 echo_request(struct pkt *p)
-{
-	if (p->family == FAMILY_V4 && p->icmp_type == 0)
-		return 8;
-	if (p->family == FAMILY_V6 && p->icmp_type == 129)
-		return 128;
-	return 0;
-}
-
-// ct_fill builds a conntrack key: the flow as seen (reverse=0), or the flow this packet would
-// be the reply of (reverse=1). ICMP flows are echo exchanges keyed by their ID: only an echo
-// reply is the reply of an echo request; other ICMP never matches a reverse entry.
-static __always_inline void ct_fill(struct ct_key *k, struct pkt *p, __u32 ifindex, __u8 dir, int reverse)
-{
-	k->ifindex = ifindex;
-	k->dir = dir;
-	k->proto = p->proto;
-	k->family = p->family;
-	if (p->has_icmp) {
-		k->icmp = reverse ? echo_request(p) : p->icmp_type;
-		if (reverse && !k->icmp)
-			k->icmp = 255; // no entry has this type
-		k->sport = p->icmp_id;
-		k->dport = p->icmp_id;
-		__builtin_memcpy(k->src, reverse ? p->dst : p->src, 16);
-		__builtin_memcpy(k->dst, reverse ? p->src : p->dst, 16);
-		return;
-	}
-	if (reverse) {
-		k->sport = p->dport;
-		k->dport = p->sport;
-		__builtin_memcpy(k->src, p->dst, 16);
-		__builtin_memcpy(k->dst, p->src, 16);
-	} else {
-		k->sport = p->sport;
-		k->dport = p->dport;
-		__builtin_memcpy(k->src, p->src, 16);
-		__builtin_memcpy(k->dst, p->dst, 16);
-	}
-}
-
-static __always_inline int ct_fresh(struct ct_key *k, __u64 now)
-{
-	struct ct_val *v = bpf_map_lookup_elem(&fct_v1, k);
-	if (!v || now - v->last_seen > CT_TIMEOUT_NS)
-		return 0;
-	v->last_seen = now;
-	return 1;
-}
-
 // ND and MLD are exempt from policy and anti-spoofing, as in the other dataplanes (they are
 // untracked by conntrack there).
 static __always_inline int exempt(struct pkt *p)
@@ -432,10 +316,16 @@ static __always_inline int police(struct __sk_buff *skb, __u8 dir)
 		return TC_ACT_SHOT;
 	}
 	__u64 now = bpf_ktime_get_ns();
-	struct ct_key fwd = {}, rev = {};
-	ct_fill(&fwd, &p, ifindex, dir, 0);
-	ct_fill(&rev, &p, ifindex, dir ^ 1, 1);
-	if (ct_fresh(&fwd, now) || ct_fresh(&rev, now)) {
+	if (p.frag == FRAG_LATER) {
+		if (frag_follows(&p, ifindex, dir, now)) {
+			count(ifindex, dir, C_FRAGMENT);
+			return TC_ACT_OK;
+		}
+		count(ifindex, dir, C_DENY);
+		return TC_ACT_SHOT;
+	}
+	if (ct_known(&p, ifindex, dir, now)) {
+		frag_pass(&p, ifindex, dir, now);
 		count(ifindex, dir, C_ESTABLISHED);
 		return TC_ACT_OK;
 	}
@@ -445,8 +335,8 @@ static __always_inline int police(struct __sk_buff *skb, __u8 dir)
 	if (w.verdict == A_ALLOW && dir == DIR_FROM_WEP && (ep->flags & EP_TO_HOST_DENY) && host_addr(skb, &p, 0))
 		w.verdict = A_DENY; // allowed by egress policy, but not towards the host
 	if (w.verdict == A_ALLOW) {
-		struct ct_val v = {.last_seen = now};
-		bpf_map_update_elem(&fct_v1, &fwd, &v, BPF_ANY);
+		ct_create(&p, ifindex, dir, now);
+		frag_pass(&p, ifindex, dir, now);
 		count(ifindex, dir, C_ALLOW);
 		return TC_ACT_OK;
 	}

@@ -46,6 +46,26 @@ type policyEndpoint struct {
 	Flags    uint32
 }
 
+type policyFragKey struct {
+	_       structs.HostLayout
+	Ifindex uint32
+	Dir     uint8
+	Family  uint8
+	Proto   uint8
+	Pad     uint8
+	Id      uint32
+	Src     [16]uint8
+	Dst     [16]uint8
+}
+
+type policyFragVal struct {
+	_     structs.HostLayout
+	Seen  uint64
+	Sport uint16
+	Dport uint16
+	Pad   uint32
+}
+
 type policyInsn struct {
 	_     structs.HostLayout
 	Kind  uint8
@@ -81,6 +101,7 @@ const (
 	policyMapFcntV1        = "fcnt_v1"
 	policyMapFctV1         = "fct_v1"
 	policyMapFepsV1        = "feps_v1"
+	policyMapFfragV1       = "ffrag_v1"
 	policyMapFprogV1       = "fprog_v1"
 	policyMapFsetsV1       = "fsets_v1"
 	policyProgFelisFromWep = "felis_from_wep"
@@ -140,6 +161,7 @@ type policyMapSpecs struct {
 	FcntV1  *ebpf.MapSpec `ebpf:"fcnt_v1"`
 	FctV1   *ebpf.MapSpec `ebpf:"fct_v1"`
 	FepsV1  *ebpf.MapSpec `ebpf:"feps_v1"`
+	FfragV1 *ebpf.MapSpec `ebpf:"ffrag_v1"`
 	FprogV1 *ebpf.MapSpec `ebpf:"fprog_v1"`
 	FsetsV1 *ebpf.MapSpec `ebpf:"fsets_v1"`
 }
@@ -173,6 +195,7 @@ type policyMaps struct {
 	FcntV1  *ebpf.Map `ebpf:"fcnt_v1"`
 	FctV1   *ebpf.Map `ebpf:"fct_v1"`
 	FepsV1  *ebpf.Map `ebpf:"feps_v1"`
+	FfragV1 *ebpf.Map `ebpf:"ffrag_v1"`
 	FprogV1 *ebpf.Map `ebpf:"fprog_v1"`
 	FsetsV1 *ebpf.Map `ebpf:"fsets_v1"`
 }
@@ -182,6 +205,7 @@ func (m *policyMaps) Close() error {
 		m.FcntV1,
 		m.FctV1,
 		m.FepsV1,
+		m.FfragV1,
 		m.FprogV1,
 		m.FsetsV1,
 	)

@@ -1,0 +1,172 @@
+// SPDX-License-Identifier: Apache-2.0
+// Conntrack for the felis TC programs: the flow map fct_v1 (flows policy allowed, so their
+// packets and replies pass without policy) and the fragment map ffrag_v1 (a fragmented
+// datagram's later fragments follow its first fragment's verdict). Included by policy.c
+// after struct pkt and parse.h.
+
+#ifndef FELIS_CT_H
+#define FELIS_CT_H
+
+#define CT_TIMEOUT_NS (600ULL * 1000000000ULL)
+
+// A first fragment's verdict is kept this long for the fragments that follow it: the
+// kernel's reassembly timeout (net.ipv4.ipfrag_time, net.ipv6.ip6frag_time).
+#define FRAG_TIMEOUT_NS (30ULL * 1000000000ULL)
+
+struct ct_key {
+	__u32 ifindex;
+	__u8 dir;
+	__u8 proto;
+	__u8 family;
+	__u8 icmp; // ICMP: the packet's type (echo: tuple ports are the echo ID); else 0
+	__u16 sport;
+	__u16 dport;
+	__u8 src[16];
+	__u8 dst[16];
+};
+
+struct ct_val {
+	__u64 last_seen;
+};
+
+// frag_key names one fragmented datagram at one hook (RFC 791 / RFC 8200: source,
+// destination, protocol and identification).
+struct frag_key {
+	__u32 ifindex;
+	__u8 dir;
+	__u8 family;
+	__u8 proto; // IPv4: the protocol; IPv6: the fragment header's next header
+	__u8 pad;
+	__u32 id;
+	__u8 src[16];
+	__u8 dst[16];
+};
+
+// frag_val: the first fragment passed (only passed datagrams are recorded) and its ports.
+struct frag_val {
+	__u64 seen;
+	__u16 sport;
+	__u16 dport;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct ct_key);
+	__type(value, struct ct_val);
+} fct_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct frag_key);
+	__type(value, struct frag_val);
+} ffrag_v1 SEC(".maps");
+
+// echo_request maps an echo reply type to its request's; 0 for every other type.
+static __always_inline __u8 echo_request(struct pkt *p)
+{
+	if (p->family == FAMILY_V4 && p->icmp_type == 0)
+		return 8;
+	if (p->family == FAMILY_V6 && p->icmp_type == 129)
+		return 128;
+	return 0;
+}
+
+// ct_fill builds a conntrack key: the flow as seen (reverse=0), or the flow this packet would
+// be the reply of (reverse=1). ICMP flows are echo exchanges keyed by their ID: only an echo
+// reply is the reply of an echo request; other ICMP never matches a reverse entry.
+static __always_inline void ct_fill(struct ct_key *k, struct pkt *p, __u32 ifindex, __u8 dir, int reverse)
+{
+	k->ifindex = ifindex;
+	k->dir = dir;
+	k->proto = p->proto;
+	k->family = p->family;
+	if (p->has_icmp) {
+		k->icmp = reverse ? echo_request(p) : p->icmp_type;
+		if (reverse && !k->icmp)
+			k->icmp = 255; // no entry has this type
+		k->sport = p->icmp_id;
+		k->dport = p->icmp_id;
+		__builtin_memcpy(k->src, reverse ? p->dst : p->src, 16);
+		__builtin_memcpy(k->dst, reverse ? p->src : p->dst, 16);
+		return;
+	}
+	if (reverse) {
+		k->sport = p->dport;
+		k->dport = p->sport;
+		__builtin_memcpy(k->src, p->dst, 16);
+		__builtin_memcpy(k->dst, p->src, 16);
+	} else {
+		k->sport = p->sport;
+		k->dport = p->dport;
+		__builtin_memcpy(k->src, p->src, 16);
+		__builtin_memcpy(k->dst, p->dst, 16);
+	}
+}
+
+static __always_inline int ct_fresh(struct ct_key *k, __u64 now)
+{
+	struct ct_val *v = bpf_map_lookup_elem(&fct_v1, k);
+	if (!v || now - v->last_seen > CT_TIMEOUT_NS)
+		return 0;
+	v->last_seen = now;
+	return 1;
+}
+
+// ct_known says whether p belongs to a known flow at this hook: a flow allowed here, or the
+// reply of one allowed at the other hook of the same interface. It refreshes the flow.
+static __always_inline int ct_known(struct pkt *p, __u32 ifindex, __u8 dir, __u64 now)
+{
+	struct ct_key fwd = {}, rev = {};
+	ct_fill(&fwd, p, ifindex, dir, 0);
+	ct_fill(&rev, p, ifindex, dir ^ 1, 1);
+	return ct_fresh(&fwd, now) || ct_fresh(&rev, now);
+}
+
+// ct_create records a flow policy allowed.
+static __always_inline void ct_create(struct pkt *p, __u32 ifindex, __u8 dir, __u64 now)
+{
+	struct ct_key k = {};
+	ct_fill(&k, p, ifindex, dir, 0);
+	struct ct_val v = {.last_seen = now};
+	bpf_map_update_elem(&fct_v1, &k, &v, BPF_ANY);
+}
+
+static __always_inline void frag_fill(struct frag_key *k, struct pkt *p, __u32 ifindex, __u8 dir)
+{
+	k->ifindex = ifindex;
+	k->dir = dir;
+	k->family = p->family;
+	k->proto = p->frag_proto;
+	k->id = p->frag_id;
+	__builtin_memcpy(k->src, p->src, 16);
+	__builtin_memcpy(k->dst, p->dst, 16);
+}
+
+// frag_pass records that a first fragment passed, so the fragments that follow it pass too.
+// Other packets are not recorded.
+static __always_inline void frag_pass(struct pkt *p, __u32 ifindex, __u8 dir, __u64 now)
+{
+	if (p->frag != FRAG_FIRST)
+		return;
+	struct frag_key k = {};
+	frag_fill(&k, p, ifindex, dir);
+	struct frag_val v = {.seen = now, .sport = p->sport, .dport = p->dport};
+	bpf_map_update_elem(&ffrag_v1, &k, &v, BPF_ANY);
+}
+
+// frag_follows says whether a non-first fragment's first fragment passed at this hook
+// within FRAG_TIMEOUT_NS. The netfilter dataplanes reassemble before policy, so a datagram
+// is decided as a whole; here the first fragment (the one with the ports) is decided and the
+// rest follow it. A fragment that arrives before its first fragment is dropped.
+static __always_inline int frag_follows(struct pkt *p, __u32 ifindex, __u8 dir, __u64 now)
+{
+	struct frag_key k = {};
+	frag_fill(&k, p, ifindex, dir);
+	struct frag_val *v = bpf_map_lookup_elem(&ffrag_v1, &k);
+	return v && now - v->seen <= FRAG_TIMEOUT_NS;
+}
+
+#endif
