@@ -115,19 +115,69 @@ static __always_inline int ct_fresh(struct ct_key *k, __u64 now)
 	return 1;
 }
 
-// ct_known says whether p belongs to a known flow at this hook: a flow allowed here, or the
-// reply of one allowed at the other hook of the same interface. It refreshes the flow.
-static __always_inline int ct_known(struct pkt *p, __u32 ifindex, __u8 dir, __u64 now)
+// ct_alive says whether the flow is known and not expired, without refreshing it (an ICMP
+// error does not keep its flow alive, as in nf_conntrack).
+static __always_inline int ct_alive(struct ct_key *k, __u64 now)
 {
+	struct ct_val *v = bpf_map_lookup_elem(&fct_v1, k);
+	return v && now - v->last_seen <= CT_TIMEOUT_NS;
+}
+
+// icmp_error says whether p is an ICMP error, which embeds the header of the packet it reports:
+// IPv4 destination unreachable (fragmentation needed included), time exceeded, parameter
+// problem; IPv6 destination unreachable, packet too big, time exceeded, parameter problem.
+static __always_inline int icmp_error(struct pkt *p)
+{
+	if (!p->has_icmp)
+		return 0;
+	__u8 t = p->icmp_type;
+	if (p->family == FAMILY_V4)
+		return t == 3 || t == 11 || t == 12;
+	return t >= 1 && t <= 4;
+}
+
+// ct_related says whether the ICMP error p reports a packet of a known flow (conntrack's
+// RELATED). The embedded packet travelled the other way through this interface: it belongs
+// to a flow allowed at the other hook, or is the reply of one allowed at this hook.
+static __always_inline int ct_related(struct __sk_buff *skb, struct pkt *p, __u32 ifindex, __u8 dir, __u64 now)
+{
+	struct pkt in = {};
+	__u32 off = p->l4off + 8;
+	int r = p->family == FAMILY_V4 ? parse_ip4(skb, off, &in) : parse_ip6(skb, off, &in);
+	if (r < 0 || in.frag == FRAG_LATER || parse_l4(skb, &in) < 0)
+		return 0;
+	if (in.has_icmp && icmp_error(&in))
+		return 0; // errors about errors are never related (no flow is an error)
+	struct ct_key fwd = {}, rev = {};
+	ct_fill(&fwd, &in, ifindex, dir ^ 1, 0);
+	ct_fill(&rev, &in, ifindex, dir, 1);
+	return ct_alive(&fwd, now) || ct_alive(&rev, now);
+}
+
+// Results of ct_lookup.
+#define CT_NEW 0
+#define CT_ESTABLISHED 1
+#define CT_RELATED 2
+
+// ct_lookup says whether p belongs to a known flow at this hook (a flow allowed here, or the
+// reply of one allowed at the other hook of the same interface; the flow is refreshed) or is
+// an ICMP error related to one. Anything else is new: policy decides.
+static __always_inline int ct_lookup(struct __sk_buff *skb, struct pkt *p, __u32 ifindex, __u8 dir, __u64 now)
+{
+	if (icmp_error(p))
+		return ct_related(skb, p, ifindex, dir, now) ? CT_RELATED : CT_NEW;
 	struct ct_key fwd = {}, rev = {};
 	ct_fill(&fwd, p, ifindex, dir, 0);
 	ct_fill(&rev, p, ifindex, dir ^ 1, 1);
-	return ct_fresh(&fwd, now) || ct_fresh(&rev, now);
+	return ct_fresh(&fwd, now) || ct_fresh(&rev, now) ? CT_ESTABLISHED : CT_NEW;
 }
 
-// ct_create records a flow policy allowed.
+// ct_create records a flow policy allowed. ICMP errors are not flows: one that policy
+// allows is not recorded.
 static __always_inline void ct_create(struct pkt *p, __u32 ifindex, __u8 dir, __u64 now)
 {
+	if (icmp_error(p))
+		return;
 	struct ct_key k = {};
 	ct_fill(&k, p, ifindex, dir, 0);
 	struct ct_val v = {.last_seen = now};

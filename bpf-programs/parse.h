@@ -30,7 +30,7 @@ static __always_inline int parse_ip4(struct __sk_buff *skb, __u32 off, struct pk
 	if (bpf_skb_load_bytes(skb, off, h, 20) < 0)
 		return -1;
 	__u32 ihl = (h[0] & 0xf) * 4;
-	if (ihl < 20)
+	if (h[0] >> 4 != 4 || ihl < 20)
 		return -1;
 	p->family = FAMILY_V4;
 	p->proto = h[9];
@@ -58,6 +58,8 @@ static __always_inline int parse_ip6(struct __sk_buff *skb, __u32 off, struct pk
 {
 	__u8 h[40];
 	if (bpf_skb_load_bytes(skb, off, h, 40) < 0)
+		return -1;
+	if (h[0] >> 4 != 6)
 		return -1;
 	p->family = FAMILY_V6;
 	__builtin_memcpy(p->src, h + 8, 16);

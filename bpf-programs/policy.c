@@ -47,6 +47,7 @@
 #define C_SPOOF 3
 #define C_EXEMPT 4
 #define C_FRAGMENT 5 // a later fragment that followed its first fragment's pass
+#define C_RELATED 6  // an ICMP error about a known flow
 
 // Endpoint flags.
 #define EP_TO_HOST_DENY 1 // drop allowed traffic to the host itself (DefaultEndpointToHostAction Drop)
@@ -324,9 +325,10 @@ static __always_inline int police(struct __sk_buff *skb, __u8 dir)
 		count(ifindex, dir, C_DENY);
 		return TC_ACT_SHOT;
 	}
-	if (ct_known(&p, ifindex, dir, now)) {
+	int ct = ct_lookup(skb, &p, ifindex, dir, now);
+	if (ct != CT_NEW) {
 		frag_pass(&p, ifindex, dir, now);
-		count(ifindex, dir, C_ESTABLISHED);
+		count(ifindex, dir, ct == CT_RELATED ? C_RELATED : C_ESTABLISHED);
 		return TC_ACT_OK;
 	}
 	__u32 d = dir & 1;
