@@ -34,6 +34,7 @@
 #define A_ALLOW 1
 #define A_DENY 2
 #define A_PASS 3
+#define A_RETURN 4 // end the program without a verdict (host endpoint stages fall through)
 
 // Directions (index into the endpoint's programs). DIR_TO_WEP is the endpoint's ingress
 // policy (TC egress of the host-side veth); DIR_FROM_WEP its egress policy (TC ingress).
@@ -51,7 +52,8 @@
 
 // Endpoint flags.
 #define EP_TO_HOST_DENY 1 // drop allowed traffic to the host itself (DefaultEndpointToHostAction Drop)
-#define EP_HOST 2         // a host endpoint: only traffic to or from the host itself is policed
+#define EP_HOST 2         // a host endpoint (see hep.h)
+#define EP_HOST_NO_NORMAL 4 // a host endpoint without normal policy (lo: accepted before it in nftables)
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -201,6 +203,7 @@ static long step(__u64 index, void *data)
 		switch (in->a) {
 		case A_ALLOW:
 		case A_DENY:
+		case A_RETURN:
 			w->verdict = in->a;
 			return 1;
 		case A_PASS:
@@ -289,6 +292,8 @@ static __always_inline int host_addr(struct __sk_buff *skb, struct pkt *p, int s
 	return r == BPF_FIB_LKUP_RET_NOT_FWDED || r == BPF_FIB_LKUP_RET_FWD_DISABLED;
 }
 
+#include "hep.h"
+
 static __always_inline int police(struct __sk_buff *skb, __u8 dir)
 {
 	__u32 ifindex = skb->ifindex;
@@ -307,11 +312,11 @@ static __always_inline int police(struct __sk_buff *skb, __u8 dir)
 		count(ifindex, dir, C_EXEMPT);
 		return TC_ACT_OK;
 	}
+	struct hep_state hs = {};
 	if (ep->flags & EP_HOST) {
-		// Host endpoint: TC ingress polices traffic to the host, TC egress traffic from it;
-		// forwarded traffic is not policed (applyOnForward programs are not implemented).
-		if (!host_addr(skb, &p, dir == DIR_TO_WEP))
-			return TC_ACT_OK;
+		r = hep_before_ct(skb, ifindex, dir, &p, &hs);
+		if (r != HEP_CONTINUE)
+			return r;
 	} else if (dir == DIR_FROM_WEP && !in_set(ep->spoof_set, &p, 1, 0)) {
 		count(ifindex, dir, C_SPOOF);
 		return TC_ACT_SHOT;
@@ -325,11 +330,16 @@ static __always_inline int police(struct __sk_buff *skb, __u8 dir)
 		count(ifindex, dir, C_DENY);
 		return TC_ACT_SHOT;
 	}
-	int ct = ct_lookup(skb, &p, ifindex, dir, now);
+	int ct = hs.untracked ? CT_NEW : ct_lookup(skb, &p, ifindex, dir, now); // untracked: never a known flow
 	if (ct != CT_NEW) {
 		frag_pass(&p, ifindex, dir, now);
 		count(ifindex, dir, ct == CT_RELATED ? C_RELATED : C_ESTABLISHED);
 		return TC_ACT_OK;
+	}
+	if (ep->flags & EP_HOST) {
+		r = hep_after_ct(skb, ifindex, dir, &p, ep, &hs, now);
+		if (r != HEP_CONTINUE)
+			return r;
 	}
 	__u32 d = dir & 1;
 	struct walk w = {.p = &p, .prog = ep->prog[d], .len = ep->len[d], .verdict = A_DENY};

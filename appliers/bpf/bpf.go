@@ -35,6 +35,9 @@ type Options struct {
 	Ifindex func(name string) (int, error)
 	// NoAttach skips attaching programs (map-only use: tests with BPF_PROG_TEST_RUN).
 	NoAttach bool
+	// Interfaces lists the interface names a `*` host endpoint goes on (defaults to the
+	// current netns's interfaces; called at each Sync while there is one).
+	Interfaces func() ([]string, error)
 	// Clsact attaches with the legacy clsact qdisc and a direct-action cls_bpf filter instead
 	// of TCX (which is also the fallback when the kernel lacks TCX).
 	Clsact bool
@@ -62,6 +65,7 @@ type observed struct {
 	sets      map[render.SetKey]struct{}
 	insns     map[render.InsnKey]render.Insn
 	endpoints map[uint32]render.Endpoint
+	hosts     map[uint32]render.HostPrograms // host endpoint stage programs (fhep_v1)
 }
 
 // Open loads the program and adopts (or creates and pins) its maps under opts.PinDir.
@@ -80,6 +84,9 @@ func Open(opts Options) (*Dataplane, error) {
 			}
 			return i.Index, nil
 		}
+	}
+	if opts.Interfaces == nil {
+		opts.Interfaces = listInterfaces
 	}
 	if err := os.MkdirAll(filepath.Join(opts.PinDir, "links"), 0o700); err != nil {
 		return nil, fmt.Errorf("bpf pin directory %s: %w", opts.PinDir, err)
@@ -145,6 +152,9 @@ func (d *Dataplane) Sync(ctx context.Context, desired *snapshot.Snapshot, full b
 	if err != nil {
 		return appliers.Result{}, fmt.Errorf("render: %w", err)
 	}
+	if err := d.expandWildcard(st); err != nil {
+		return appliers.Result{}, err
+	}
 	res := appliers.Result{Counts: map[string]int{}, Warnings: st.Warnings}
 	want, warns := d.desired(st)
 	res.Warnings = append(res.Warnings, warns...)
@@ -194,6 +204,9 @@ func (d *Dataplane) Pending(_ context.Context, desired *snapshot.Snapshot) ([]st
 	if err != nil {
 		return nil, fmt.Errorf("render: %w", err)
 	}
+	if err := d.expandWildcard(st); err != nil {
+		return nil, err
+	}
 	want, _ := d.desired(st)
 	want.sets = st.AllSets()
 	obs, err := d.observe()
@@ -215,6 +228,7 @@ func (d *Dataplane) desired(st *render.State) (*observed, []string) {
 		}
 		o.endpoints[uint32(idx)] = ep
 	}
+	d.desiredHosts(st, o)
 	return o, warns
 }
 
@@ -247,6 +261,9 @@ func (d *Dataplane) observe() (*observed, error) {
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("reading map feps_v1: %w", err)
 	}
+	if err := d.observeHosts(o); err != nil {
+		return nil, err
+	}
 	return o, nil
 }
 
@@ -260,6 +277,9 @@ type plan struct {
 	epPut          []uint32
 	epVal          []render.Endpoint
 	epDel          []uint32
+	hostPut        []uint32
+	hostVal        []render.HostPrograms
+	hostDel        []uint32
 }
 
 func diff(want, have *observed) plan {
@@ -296,6 +316,7 @@ func diff(want, have *observed) plan {
 			p.epDel = append(p.epDel, k)
 		}
 	}
+	diffHosts(want, have, &p)
 	return p
 }
 
@@ -384,12 +405,15 @@ func (p plan) strings() []string {
 	for i, k := range p.insnPut {
 		out = append(out, fmt.Sprintf("insn-put %08x/%d %+v", k.Prog, k.PC, p.insnVal[i]))
 	}
+	hostPut, hostDel := p.hostStrings()
+	out = append(out, hostPut...)
 	for i, k := range p.epPut {
 		out = append(out, fmt.Sprintf("endpoint-put %d %+v", k, p.epVal[i]))
 	}
 	for _, k := range p.epDel {
 		out = append(out, fmt.Sprintf("endpoint-del %d", k))
 	}
+	out = append(out, hostDel...)
 	for _, k := range p.insnDel {
 		out = append(out, fmt.Sprintf("insn-del %08x/%d", k.Prog, k.PC))
 	}
@@ -431,6 +455,10 @@ func (d *Dataplane) apply(p plan, res *appliers.Result) error {
 		}
 		res.Counts["insn-put"] += len(p.insnPut)
 	}
+	// Stage programs before endpoint entries: a new host endpoint is never seen without them.
+	if err := d.putHosts(p, res); err != nil {
+		return err
+	}
 	for i, k := range p.epPut {
 		v := p.epVal[i]
 		if err := d.objs.FepsV1.Put(k, policyEndpoint{Prog: v.Prog, Len: v.Len, SpoofSet: v.SpoofSet, Flags: v.Flags}); err != nil {
@@ -443,6 +471,9 @@ func (d *Dataplane) apply(p plan, res *appliers.Result) error {
 			return fmt.Errorf("map feps_v1 ifindex %d: %w", k, err)
 		}
 		res.Counts["endpoint-del"]++
+	}
+	if err := d.deleteHosts(p, res); err != nil {
+		return err
 	}
 	if len(p.insnDel) > 0 {
 		if err := del(d.objs.FprogV1, insnKeys(p.insnDel)); err != nil {

@@ -66,6 +66,12 @@ type policyFragVal struct {
 	Pad   uint32
 }
 
+type policyHepProgs struct {
+	_    structs.HostLayout
+	Prog [5]uint32
+	Len  [5]uint32
+}
+
 type policyInsn struct {
 	_     structs.HostLayout
 	Kind  uint8
@@ -102,6 +108,7 @@ const (
 	policyMapFctV1         = "fct_v1"
 	policyMapFepsV1        = "feps_v1"
 	policyMapFfragV1       = "ffrag_v1"
+	policyMapFhepV1        = "fhep_v1"
 	policyMapFprogV1       = "fprog_v1"
 	policyMapFsetsV1       = "fsets_v1"
 	policyProgFelisFromWep = "felis_from_wep"
@@ -162,6 +169,7 @@ type policyMapSpecs struct {
 	FctV1   *ebpf.MapSpec `ebpf:"fct_v1"`
 	FepsV1  *ebpf.MapSpec `ebpf:"feps_v1"`
 	FfragV1 *ebpf.MapSpec `ebpf:"ffrag_v1"`
+	FhepV1  *ebpf.MapSpec `ebpf:"fhep_v1"`
 	FprogV1 *ebpf.MapSpec `ebpf:"fprog_v1"`
 	FsetsV1 *ebpf.MapSpec `ebpf:"fsets_v1"`
 }
@@ -196,6 +204,7 @@ type policyMaps struct {
 	FctV1   *ebpf.Map `ebpf:"fct_v1"`
 	FepsV1  *ebpf.Map `ebpf:"feps_v1"`
 	FfragV1 *ebpf.Map `ebpf:"ffrag_v1"`
+	FhepV1  *ebpf.Map `ebpf:"fhep_v1"`
 	FprogV1 *ebpf.Map `ebpf:"fprog_v1"`
 	FsetsV1 *ebpf.Map `ebpf:"fsets_v1"`
 }
@@ -206,6 +215,7 @@ func (m *policyMaps) Close() error {
 		m.FctV1,
 		m.FepsV1,
 		m.FfragV1,
+		m.FhepV1,
 		m.FprogV1,
 		m.FsetsV1,
 	)

@@ -32,6 +32,9 @@ const (
 	ActionAllow uint8 = 1
 	ActionDeny  uint8 = 2
 	ActionPass  uint8 = 3
+	// ActionReturn ends a program without a verdict: a host endpoint stage falls through to
+	// the next stage.
+	ActionReturn uint8 = 4
 )
 
 // Directions index an endpoint's two programs.
@@ -100,10 +103,15 @@ type Endpoint struct {
 // policy allowed it (DefaultEndpointToHostAction Deny, Felix's Drop).
 const EndpointFlagToHostDeny uint32 = 1
 
-// EndpointFlagHost marks a host endpoint's interface: no anti-spoofing, and only traffic to
-// or from the host itself is policed (DirFromWorkload holds the ingress program, run at TC
-// ingress; DirToWorkload the egress program, run at TC egress).
+// EndpointFlagHost marks a host endpoint's interface: no anti-spoofing; the normal programs
+// police traffic to or from the host itself (DirFromWorkload holds the ingress program, run
+// at TC ingress; DirToWorkload the egress program, run at TC egress), the stages in
+// HostPrograms the rest (see bpf-programs/hep.h).
 const EndpointFlagHost uint32 = 2
+
+// EndpointFlagHostNoNormal marks a host endpoint interface whose normal programs never run:
+// lo under a wildcard host endpoint (the nftables dataplane accepts lo before them).
+const EndpointFlagHostNoNormal uint32 = 4
 
 // failsafeRules turns failsafe ports into Allow rules placed before a host endpoint's
 // policy: the destination port always, and the remote network when set (the source for
@@ -166,7 +174,13 @@ type State struct {
 	SetIDs map[string]uint32
 	// Programs maps each program ID to its length.
 	Programs map[uint32]uint32
-	Warnings []string
+	// Hosts are the host endpoint stage programs, by interface name (host endpoints only).
+	Hosts map[string]HostPrograms
+	// Wildcard is the `*` host endpoint, if any: ExpandWildcard puts it on interfaces.
+	Wildcard *Host
+	// WorkloadPrefixes are the workload interface name prefixes (never host endpoints).
+	WorkloadPrefixes []string
+	Warnings         []string
 }
 
 // AllSets returns every LPM-trie key: the rendered sets' and the snapshot sets' members.
@@ -224,6 +238,7 @@ func Render(s *snapshot.Snapshot) (*State, error) {
 		hep := &s.HostEndpoints[i]
 		r.program(hep.Normal.Ingress, true, fsIn)
 		r.program(hep.Normal.Egress, false, fsOut)
+		r.stages(hep, fsIn, fsOut)
 	}
 	r.collect = false
 	r.ids = assignIDs(slices.Sorted(mapKeys(r.setKeys)))
@@ -235,6 +250,11 @@ func Render(s *snapshot.Snapshot) (*State, error) {
 		Endpoints:  map[string]Endpoint{},
 		SetIDs:     r.ids,
 		Programs:   map[uint32]uint32{},
+		Hosts:      map[string]HostPrograms{},
+	}
+	st.WorkloadPrefixes = s.Config.InterfacePrefixes
+	if len(st.WorkloadPrefixes) == 0 {
+		st.WorkloadPrefixes = []string{"cali"}
 	}
 	for _, set := range s.IPSets {
 		st.MemberSets[set.ID] = MemberSet{ID: r.ids["set:"+set.ID], Type: set.Type, Members: set.Members}
@@ -258,6 +278,7 @@ func Render(s *snapshot.Snapshot) (*State, error) {
 		code  [2]string
 		spoof uint32
 		flags uint32
+		host  *[Stages]string // host endpoints: the stage programs (len 0: none)
 	}
 	var eps []epProgs
 	for i := range s.Endpoints {
@@ -279,13 +300,17 @@ func Render(s *snapshot.Snapshot) (*State, error) {
 	for _, e := range eps {
 		workload[e.iface] = true
 	}
+	wildcard := -1
 	for i := range s.HostEndpoints {
 		hep := &s.HostEndpoints[i]
 		switch {
-		case hep.Interface == "" || hep.Interface == "*":
-			st.Warnings = append(st.Warnings, fmt.Sprintf("hostEndpoints[%s].interface: %q, host endpoint not programmed (the bpf dataplane needs a named interface)", hep.ID, hep.Interface))
+		case hep.Interface == "":
+			st.Warnings = append(st.Warnings, fmt.Sprintf("hostEndpoints[%s].interface: empty, host endpoint not programmed", hep.ID))
 			continue
-		case workload[hep.Interface]:
+		case hep.Interface == "*" && wildcard >= 0:
+			st.Warnings = append(st.Warnings, fmt.Sprintf("hostEndpoints[%s].interface: a second \"*\" host endpoint (%s is programmed), not programmed", hep.ID, eps[wildcard].iface))
+			continue
+		case workload[hep.Interface] || (hep.Interface != "*" && st.isWorkload(hep.Interface)):
 			st.Warnings = append(st.Warnings, fmt.Sprintf("hostEndpoints[%s].interface: %s is a workload interface, host endpoint not programmed", hep.ID, hep.Interface))
 			continue
 		}
@@ -296,6 +321,17 @@ func Render(s *snapshot.Snapshot) (*State, error) {
 			k := encode(prog)
 			progs[k] = prog
 			e.code[d] = k
+		}
+		var stages [Stages]string
+		for i, code := range r.stages(hep, fsIn, fsOut) {
+			if len(code) > 0 {
+				stages[i] = encode(code)
+				progs[stages[i]] = code
+			}
+		}
+		e.host = &stages
+		if hep.Interface == "*" {
+			wildcard = len(eps)
 		}
 		eps = append(eps, e)
 	}
@@ -308,11 +344,28 @@ func Render(s *snapshot.Snapshot) (*State, error) {
 		}
 	}
 	for _, e := range eps {
-		st.Endpoints[e.iface] = Endpoint{
+		ep := Endpoint{
 			Prog:     [2]uint32{progIDs[e.code[0]], progIDs[e.code[1]]},
 			Len:      [2]uint32{uint32(len(progs[e.code[0]])), uint32(len(progs[e.code[1]]))},
 			SpoofSet: e.spoof,
 			Flags:    e.flags,
+		}
+		var hp HostPrograms
+		if e.host != nil {
+			for i, k := range e.host {
+				if k != "" {
+					hp.Prog[i], hp.Len[i] = progIDs[k], uint32(len(progs[k]))
+				}
+			}
+		}
+		switch {
+		case e.iface == "*":
+			st.Wildcard = &Host{Endpoint: ep, Programs: hp}
+		case e.host != nil:
+			st.Hosts[e.iface] = hp
+			fallthrough
+		default:
+			st.Endpoints[e.iface] = ep
 		}
 	}
 	return st, nil
@@ -332,6 +385,12 @@ type renderer struct {
 // unless the default is Pass), then profiles (Pass to the profile's end), then Deny. pre
 // rules (failsafes: Allow only) come first.
 func (r *renderer) program(d snapshot.Direction, inbound bool, pre []snapshot.Rule) []Insn {
+	return r.programEnd(d, inbound, pre, ActionDeny)
+}
+
+// programEnd is program ending with the action end instead of Deny (host endpoint stages end
+// with Return; derive gives them no profiles).
+func (r *renderer) programEnd(d snapshot.Direction, inbound bool, pre []snapshot.Rule, end uint8) []Insn {
 	var code []Insn
 	var fix []int
 	for i := range pre {
@@ -376,7 +435,7 @@ func (r *renderer) program(d snapshot.Direction, inbound bool, pre []snapshot.Ru
 			code[f].Next = uint32(len(code))
 		}
 	}
-	return append(code, Insn{Kind: KindAction, A: ActionDeny})
+	return append(code, Insn{Kind: KindAction, A: end})
 }
 
 // rule appends one rule: its tests as clauses (each failing clause jumps past the rule), then
@@ -466,6 +525,8 @@ func (r *renderer) rule(code []Insn, rule *snapshot.Rule, fix *[]int) []Insn {
 	case snapshot.Pass:
 		act.A = ActionPass
 		*fix = append(*fix, len(code))
+	case snapshot.Return:
+		act.A = ActionReturn
 	}
 	return append(code, act)
 }

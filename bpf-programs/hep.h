@@ -1,0 +1,136 @@
+// SPDX-License-Identifier: Apache-2.0
+// felis host endpoints: the untracked (doNotTrack), preDNAT and forward (applyOnForward)
+// stages around a host endpoint's normal policy. Included by policy.c after the interpreter
+// (step, struct walk), parse.h and ct.h; police() calls hep_before_ct before the
+// conntrack lookup and hep_after_ct after it.
+//
+// The stages follow the nftables dataplane's hooks, so both give the same verdicts:
+//
+//   TC ingress (packet arriving on the interface):
+//     untracked ingress   every packet, before conntrack (raw prerouting). Allow: the packet
+//                         is untracked: no conntrack lookup or record, normal policy skipped
+//                         (forward policy still applies). Deny: drop.
+//     conntrack           a known flow (tracked packets only) passes.
+//     preDNAT ingress     new flows, to the host or forwarded (mangle prerouting). Deny: drop.
+//     >>> service DNAT (NodePort on data interfaces) belongs here: after the preDNAT stage,
+//         before the local/forwarded decision, which must see the translated destination.
+//     normal ingress      destination is the host (filter input), unless untracked.
+//     forward ingress     forwarded (filter forward), no failsafes.
+//   TC egress (packet leaving through the interface):
+//     host-originated:    untracked egress (raw output; Allow passes untracked), conntrack,
+//                         normal egress.
+//     forwarded:          conntrack, forward egress (no untracked stage: raw output sees only
+//                         the host's own packets).
+//
+// Untracked and preDNAT programs start with the failsafe ports as "return" rules (they end
+// the stage, the packet stays tracked); every stage program ends with "return" (fall through
+// to the next stage). A stage with no policy has length 0 and is skipped.
+
+#ifndef FELIS_HEP_H
+#define FELIS_HEP_H
+
+// Host endpoint stages: index into struct hep_progs (render.Stage* in Go).
+#define HS_UNTRACKED_IN 0
+#define HS_UNTRACKED_OUT 1
+#define HS_PREDNAT_IN 2
+#define HS_FORWARD_IN 3
+#define HS_FORWARD_OUT 4
+#define HS_COUNT 5
+
+// HEP_CONTINUE: the hook decided nothing; police() goes on.
+#define HEP_CONTINUE -1
+
+struct hep_progs {
+	__u32 prog[HS_COUNT];
+	__u32 len[HS_COUNT];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct hep_progs);
+} fhep_v1 SEC(".maps");
+
+// hep_state carries what the first hook learnt to the second.
+struct hep_state {
+	__u8 untracked; // an untracked policy allowed the packet
+	__u8 local;     // TC egress: the host sent it (else it is forwarded)
+};
+
+// hep_run walks one stage's program; a missing stage falls through (A_RETURN).
+static __always_inline __u8 hep_run(struct pkt *p, __u32 ifindex, int stage)
+{
+	struct hep_progs *hp = bpf_map_lookup_elem(&fhep_v1, &ifindex);
+	if (!hp || !hp->len[stage])
+		return A_RETURN;
+	struct walk w = {.p = p, .prog = hp->prog[stage], .len = hp->len[stage], .verdict = A_DENY};
+	bpf_loop(w.len + 1, step, &w, 0);
+	return w.verdict;
+}
+
+// hep_allowed counts a packet a host endpoint stage let through and, for a first fragment,
+// lets the fragments that follow it through too.
+static __always_inline int hep_allowed(struct pkt *p, __u32 ifindex, __u8 dir, __u64 now)
+{
+	frag_pass(p, ifindex, dir, now);
+	count(ifindex, dir, C_ALLOW);
+	return TC_ACT_OK;
+}
+
+// hep_before_ct runs the untracked stage: ingress for every packet, egress for the host's own.
+// Later fragments (no ports) skip it: they follow their first fragment's verdict.
+static __always_inline int hep_before_ct(struct __sk_buff *skb, __u32 ifindex, __u8 dir, struct pkt *p,
+					 struct hep_state *hs)
+{
+	if (p->frag == FRAG_LATER)
+		return HEP_CONTINUE;
+	if (dir == DIR_TO_WEP) { // TC egress
+		hs->local = host_addr(skb, p, 1);
+		if (!hs->local)
+			return HEP_CONTINUE;
+	}
+	__u8 v = hep_run(p, ifindex, dir == DIR_TO_WEP ? HS_UNTRACKED_OUT : HS_UNTRACKED_IN);
+	if (v == A_DENY) {
+		count(ifindex, dir, C_DENY);
+		return TC_ACT_SHOT;
+	}
+	if (v == A_ALLOW) {
+		hs->untracked = 1;
+		if (dir == DIR_TO_WEP) // nothing after raw output polices an untracked packet
+			return hep_allowed(p, ifindex, dir, bpf_ktime_get_ns());
+	}
+	return HEP_CONTINUE;
+}
+
+// hep_after_ct runs, for a packet not part of a known flow, the preDNAT stage (ingress) and
+// then decides: host traffic continues to the normal program in police() (HEP_CONTINUE), an
+// untracked packet to the host passes, forwarded traffic meets the forward stage here (an
+// allowed tracked flow is recorded so its replies pass).
+static __always_inline int hep_after_ct(struct __sk_buff *skb, __u32 ifindex, __u8 dir, struct pkt *p,
+					struct endpoint *ep, struct hep_state *hs, __u64 now)
+{
+	int local = hs->local;
+	if (dir == DIR_FROM_WEP) { // TC ingress
+		if (hep_run(p, ifindex, HS_PREDNAT_IN) == A_DENY) {
+			count(ifindex, dir, C_DENY);
+			return TC_ACT_SHOT;
+		}
+		// (service DNAT hook point: see the header comment)
+		local = host_addr(skb, p, 0);
+	}
+	if (local) {
+		if (hs->untracked || (ep->flags & EP_HOST_NO_NORMAL))
+			return hep_allowed(p, ifindex, dir, now);
+		return HEP_CONTINUE;
+	}
+	if (hep_run(p, ifindex, dir == DIR_FROM_WEP ? HS_FORWARD_IN : HS_FORWARD_OUT) == A_DENY) {
+		count(ifindex, dir, C_DENY);
+		return TC_ACT_SHOT;
+	}
+	if (!hs->untracked)
+		ct_create(p, ifindex, dir, now);
+	return hep_allowed(p, ifindex, dir, now);
+}
+
+#endif
