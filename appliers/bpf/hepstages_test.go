@@ -1,0 +1,205 @@
+//go:build linux
+
+package bpf
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/felis-dev/felis/snapshot"
+)
+
+// ctEntries counts the conntrack map's entries.
+func ctEntries(t *testing.T, d *Dataplane) int {
+	t.Helper()
+	var k policyCtKey
+	var v policyCtVal
+	n := 0
+	it := d.CTMap().Iterate()
+	for it.Next(&k, &v) {
+		n++
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func tier(name string, def snapshot.Action, ids ...string) snapshot.Direction {
+	return snapshot.Direction{Tiers: []snapshot.TierPolicies{{Tier: name, DefaultAction: def, Policies: ids}}}
+}
+
+func tcpRule(a snapshot.Action, dst ...uint16) snapshot.Rule {
+	r := snapshot.Rule{Action: a, Protocol: u8(6)}
+	for _, p := range dst {
+		r.DstPorts = append(r.DstPorts, snapshot.PortRange{Min: p, Max: p})
+	}
+	return r
+}
+
+// stageSnapshot is a host endpoint on eth0 with a policy in every stage, tiers as derive
+// makes them (untracked and preDNAT tiers default to Pass, forward and normal to Deny):
+//
+//	untracked in:  deny 7001, deny 22, allow 7000 and 7002   out: deny 9000, deny 9999, allow from port 7000
+//	preDNAT in:    deny 7100, deny from port 7200
+//	forward in:    allow 80, 7000, 7100                       out: allow 443
+//	normal in:     allow 80, 7001, 7100                       out: allow 7200, 9999
+//
+// with failsafes 22 in and 9000 out.
+func stageSnapshot() *snapshot.Snapshot {
+	fromPort := func(a snapshot.Action, p uint16) snapshot.Rule {
+		return snapshot.Rule{Action: a, Protocol: u8(6), SrcPorts: []snapshot.PortRange{{Min: p, Max: p}}}
+	}
+	return &snapshot.Snapshot{
+		Node: "n",
+		Config: snapshot.Config{FailsafeInbound: []snapshot.FailsafePort{{Protocol: 6, Port: 22}},
+			FailsafeOutbound: []snapshot.FailsafePort{{Protocol: 6, Port: 9000}}},
+		Policies: []snapshot.Policy{
+			{ID: "raw", Tier: "default", DoNotTrack: true,
+				Inbound:  []snapshot.Rule{tcpRule(snapshot.Deny, 7001), tcpRule(snapshot.Deny, 22), tcpRule(snapshot.Allow, 7000, 7002)},
+				Outbound: []snapshot.Rule{tcpRule(snapshot.Deny, 9000), tcpRule(snapshot.Deny, 9999), fromPort(snapshot.Allow, 7000)}},
+			{ID: "pre", Tier: "default", PreDNAT: true,
+				Inbound: []snapshot.Rule{tcpRule(snapshot.Deny, 7100), fromPort(snapshot.Deny, 7200)}},
+			{ID: "fwd", Tier: "default", ApplyOnForward: true,
+				Inbound:  []snapshot.Rule{tcpRule(snapshot.Allow, 80, 7000, 7100)},
+				Outbound: []snapshot.Rule{tcpRule(snapshot.Allow, 443)}},
+			{ID: "host", Tier: "default",
+				Inbound:  []snapshot.Rule{tcpRule(snapshot.Allow, 80, 7001, 7100)},
+				Outbound: []snapshot.Rule{tcpRule(snapshot.Allow, 7200, 9999)}},
+		},
+		HostEndpoints: []snapshot.HostEndpoint{{ID: "h", Interface: "eth0",
+			Normal:    snapshot.HostDirections{Ingress: tier("default", snapshot.Deny, "host"), Egress: tier("default", snapshot.Deny, "host")},
+			Untracked: snapshot.HostDirections{Ingress: tier("default", snapshot.Pass, "raw"), Egress: tier("default", snapshot.Pass, "raw")},
+			PreDNAT:   snapshot.HostDirections{Ingress: tier("default", snapshot.Pass, "pre")},
+			Forward:   snapshot.HostDirections{Ingress: tier("default", snapshot.Deny, "fwd"), Egress: tier("default", snapshot.Deny, "fwd")},
+		}},
+	}
+}
+
+// TestHostEndpointStages runs packets through a host endpoint's TC programs with
+// BPF_PROG_TEST_RUN, in a netns where 192.168.5.1 and fd00:5::1 are local and .7 / ::7 are
+// forwarded: each stage decides what the nftables dataplane's hook for it decides, untracked
+// allows leave no conntrack entry, and replies of untracked flows need their own allow.
+func TestHostEndpointStages(t *testing.T) {
+	d, _ := openTest(t)
+	toWEP, fromWEP := d.Programs() // TC egress (host endpoint egress), TC ingress
+	inNetNS(t, func(func(bool)) {
+		mustSync(t, d, stageSnapshot(), true)
+		tcp := func(src string, sport uint16, dst string, dport uint16) snapshot.Packet {
+			return snapshot.Packet{Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr(dst), Protocol: 6, SrcPort: sport, DstPort: dport}
+		}
+		const in, out, fresh = true, false, true
+		for _, c := range []struct {
+			name    string
+			ingress bool
+			pkt     snapshot.Packet
+			clearCT bool // start with an empty conntrack map
+			want    uint32
+			ct      int // conntrack entries after the packet (-1: not checked)
+		}{
+			{"untracked allow to the host: normal policy (which denies 7000) skipped, no conntrack", in, tcp("10.1.1.1", 40000, "192.168.5.1", 7000), fresh, tcOK, 0},
+			{"its reply, allowed by untracked egress, no conntrack", out, tcp("192.168.5.1", 7000, "10.1.1.1", 40000), false, tcOK, 0},
+			{"untracked allow, IPv6", in, tcp("fd00:1::1", 40000, "fd00:5::1", 7000), fresh, tcOK, 0},
+			{"the reply of an untracked flow needs its own allow (normal egress denies)", out, tcp("192.168.5.1", 7002, "10.1.1.1", 40000), fresh, tcShot, 0},
+			{"untracked deny beats a normal allow", in, tcp("10.1.1.1", 40000, "192.168.5.1", 7001), fresh, tcShot, 0},
+			{"failsafe 22 beats an untracked deny", in, tcp("10.1.1.1", 40000, "192.168.5.1", 22), fresh, tcOK, 1},
+			{"outbound failsafe 9000 beats an untracked egress deny", out, tcp("192.168.5.1", 50000, "10.1.1.1", 9000), fresh, tcOK, 1},
+			{"untracked egress deny beats a normal egress allow", out, tcp("192.168.5.1", 50000, "10.1.1.1", 9999), fresh, tcShot, 0},
+			{"preDNAT deny to the host beats a normal allow", in, tcp("10.1.1.1", 40000, "192.168.5.1", 7100), fresh, tcShot, 0},
+			{"preDNAT deny of a forwarded flow beats a forward allow", in, tcp("10.1.1.1", 40000, "192.168.5.7", 7100), fresh, tcShot, 0},
+			{"host-opened flow (normal egress allows 7200)", out, tcp("192.168.5.1", 50000, "10.1.1.1", 7200), fresh, tcOK, 1},
+			{"its reply is established: preDNAT (deny from 7200) not consulted", in, tcp("10.1.1.1", 7200, "192.168.5.1", 50000), false, tcOK, 1},
+			{"a new flow from port 7200: preDNAT denies", in, tcp("10.1.1.1", 7200, "192.168.5.1", 80), false, tcShot, 1},
+			{"forward ingress allow (recorded)", in, tcp("10.1.1.1", 40000, "192.168.5.7", 80), fresh, tcOK, 1},
+			{"its reply leaves by conntrack (forward egress allows only 443)", out, tcp("192.168.5.7", 80, "10.1.1.1", 40000), false, tcOK, 1},
+			{"forward ingress: tier default deny", in, tcp("10.1.1.1", 40000, "192.168.5.7", 81), fresh, tcShot, 0},
+			{"forward ingress allow, IPv6", in, tcp("fd00:1::1", 40000, "fd00:5::7", 80), fresh, tcOK, 1},
+			{"forward ingress deny, IPv6", in, tcp("fd00:1::1", 40000, "fd00:5::7", 81), fresh, tcShot, 0},
+			{"forward egress allow (a routed, non-local source)", out, tcp("192.168.5.9", 40000, "10.1.1.1", 443), fresh, tcOK, 1},
+			{"forward egress deny", out, tcp("192.168.5.9", 40000, "10.1.1.1", 444), fresh, tcShot, 0},
+			{"to the host, the forward policy is not consulted (normal allows 80)", in, tcp("10.1.1.1", 40000, "192.168.5.1", 80), fresh, tcOK, 1},
+			{"to the host, the normal tier default denies 443", in, tcp("10.1.1.1", 40000, "192.168.5.1", 443), fresh, tcShot, 0},
+			{"untracked allow, forwarded: the forward policy still applies (allows 7000), no conntrack", in, tcp("10.1.1.1", 40000, "192.168.5.7", 7000), fresh, tcOK, 0},
+			{"untracked allow, forwarded: the forward policy still applies (denies 7002)", in, tcp("10.1.1.1", 40000, "192.168.5.7", 7002), fresh, tcShot, 0},
+			{"untracked allow 7002 to the host", in, tcp("10.1.1.1", 40000, "192.168.5.1", 7002), fresh, tcOK, 0},
+		} {
+			if c.clearCT {
+				clearCT(t, d.CTMap())
+			}
+			prog := toWEP
+			if c.ingress {
+				prog = fromWEP
+			}
+			if got := run(t, prog, c.pkt); got != c.want {
+				t.Errorf("%s (%v:%d→%v:%d): verdict %d, want %d", c.name, c.pkt.Src, c.pkt.SrcPort, c.pkt.Dst, c.pkt.DstPort, got, c.want)
+			}
+			if n := ctEntries(t, d); c.ct >= 0 && n != c.ct {
+				t.Errorf("%s: %d conntrack entries, want %d", c.name, n, c.ct)
+			}
+		}
+	})
+}
+
+// TestWildcardHostEndpoint: a `*` host endpoint is put on the interfaces Options.Interfaces
+// lists (here eth0; lo and a workload-prefixed name are covered by the render tests) and
+// polices them like a named one: host traffic by its normal policy with failsafes first,
+// forwarded traffic by its forward policy.
+func TestWildcardHostEndpoint(t *testing.T) {
+	_, dir := openTest(t)
+	d, err := Open(Options{PinDir: dir + "/wild", NoAttach: true,
+		Ifindex:    func(string) (int, error) { return 1, nil },
+		Interfaces: func() ([]string, error) { return []string{"eth0"}, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	toWEP, fromWEP := d.Programs()
+	inNetNS(t, func(func(bool)) {
+		s := stageSnapshot()
+		s.HostEndpoints[0].Interface = "*"
+		s.HostEndpoints[0].Untracked = snapshot.HostDirections{}
+		s.HostEndpoints[0].PreDNAT = snapshot.HostDirections{}
+		res := mustSync(t, d, s, true)
+		if res["endpoint-put"] != 1 || res["host-put"] != 1 {
+			t.Errorf("sync counts %v; want one endpoint and one host entry (eth0)", res)
+		}
+		tcp := func(dst string, dport uint16) snapshot.Packet {
+			return snapshot.Packet{Src: netip.MustParseAddr("10.1.1.1"), Dst: netip.MustParseAddr(dst), Protocol: 6, SrcPort: 40000, DstPort: dport}
+		}
+		for _, c := range []struct {
+			pkt  snapshot.Packet
+			want uint32
+		}{
+			{tcp("192.168.5.1", 80), tcOK},
+			{tcp("192.168.5.1", 81), tcShot},
+			{tcp("192.168.5.1", 22), tcOK},
+			{tcp("192.168.5.7", 80), tcOK},
+			{tcp("192.168.5.7", 81), tcShot},
+		} {
+			clearCT(t, d.CTMap())
+			if got := run(t, fromWEP, c.pkt); got != c.want {
+				t.Errorf("%v:%d through the wildcard host endpoint: verdict %d, want %d", c.pkt.Dst, c.pkt.DstPort, got, c.want)
+			}
+		}
+		clearCT(t, d.CTMap())
+		fwdOut := func(dport uint16) snapshot.Packet {
+			return snapshot.Packet{Src: netip.MustParseAddr("192.168.5.9"), Dst: netip.MustParseAddr("10.1.1.1"), Protocol: 6, SrcPort: 40000, DstPort: dport}
+		}
+		if got := run(t, toWEP, fwdOut(443)); got != tcOK {
+			t.Errorf("forwarded out to port 443: verdict %d, want pass (forward egress allows it)", got)
+		}
+		if got := run(t, toWEP, fwdOut(444)); got != tcShot {
+			t.Errorf("forwarded out to port 444: verdict %d, want drop (forward egress allows only 443)", got)
+		}
+		// The wildcard gone: the entries go, and traffic passes unpoliced.
+		s.HostEndpoints = nil
+		res = mustSync(t, d, s, false)
+		if res["endpoint-del"] != 1 || res["host-del"] != 1 {
+			t.Errorf("sync counts %v; want the endpoint and host entries deleted", res)
+		}
+		clearCT(t, d.CTMap())
+		if got := run(t, fromWEP, tcp("192.168.5.1", 81)); got != tcOK {
+			t.Errorf("without host endpoints: verdict %d, want pass", got)
+		}
+	})
+}
