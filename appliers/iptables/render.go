@@ -43,7 +43,7 @@ var hookOf = map[string][2]string{
 }
 
 // rejectsMarked are the base chains, one per filter hook a packet can take after nat, that
-// reject what a service without endpoints marked in nat.
+// reject (drop) what a service without (local) endpoints marked in nat.
 var rejectsMarked = map[string]bool{"filter-input": true, "filter-forward": true, "filter-output": true}
 
 // ChainName is the iptables chain for an nftables chain (or "map-NAME" dispatch chain):
@@ -255,7 +255,8 @@ func (t *translator) chain(fam int, table, name string, base bool) error {
 		// The accept mark says "an accept happened below"; it starts clear in every base chain.
 		rules = append(rules, fmt.Sprintf("-j MARK --set-xmark 0x0/%#x", AcceptMark))
 		if rejectsMarked[name] {
-			rules = append(rules, fmt.Sprintf("-m mark --mark %#x/%#x -j REJECT", RejectMark, RejectMark))
+			rules = append(rules, fmt.Sprintf("-m mark --mark %#x/%#x -j REJECT", RejectMark, RejectMark),
+				fmt.Sprintf("-m mark --mark %#x/%#x -j DROP", DropMark, DropMark))
 		}
 	}
 	for i, r := range c.Rules {

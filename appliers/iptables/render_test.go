@@ -141,9 +141,10 @@ func TestTranslation(t *testing.T) {
 		table, nft  string
 		first, want []string // want: a run of rules in the chain (first: its first rules)
 	}{
-		{"a base chain clears the accept mark, rejects what nat marked, accepts by returning", 4, "filter", "filter-input", []string{
+		{"a base chain clears the accept mark, rejects and drops what nat marked, accepts by returning", 4, "filter", "filter-input", []string{
 			"-j MARK --set-xmark 0x0/0x4000000",
 			"-m mark --mark 0x8000000/0x8000000 -j REJECT",
+			"-m mark --mark 0x10000000/0x10000000 -j DROP",
 			"-m conntrack --ctstate ESTABLISHED,RELATED -j RETURN",
 			"-m conntrack --ctstate INVALID -j DROP",
 			"-m conntrack --ctstate UNTRACKED -j RETURN",
@@ -271,11 +272,14 @@ func TestMemberOps(t *testing.T) {
 
 func TestServicesTranslation(t *testing.T) {
 	rs := mustRender(t, fixture.Services())
-	var nat, rejects []string
+	var nat, natDrops, rejects, drops []string
 	for _, c := range rs.Chains {
 		for _, r := range c.Rules {
 			if c.Table == "nat" && strings.Contains(r, "0x8000000/0x8000000") {
 				nat = append(nat, r)
+			}
+			if c.Table == "nat" && strings.Contains(r, "--set-xmark 0x10000000/0x10000000") {
+				natDrops = append(natDrops, c.Chain)
 			}
 			if strings.Contains(r, "-j REJECT") {
 				if c.Table != "filter" {
@@ -283,13 +287,25 @@ func TestServicesTranslation(t *testing.T) {
 				}
 				rejects = append(rejects, c.Chain)
 			}
+			if strings.Contains(r, "-j DROP") && c.Table == "nat" {
+				t.Errorf("%s: DROP in the nat table (iptables refuses it): %s", c.ChainKey, r)
+			}
+			if strings.Contains(r, "-m mark --mark 0x10000000/0x10000000 -j DROP") {
+				drops = append(drops, c.Chain)
+			}
 		}
 	}
 	if len(nat) != 1 {
 		t.Errorf("want the empty service's chain to set the reject mark once, got %q", nat)
 	}
-	if diff := cmp.Diff([]string{"felis-filter-forward", "felis-filter-input", "felis-filter-output"}, slices.Sorted(slices.Values(uniq(rejects)))); diff != "" {
-		t.Errorf("chains rejecting marked packets (-want +got):\n%s", diff)
+	// A Local NodePort whose service has only remote backends drops, through the drop mark.
+	if diff := cmp.Diff([]string{ChainName("svc-app/remote//tcp/4-local")}, natDrops); diff != "" {
+		t.Errorf("nat chains setting the drop mark (-want +got):\n%s", diff)
+	}
+	for what, got := range map[string][]string{"rejecting": rejects, "dropping": drops} {
+		if diff := cmp.Diff([]string{"felis-filter-forward", "felis-filter-input", "felis-filter-output"}, slices.Sorted(slices.Values(uniq(got)))); diff != "" {
+			t.Errorf("chains %s marked packets (-want +got):\n%s", what, diff)
+		}
 	}
 	joined := rs.String()
 	for _, want := range []string{"-j DNAT --to-destination 10.0.1.1:8080", "-m statistic --mode random --probability 0.50000000000",

@@ -225,7 +225,18 @@ func (t *translator) rule(fam int, table string, r nft.Rule, base bool) ([]strin
 					out = append(out, with(acceptMarkSet), acceptMarkCheck)
 				}
 			case "drop":
-				out = append(out, with("-j DROP"))
+				if table != "nat" {
+					out = append(out, with("-j DROP"))
+					break
+				}
+				// iptables refuses DROP in nat: mark, end felis's nat chains as an accept
+				// would, and let the filter hook chains drop.
+				out = append(out, with(fmt.Sprintf("-j MARK --set-xmark %#x/%#x", DropMark, DropMark)))
+				if base {
+					out = append(out, with("-j RETURN"))
+				} else {
+					out = append(out, with(acceptMarkSet), acceptMarkCheck)
+				}
 			case "dnat":
 				out = append(out, with("-j DNAT --to-destination "+v.Chain))
 			case "goto":

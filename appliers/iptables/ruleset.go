@@ -23,6 +23,10 @@ const (
 	// RejectMark carries a service's reject from the nat table, where iptables has no
 	// REJECT, to the filter chains, which reject marked packets first.
 	RejectMark uint32 = 0x08000000
+	// DropMark carries a drop from the nat table (a service with traffic policy Local and no
+	// local endpoints), where iptables refuses DROP, to the filter chains, which drop marked
+	// packets first.
+	DropMark uint32 = 0x10000000
 )
 
 // Tables in the order felis writes them.

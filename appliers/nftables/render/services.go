@@ -307,8 +307,15 @@ func (sb *serviceBuilder) balanceChain(f snapshot.Frontend, sp servicePort, name
 	backends := sb.s.BackendsFor(f, sb.node)
 	c := Chain{Name: name, Level: LevelTier}
 	if len(backends) == 0 {
-		// As kube-proxy does: the client learns at once that nothing serves the port.
+		// As kube-proxy does: the client learns at once that nothing serves the port; but a
+		// traffic policy Local without local endpoints, while the service has some elsewhere,
+		// drops silently (a load balancer's health check takes this node out of rotation).
 		c.Rules = []Rule{{Stmts: []Stmt{Reject{}}}}
+		clusterWide := f
+		clusterWide.LocalOnly = false
+		if f.LocalOnly && len(sb.s.BackendsFor(clusterWide, sb.node)) > 0 {
+			c.Rules = []Rule{{Stmts: []Stmt{Drop}}}
+		}
 		sb.addChain(c)
 		return nil
 	}

@@ -75,6 +75,10 @@ func TestRenderServicesSemantics(t *testing.T) {
 		{"nodeport cluster", 4, "192.168.1.10", 6, 30379, []string{"meta mark set meta mark | 0x02000000", "goto svc-app/cache//tcp/4"}, nil},
 		{"ipv6 cluster ip", 6, "fd00:96::30", 6, 6379, []string{"[fd00:10::6]:6379"}, nil},
 		{"no backends", 4, "10.96.0.40", 6, 80, []string{"reject"}, []string{"numgen", "drop"}},
+		// Local policy, backends only on other nodes: dropped, as kube-proxy does (not
+		// rejected: the service has endpoints); its ClusterIP reaches the remote backend.
+		{"nodeport local without local backends", 4, "192.168.1.10", 6, 30090, []string{"-local:", "drop"}, []string{"reject", "10.0.2.7", "numgen"}},
+		{"cluster ip, remote backend only", 4, "10.96.0.50", 6, 80, []string{"10.0.2.7:8080"}, []string{"reject", "drop"}},
 	}
 	for _, tc := range tests {
 		chain := target(tc.fam, tc.addr, tc.proto, tc.port)
