@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -248,20 +249,36 @@ func expectServed(seen map[string]int, want ...string) {
 }
 
 var _ = Describe("felis agent load-balances services across two nodes", Label("services", "multinode"), func() {
-	for _, dp := range []string{"nftables", "iptables"} {
-		Describe("dataplane "+dp, Label(dp), func() {
+	for _, cfg := range []struct{ dataplane, iptablesBackend string }{{"nftables", ""}, {"iptables", "legacy"}, {"iptables", "nft"}} {
+		dp := cfg.dataplane
+		name, labels := "dataplane "+dp, Label(dp)
+		if cfg.iptablesBackend != "" {
+			name, labels = name+" backend "+cfg.iptablesBackend, Label(dp, "iptables-"+cfg.iptablesBackend)
+		}
+		Describe(name, labels, func() {
 			var c *mnCluster
-			BeforeEach(func() { c = newMNCluster(dp) })
+			BeforeEach(func() {
+				if cfg.iptablesBackend != "" {
+					// felis agent takes its --iptables-backend default from here.
+					Expect(os.Setenv("FELIS_IPTABLES_BACKEND", cfg.iptablesBackend)).To(Succeed())
+					DeferCleanup(os.Unsetenv, "FELIS_IPTABLES_BACKEND")
+				}
+				c = newMNCluster(dp)
+			})
 
 			It("reaches every backend on both nodes through the ClusterIP from a pod, over VXLAN and without encapsulation", func() {
 				client := c.pods["client"].Namespace
 				cip := netip.AddrPortFrom(netip.MustParseAddr(mnClusterIP), 80)
 				expectServed(servedBy(client, cip, 40, c.backends), mnBackends...)
 
+				By("from node1 itself (the nat output hook)")
+				expectServed(servedBy(c.nodes[0].Namespace, cip, 40, c.backends), mnBackends...)
+
 				By("switching the pool to no encapsulation")
 				c.writePool("Never")
 				c.directRoutes()
 				expectServed(servedBy(client, cip, 40, c.backends), mnBackends...)
+				expectServed(servedBy(c.nodes[0].Namespace, cip, 40, c.backends), mnBackends...)
 			})
 
 			It("reaches backends on both nodes through node1's NodePort from the underlay, and only node1's with externalTrafficPolicy Local", func() {
@@ -287,6 +304,15 @@ var _ = Describe("felis agent load-balances services across two nodes", Label("s
 				Expect(kept).To(HaveKeyWithValue(c.outside.IPv4, BeNumerically(">=", 20)), "web-1a's sources")
 				local2 := netip.AddrPortFrom(c.nodes[1].IPv4, mnLocalNodePort)
 				expectServed(servedBy(outside, local2, 30, c.backends), "web-2a", "web-2b")
+
+				By("node2's backends not ready: its Cluster NodePort reaches node1's backend, its Local one drops (as kube-proxy: no local endpoints)")
+				c.programmed(2, func() {
+					c.write("services.yaml", c.servicesYAML(map[string]bool{"web-2a": true, "web-2b": true})...)
+				})
+				expectServed(servedBy(outside, netip.AddrPortFrom(c.nodes[1].IPv4, mnNodePort), 20, c.backends), "web-1a")
+				r := outside.Probe(netns.TCP, local2)
+				Expect(r.Outcome).To(Equal(netns.Timeout), "node2's Local NodePort without local endpoints: %s", r)
+				expectServed(servedBy(outside, local, 10, c.backends), "web-1a")
 			})
 
 			It("sends no new connection from node1's pods to a backend on node2 that went not-ready", func() {
