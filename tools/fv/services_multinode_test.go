@@ -22,10 +22,12 @@ import (
 // outside client sits on the underlay. Every backend runs a TCP echo server on svcTarget.
 
 const (
-	mnClusterIP      = "10.96.0.60" // web: externalTrafficPolicy Cluster
-	mnLocalClusterIP = "10.96.0.61" // web-local: externalTrafficPolicy Local
-	mnNodePort       = 30080
-	mnLocalNodePort  = 30081
+	mnClusterIP         = "10.96.0.60" // web: externalTrafficPolicy Cluster
+	mnLocalClusterIP    = "10.96.0.61" // web-local: externalTrafficPolicy Local
+	mnStickyClusterIP   = "10.96.0.62" // web-sticky: sessionAffinity ClientIP
+	mnInternalClusterIP = "10.96.0.63" // web-internal: internalTrafficPolicy Local
+	mnNodePort          = 30080
+	mnLocalNodePort     = 30081
 )
 
 // mnPod is a pod of the multi-node services specs: its node (1 or 2) and address in that
@@ -52,7 +54,8 @@ type mnCluster struct {
 	nodes     []*netns.Node // node1, node2
 	outside   *netns.Node   // a host on the underlay that runs no agent
 	pods      map[string]*netns.Pod
-	backends  map[string]*netns.Listener
+	backends  map[string]*netns.Listener // TCP echo servers on svcTarget
+	udp       map[string]*netns.Listener // UDP echo servers on svcTarget
 	dir       string
 	agents    []*env // one per node: the agent process, for its programmed cycles
 }
@@ -68,7 +71,7 @@ func newMNCluster(dataplane string) *mnCluster {
 	})
 	u, err := h.NewUnderlay("underlay")
 	Expect(err).NotTo(HaveOccurred())
-	c := &mnCluster{dataplane: dataplane, pods: map[string]*netns.Pod{}, backends: map[string]*netns.Listener{}, dir: GinkgoT().TempDir()}
+	c := &mnCluster{dataplane: dataplane, pods: map[string]*netns.Pod{}, backends: map[string]*netns.Listener{}, udp: map[string]*netns.Listener{}, dir: GinkgoT().TempDir()}
 	for i := 1; i <= 2; i++ {
 		n, err := u.NewNode(fmt.Sprintf("node%d", i))
 		Expect(err).NotTo(HaveOccurred())
@@ -85,6 +88,9 @@ func newMNCluster(dataplane string) *mnCluster {
 		l, err := c.pods[b].Listen(netns.TCP, svcTarget)
 		Expect(err).NotTo(HaveOccurred())
 		c.backends[b] = l
+		if c.udp[b], err = c.pods[b].Listen(netns.UDP, svcTarget); err != nil {
+			Expect(err).NotTo(HaveOccurred())
+		}
 	}
 
 	c.writePool("Always")
@@ -149,26 +155,48 @@ func (c *mnCluster) writePool(mode string) {
 	c.write("cluster.yaml", ipPoolYAML(multiNodePool, mode), namespaceYAML("app", nil), serviceAccountYAML("app", "default"))
 }
 
-// servicesYAML is the web and web-local services (type NodePort, target port named http) and
-// one EndpointSlice each with every backend; the backends in notReady are neither ready nor
+// mnService is a service of the multi-node specs; every one selects the web pods.
+type mnService struct {
+	name, clusterIP string
+	nodePort        int    // 0: type ClusterIP
+	externalPolicy  string // externalTrafficPolicy of a NodePort service
+	internalLocal   bool   // internalTrafficPolicy Local
+	affinity        bool   // sessionAffinity ClientIP
+	udp             bool   // a second port: dns, 53/UDP to the pods' 9376/UDP
+}
+
+var mnServices = []mnService{
+	{name: "web", clusterIP: mnClusterIP, nodePort: mnNodePort, externalPolicy: "Cluster", udp: true},
+	{name: "web-local", clusterIP: mnLocalClusterIP, nodePort: mnLocalNodePort, externalPolicy: "Local"},
+	{name: "web-sticky", clusterIP: mnStickyClusterIP, affinity: true},
+	{name: "web-internal", clusterIP: mnInternalClusterIP, internalLocal: true},
+}
+
+// servicesYAML is every service of mnServices (target ports named http and dns) and one
+// EndpointSlice each with every backend; the backends in notReady are neither ready nor
 // serving.
 func (c *mnCluster) servicesYAML(notReady map[string]bool) []string {
 	var docs []string
-	for _, s := range []struct {
-		name, ip, policy string
-		nodePort         int
-	}{{"web", mnClusterIP, "Cluster", mnNodePort}, {"web-local", mnLocalClusterIP, "Local", mnLocalNodePort}} {
-		docs = append(docs, fmt.Sprintf(`apiVersion: v1
-kind: Service
-metadata: {name: %s, namespace: app}
-spec:
-  type: NodePort
-  selector: {app: web}
-  clusterIP: %s
-  clusterIPs: [%s]
-  externalTrafficPolicy: %s
-  ports:
-  - {name: http, port: 80, targetPort: http, nodePort: %d, protocol: TCP}`, s.name, s.ip, s.ip, s.policy, s.nodePort))
+	for _, s := range mnServices {
+		spec := fmt.Sprintf("  type: ClusterIP\n  selector: {app: web}\n  clusterIP: %s\n  clusterIPs: [%s]\n", s.clusterIP, s.clusterIP)
+		httpPort := "  - {name: http, port: 80, targetPort: http, protocol: TCP}\n"
+		if s.nodePort != 0 {
+			spec = strings.Replace(spec, "ClusterIP", "NodePort", 1) + "  externalTrafficPolicy: " + s.externalPolicy + "\n"
+			httpPort = fmt.Sprintf("  - {name: http, port: 80, targetPort: http, nodePort: %d, protocol: TCP}\n", s.nodePort)
+		}
+		if s.internalLocal {
+			spec += "  internalTrafficPolicy: Local\n"
+		}
+		if s.affinity {
+			spec += "  sessionAffinity: ClientIP\n"
+		}
+		spec += "  ports:\n" + httpPort
+		slicePorts := fmt.Sprintf("- {name: http, port: %d, protocol: TCP}\n", svcTarget)
+		if s.udp {
+			spec += "  - {name: dns, port: 53, targetPort: dns, protocol: UDP}\n"
+			slicePorts += fmt.Sprintf("- {name: dns, port: %d, protocol: UDP}\n", svcTarget)
+		}
+		docs = append(docs, fmt.Sprintf("apiVersion: v1\nkind: Service\nmetadata: {name: %s, namespace: app}\nspec:\n%s", s.name, spec))
 		slice := fmt.Sprintf(`apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata:
@@ -177,8 +205,7 @@ metadata:
   labels: {kubernetes.io/service-name: %s}
 addressType: IPv4
 ports:
-- {name: http, port: %d, protocol: TCP}
-endpoints:`, s.name, s.name, svcTarget)
+%sendpoints:`, s.name, s.name, slicePorts)
 		for _, p := range mnPods {
 			if !strings.HasPrefix(p.name, "web-") {
 				continue
@@ -231,6 +258,26 @@ func (c *mnCluster) sourcesSince(before map[string]map[netip.Addr]int, backend s
 		if d := n - before[backend][a]; d > 0 {
 			out[a] = d
 		}
+	}
+	return out
+}
+
+// udpServedBy sends n UDP echo exchanges to dst from pod, each from a new socket (so a new
+// conntrack entry and a new backend choice), and returns how many datagrams each backend
+// echoed meanwhile; every exchange must succeed. A retried datagram counts twice.
+func (c *mnCluster) udpServedBy(from *netns.Namespace, dst netip.AddrPort, n int) map[string]int {
+	Eventually(func() error { return from.Probe(netns.UDP, dst).Allowed() }).
+		WithTimeout(10*time.Second).WithPolling(200*time.Millisecond).Should(Succeed(), "warm-up exchange with %s", dst)
+	before := map[string]int{}
+	for b, l := range c.udp {
+		before[b] = l.Served()
+	}
+	for i := range n {
+		Expect(from.Probe(netns.UDP, dst).Allowed()).To(Succeed(), "UDP exchange %d of %d with %s", i+1, n, dst)
+	}
+	out := map[string]int{}
+	for b, l := range c.udp {
+		out[b] = l.Served() - before[b]
 	}
 	return out
 }
@@ -326,6 +373,50 @@ var _ = Describe("felis agent load-balances services across two nodes", Label("s
 				By("web-2a ready again")
 				c.programmed(1, func() { c.write("services.yaml", c.servicesYAML(nil)...) })
 				expectServed(servedBy(client, cip, 40, c.backends), mnBackends...)
+			})
+
+			It("pins a client to one backend with sessionAffinity ClientIP, and keeps internalTrafficPolicy Local traffic on the client's node", func() {
+				sticky := netip.AddrPortFrom(netip.MustParseAddr(mnStickyClusterIP), 80)
+				for _, from := range []*netns.Namespace{c.pods["client"].Namespace, c.nodes[0].Namespace, c.nodes[1].Namespace} {
+					seen := servedBy(from, sticky, 20, c.backends)
+					hit := 0
+					for _, n := range seen {
+						if n > 0 {
+							hit++
+						}
+					}
+					Expect(hit).To(Equal(1), "connections from %s to the sticky service spread over several backends: %v", from.Name, seen)
+				}
+
+				internal := netip.AddrPortFrom(netip.MustParseAddr(mnInternalClusterIP), 80)
+				expectServed(servedBy(c.pods["client"].Namespace, internal, 20, c.backends), "web-1a")
+				expectServed(servedBy(c.nodes[1].Namespace, internal, 30, c.backends), "web-2a", "web-2b")
+			})
+
+			It("balances a UDP port across nodes, and reaches backends through node2's NodePort from a pod and, without encapsulation, through node1's from the underlay", func() {
+				client := c.pods["client"].Namespace
+				dns := netip.AddrPortFrom(netip.MustParseAddr(mnClusterIP), 53)
+				seen := c.udpServedBy(client, dns, 40)
+				for _, b := range mnBackends {
+					Expect(seen[b]).To(BeNumerically(">", 0), "backend %s never answered UDP: %v", b, seen)
+				}
+
+				// The pod's connection leaves node1 un-NATed; node2 DNATs it, and SNATs it to its
+				// own tunnel address when it sends it back to node1's backend.
+				before := c.sources()
+				expectServed(servedBy(client, netip.AddrPortFrom(c.nodes[1].IPv4, mnNodePort), 40, c.backends), mnBackends...)
+				Expect(c.sourcesSince(before, "web-1a")).To(HaveKey(c.block(2).Addr()), "web-1a's sources through node2's NodePort")
+
+				By("switching the pool to no encapsulation")
+				c.writePool("Never")
+				c.directRoutes()
+				before = c.sources()
+				expectServed(servedBy(c.outside.Namespace, netip.AddrPortFrom(c.nodes[0].IPv4, mnNodePort), 40, c.backends), mnBackends...)
+				for _, b := range []string{"web-2a", "web-2b"} {
+					from := c.sourcesSince(before, b)
+					Expect(from).To(HaveKey(c.nodes[0].IPv4), "%s's sources: node1's underlay address", b)
+					Expect(from).To(HaveLen(1), "%s's sources: node1's underlay address only", b)
+				}
 			})
 		})
 	}
