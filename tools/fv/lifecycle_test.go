@@ -121,69 +121,7 @@ var _ = Describe("felis agent lifecycle against real packets", func() {
 		Describe("dataplane "+dp, Label(dp), func() {
 			ports := []port{tcp8080, udp8080}
 
-			It("keeps failsafe SSH open on a host endpoint under a deny-all", func() {
-				e := newEnv(dp, true)
-				hostPorts := []port{{netns.TCP, 22}, tcp8080}
-				for _, p := range hostPorts {
-					_, err := e.node.Listen(p.Protocol, p.Number)
-					Expect(err).NotTo(HaveOccurred())
-				}
-				type hostFlow struct {
-					dst  netip.Addr
-					port port
-				}
-				var flows []hostFlow
-				for _, a := range []netip.Addr{e.node.IPv4, e.node.IPv6} {
-					for _, p := range hostPorts {
-						flows = append(flows, hostFlow{a, p})
-					}
-				}
-				probeAll := func() []netns.Result {
-					out := make([]netns.Result, len(flows))
-					var wg sync.WaitGroup
-					for i, f := range flows {
-						wg.Go(func() { out[i] = e.peer.Probe(f.port.Protocol, netip.AddrPortFrom(f.dst, f.port.Number)) })
-					}
-					wg.Wait()
-					return out
-				}
-				By("reaching both ports from the other node before felis runs")
-				for _, r := range probeAll() {
-					Expect(r.Allowed()).To(Succeed())
-				}
-
-				e.writeCluster(nil)
-				e.write("policy.yaml", hostEndpointDenyAll)
-				d := loadDerived(e.dir)
-				verdicts := make([]verdict, len(flows))
-				for i, f := range flows {
-					src := e.peer.IPv4
-					if f.dst.Is6() {
-						src = e.peer.IPv6
-					}
-					verdicts[i] = d.hostIngress("node1", netns.UplinkName, src, f.dst, f.port.Protocol, f.port.Number)
-					wantAction := deny
-					if f.port.Number == 22 {
-						wantAction = allow
-					}
-					Expect(verdicts[i].Action).To(Equal(wantAction), "derived verdict for %s:%s (%s)", f.dst, f.port, verdicts[i].Why)
-				}
-
-				By("starting felis agent: 22/TCP stays open (failsafe), 8080/TCP closes, in both families")
-				e.startAgent()
-				Eventually(func() error {
-					var bad []string
-					for i, r := range probeAll() {
-						if err := agrees(verdicts[i], r); err != nil {
-							bad = append(bad, fmt.Sprintf("  node2 -> node1 %s: derived %s (%s); the packet: %s", flows[i].port, verdicts[i].Action, verdicts[i].Why, r))
-						}
-					}
-					if len(bad) > 0 {
-						return fmt.Errorf("host endpoint flows disagree:\n%s", strings.Join(bad, "\n"))
-					}
-					return nil
-				}).WithTimeout(agreeTimeout).WithPolling(100 * time.Millisecond).Should(Succeed())
-			})
+			It("keeps failsafe SSH open on a host endpoint under a deny-all", func() { failsafeUnderDenyAll(dp) })
 
 			It("admits an outside client by ipBlock, as felis reach says", func() {
 				e := newEnv(dp, true)
@@ -412,3 +350,70 @@ spec:
 		})
 	}
 })
+
+// failsafeUnderDenyAll: node1's eth0 under a host endpoint whose policy denies everything;
+// from node2, 22/TCP stays open (failsafe) and 8080/TCP closes, in both families, as felis's
+// derived verdicts say. Every dataplane runs it.
+func failsafeUnderDenyAll(dp string) {
+	e := newEnv(dp, true)
+	hostPorts := []port{{netns.TCP, 22}, tcp8080}
+	for _, p := range hostPorts {
+		_, err := e.node.Listen(p.Protocol, p.Number)
+		Expect(err).NotTo(HaveOccurred())
+	}
+	type hostFlow struct {
+		dst  netip.Addr
+		port port
+	}
+	var flows []hostFlow
+	for _, a := range []netip.Addr{e.node.IPv4, e.node.IPv6} {
+		for _, p := range hostPorts {
+			flows = append(flows, hostFlow{a, p})
+		}
+	}
+	probeAll := func() []netns.Result {
+		out := make([]netns.Result, len(flows))
+		var wg sync.WaitGroup
+		for i, f := range flows {
+			wg.Go(func() { out[i] = e.peer.Probe(f.port.Protocol, netip.AddrPortFrom(f.dst, f.port.Number)) })
+		}
+		wg.Wait()
+		return out
+	}
+	By("reaching both ports from the other node before felis runs")
+	for _, r := range probeAll() {
+		Expect(r.Allowed()).To(Succeed())
+	}
+
+	e.writeCluster(nil)
+	e.write("policy.yaml", hostEndpointDenyAll)
+	d := loadDerived(e.dir)
+	verdicts := make([]verdict, len(flows))
+	for i, f := range flows {
+		src := e.peer.IPv4
+		if f.dst.Is6() {
+			src = e.peer.IPv6
+		}
+		verdicts[i] = d.hostIngress("node1", netns.UplinkName, src, f.dst, f.port.Protocol, f.port.Number)
+		wantAction := deny
+		if f.port.Number == 22 {
+			wantAction = allow
+		}
+		Expect(verdicts[i].Action).To(Equal(wantAction), "derived verdict for %s:%s (%s)", f.dst, f.port, verdicts[i].Why)
+	}
+
+	By("starting felis agent: 22/TCP stays open (failsafe), 8080/TCP closes, in both families")
+	e.startAgent()
+	Eventually(func() error {
+		var bad []string
+		for i, r := range probeAll() {
+			if err := agrees(verdicts[i], r); err != nil {
+				bad = append(bad, fmt.Sprintf("  node2 -> node1 %s: derived %s (%s); the packet: %s", flows[i].port, verdicts[i].Action, verdicts[i].Why, r))
+			}
+		}
+		if len(bad) > 0 {
+			return fmt.Errorf("host endpoint flows disagree:\n%s", strings.Join(bad, "\n"))
+		}
+		return nil
+	}).WithTimeout(agreeTimeout).WithPolling(100 * time.Millisecond).Should(Succeed())
+}
