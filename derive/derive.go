@@ -203,7 +203,7 @@ func hostEndpoint(le *localEndpoint) snapshot.HostEndpoint {
 			Egress:  direction(le.Matched, prog, model.PolicyTypeEgress, le.Profiles),
 		}
 	}
-	return snapshot.HostEndpoint{
+	he := snapshot.HostEndpoint{
 		ID:          h.Key.ID(),
 		Interface:   h.InterfaceName,
 		ExpectedIPs: slices.Clone(h.ExpectedIPs),
@@ -213,6 +213,12 @@ func hostEndpoint(le *localEndpoint) snapshot.HostEndpoint {
 		Forward:     dirs(programForward),
 		Labels:      labelMap(le.Labels),
 	}
+	if h.InterfaceName == "*" {
+		// Felix ignores doNotTrack policy on an all-interfaces host endpoint (it warns and
+		// renders no raw chains for it), and Calico documents it as unsupported.
+		he.Untracked = snapshot.HostDirections{}
+	}
+	return he
 }
 
 func labelMap(l *selector.Labels) map[string]string {

@@ -202,6 +202,29 @@ func TestHostEndpointPrograms(t *testing.T) {
 	}
 }
 
+// TestWildcardHostEndpointHasNoUntrackedProgram: as in Felix, doNotTrack policy does not
+// apply to an all-interfaces (`*`) host endpoint; its other programs are kept.
+func TestWildcardHostEndpointHasNoUntrackedProgram(t *testing.T) {
+	dnt := gnp("dnt", "default", f64(1), "role == 'edge'", allowIn(), allowIn())
+	dnt.DoNotTrack, dnt.ApplyOnForward = true, true
+	fwd := gnp("fwd", "default", f64(2), "role == 'edge'", allowIn(), allowIn())
+	fwd.ApplyOnForward = true
+	for _, iface := range []string{"*", "eth0"} {
+		s := deriveObjs(t, "n1", Options{}, hep("h-n1", "n1", iface, model.Labels{"role": "edge"}, "192.168.1.10"), dnt, fwd)
+		if len(s.HostEndpoints) != 1 {
+			t.Fatalf("%s: got %d host endpoints, want 1", iface, len(s.HostEndpoints))
+		}
+		h := s.HostEndpoints[0]
+		untracked := len(h.Untracked.Ingress.Tiers) + len(h.Untracked.Egress.Tiers)
+		if want := map[string]int{"*": 0, "eth0": 2}[iface]; untracked != want {
+			t.Errorf("interface %q: %d untracked tiers, want %d: %+v", iface, untracked, want, h.Untracked)
+		}
+		if len(h.Forward.Ingress.Tiers) != 1 || len(h.Normal.Ingress.Tiers) != 1 {
+			t.Errorf("interface %q: forward %+v, normal %+v; want one tier each", iface, h.Forward, h.Normal)
+		}
+	}
+}
+
 // TestActivePolicies checks which policies and profiles a node's snapshot carries.
 func TestActivePolicies(t *testing.T) {
 	hinted := gnp("hinted", "default", nil, "app == 'nowhere'", allowIn(), nil)

@@ -16,9 +16,9 @@ import (
 	"github.com/felis-dev/felis/tools/netns"
 )
 
-// TestPacketsHostEndpointStages sends real TCP through a wildcard (`*`) host endpoint with a
-// policy in every stage, on a node (tools/netns) with a pod, and a peer node on the same
-// underlay that routes the pod network through it:
+// TestPacketsHostEndpointStages sends real TCP through a host endpoint on eth0 with a policy
+// in every stage, on a node (tools/netns) with a pod, and a peer node on the same underlay
+// that routes the pod network through it:
 //
 //   - normal ingress denies everything: the node's 8080 closes, failsafe 22 stays open;
 //   - untracked ingress allows 7000 and untracked egress allows replies from port 7000: the
@@ -154,7 +154,7 @@ func hostEndpointStagePackets(t *testing.T, dataplane, pins string) {
 		Endpoints: []snapshot.Endpoint{{ID: "ns/a", Namespace: "ns", Workload: "a", Name: "eth0", Interface: pod.HostInterface,
 			Addrs:   []netip.Prefix{netip.PrefixFrom(pod.IPv4, 32), netip.PrefixFrom(pod.IPv6, 128)},
 			Ingress: snapshot.Direction{Profiles: []string{"kns.ns"}}, Egress: snapshot.Direction{Profiles: []string{"kns.ns"}}}},
-		HostEndpoints: []snapshot.HostEndpoint{{ID: "node1-all", Interface: "*",
+		HostEndpoints: []snapshot.HostEndpoint{{ID: "node1-eth0", Interface: "eth0",
 			Normal:    snapshot.HostDirections{Ingress: tier("default", snapshot.Deny, "deny-all"), Egress: tier("default", snapshot.Deny, "deny-all")},
 			Untracked: snapshot.HostDirections{Ingress: tier("default", snapshot.Pass, "raw"), Egress: tier("default", snapshot.Pass, "raw")},
 			PreDNAT:   snapshot.HostDirections{Ingress: tier("default", snapshot.Pass, "pre")},
@@ -190,9 +190,9 @@ func hostEndpointStagePackets(t *testing.T, dataplane, pins string) {
 		if err != nil {
 			return err
 		}
-		// The pod's veth, and the wildcard on eth0 and lo: two links each.
-		if res.Counts["link-attach"] != 6 || res.Counts["host-put"] != 2 {
-			t.Errorf("sync counts %v: want 6 link-attach (pod, eth0, lo) and 2 host-put (eth0, lo)", res.Counts)
+		// The pod's veth and eth0: two links each.
+		if res.Counts["link-attach"] != 4 || res.Counts["host-put"] != 1 {
+			t.Errorf("sync counts %v: want 4 link-attach (pod, eth0) and 1 host-put (eth0)", res.Counts)
 		}
 		return nil
 	}); err != nil {

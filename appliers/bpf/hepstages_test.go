@@ -3,6 +3,7 @@
 package bpf
 
 import (
+	"context"
 	"net/netip"
 	"testing"
 
@@ -200,6 +201,45 @@ func TestWildcardHostEndpoint(t *testing.T) {
 		clearCT(t, d.CTMap())
 		if got := run(t, fromWEP, tcp("192.168.5.1", 81)); got != tcOK {
 			t.Errorf("without host endpoints: verdict %d, want pass", got)
+		}
+	})
+}
+
+// BenchmarkHostEndpointPacket: the cost of a packet through a host endpoint's TC ingress
+// program with stageSnapshot's policies (every stage present), with BPF_PROG_TEST_RUN:
+// denied new flows walk every stage that applies; an untracked allow repeats its walk for
+// every packet (nothing is recorded); an established forwarded flow still meets the
+// untracked stage (it applies to every packet) before its conntrack hit. "normal only" is
+// the same host endpoint without its other stages.
+func BenchmarkHostEndpointPacket(b *testing.B) {
+	d, _ := openTest(b)
+	_, fromWEP := d.Programs()
+	inNetNS(b, func(func(bool)) {
+		tcp := func(dst string, dport uint16) []byte {
+			return frame(snapshot.Packet{Src: netip.MustParseAddr("10.1.1.1"), Dst: netip.MustParseAddr(dst), Protocol: 6, SrcPort: 40000, DstPort: dport})
+		}
+		all := stageSnapshot()
+		normal := stageSnapshot()
+		normal.HostEndpoints[0].Untracked = snapshot.HostDirections{}
+		normal.HostEndpoints[0].PreDNAT = snapshot.HostDirections{}
+		normal.HostEndpoints[0].Forward = snapshot.HostDirections{}
+		for _, c := range []struct {
+			name string
+			snap *snapshot.Snapshot
+			pkt  []byte
+			want uint32
+		}{
+			{"normal-only/to-host-denied", normal, tcp("192.168.5.1", 443), tcShot},
+			{"all-stages/to-host-denied", all, tcp("192.168.5.1", 443), tcShot},
+			{"all-stages/forwarded-denied", all, tcp("192.168.5.7", 81), tcShot},
+			{"all-stages/untracked-allowed", all, tcp("192.168.5.1", 7000), tcOK},
+			{"all-stages/forwarded-established", all, tcp("192.168.5.7", 80), tcOK},
+		} {
+			if _, err := d.Sync(context.Background(), c.snap, true); err != nil {
+				b.Fatal(err)
+			}
+			clearCT(b, d.CTMap())
+			b.Run(c.name, func(b *testing.B) { benchProg(b, fromWEP, c.pkt, c.want) })
 		}
 	})
 }

@@ -20,7 +20,7 @@ import (
 // inNetNS runs f on a locked thread inside a throwaway network namespace with lo up, a veth
 // d0 (peer d1) holding 192.168.5.1/24 and fd00:5::1/64, and IPv4/IPv6 forwarding on
 // (setForwarding changes it later). BPF_PROG_TEST_RUN runs packets in that namespace.
-func inNetNS(t *testing.T, f func(setForwarding func(bool))) {
+func inNetNS(t testing.TB, f func(setForwarding func(bool))) {
 	t.Helper()
 	runtime.LockOSThread()
 	orig, err := netns.Get()

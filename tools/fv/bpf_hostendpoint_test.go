@@ -17,20 +17,22 @@ import (
 	"github.com/felis-dev/felis/tools/netns"
 )
 
-// wildcardHostEndpointStages puts every interface of node1 under a `*` host endpoint with a
-// policy of each kind: a normal deny-all, an untracked (doNotTrack) allow of TCP 7000 in and
-// of its replies out, a preDNAT deny of TCP 9090, and an applyOnForward policy allowing TCP
-// 8080 and 9090 forwarded in and TCP 9000 forwarded out (applyOnForward policies also
-// govern host traffic: 8080/9090 to the node and 9000 from it are allowed).
-const wildcardHostEndpointStages = `
+// hostEndpointOn is node1's host endpoint on interface (`*`: all of them).
+const hostEndpointOn = `
 apiVersion: projectcalico.org/v3
 kind: HostEndpoint
-metadata: {name: node1-all, labels: {role: node}}
+metadata: {name: node1-hep, labels: {role: node}}
 spec:
   node: node1
-  interfaceName: "*"
-  expectedIPs: ["{{node4}}", "{{node6}}"]
----
+  interfaceName: "{{.}}"
+  expectedIPs: ["{{node4}}", "{{node6}}"]`
+
+// hostEndpointStagePolicies select role=node, one of each kind: a normal deny-all, an
+// untracked (doNotTrack) allow of TCP 7000 in and of its replies out, a preDNAT deny of TCP
+// 9090, and an applyOnForward policy allowing TCP 8080 and 9090 forwarded in and TCP 9000
+// forwarded out (applyOnForward policies also govern host traffic: 8080/9090 to the node and
+// 9000 from it are allowed).
+const hostEndpointStagePolicies = `
 apiVersion: projectcalico.org/v3
 kind: GlobalNetworkPolicy
 metadata: {name: deny-all-hosts}
@@ -69,8 +71,10 @@ spec:
   ingress: [{action: Allow, protocol: TCP, destination: {ports: [8080, 9090]}}]
   egress: [{action: Allow, protocol: TCP, destination: {ports: [9000]}}]`
 
-// hostEndpointStages runs wildcardHostEndpointStages on dp: node2 routes the pod network
-// through node1; every flow must end as the table below says, in both families.
+// hostEndpointStages runs hostEndpointStagePolicies on dp, first with a `*` host endpoint,
+// then with one on eth0: node2 routes the pod network through node1; every flow must end as
+// the table below says, in both families. The untracked allow works only on the named host
+// endpoint: Felix ignores doNotTrack policy on a `*` one (and so does felis's derive).
 func hostEndpointStages(dp string) {
 	e := newEnv(dp, true)
 	pod := podSpec{Namespace: "ns1", Name: "server", Labels: labels("app", "server")}
@@ -88,11 +92,12 @@ func hostEndpointStages(dp string) {
 	server := e.pod(pod.key())
 
 	type flow struct {
-		from  *netns.Namespace
-		what  string
-		dst   netip.Addr
-		port  uint16
-		allow bool
+		from      *netns.Namespace
+		what      string
+		dst       netip.Addr
+		port      uint16
+		allow     bool
+		untracked bool // allowed only by the untracked policy (not on a `*` host endpoint)
 	}
 	var flows []flow
 	for _, v6 := range []bool{false, true} {
@@ -101,14 +106,14 @@ func hostEndpointStages(dp string) {
 			nodeIP, podIP, peerIP = e.node.IPv6, server.IPv6, e.peer.IPv6
 		}
 		flows = append(flows,
-			flow{e.peer.Namespace, "node2 → node1, failsafe", nodeIP, 22, true},
-			flow{e.peer.Namespace, "node2 → node1, normal policy denies", nodeIP, 8081, false},
-			flow{e.peer.Namespace, "node2 → node1, untracked allow (replies by untracked egress)", nodeIP, 7000, true},
-			flow{e.peer.Namespace, "node2 → pod, forward allow", podIP, 8080, true},
-			flow{e.peer.Namespace, "node2 → pod, forward tier default deny", podIP, 8081, false},
-			flow{e.peer.Namespace, "node2 → pod, preDNAT deny", podIP, 9090, false},
-			flow{server.Namespace, "pod → node2, forward egress allow", peerIP, 9000, true},
-			flow{server.Namespace, "pod → node2, forward egress tier default deny", peerIP, 9001, false},
+			flow{e.peer.Namespace, "node2 → node1, failsafe", nodeIP, 22, true, false},
+			flow{e.peer.Namespace, "node2 → node1, normal policy denies", nodeIP, 8081, false, false},
+			flow{e.peer.Namespace, "node2 → node1, untracked allow (replies by untracked egress)", nodeIP, 7000, false, true},
+			flow{e.peer.Namespace, "node2 → pod, forward allow", podIP, 8080, true, false},
+			flow{e.peer.Namespace, "node2 → pod, forward tier default deny", podIP, 8081, false, false},
+			flow{e.peer.Namespace, "node2 → pod, preDNAT deny", podIP, 9090, false, false},
+			flow{server.Namespace, "pod → node2, forward egress allow", peerIP, 9000, true, false},
+			flow{server.Namespace, "pod → node2, forward egress tier default deny", peerIP, 9001, false, false},
 		)
 	}
 	probe := func(want func(flow) bool) error {
@@ -146,15 +151,17 @@ func hostEndpointStages(dp string) {
 	Eventually(func() error { return probe(func(flow) bool { return true }) }).
 		WithTimeout(agreeTimeout).WithPolling(100 * time.Millisecond).Should(Succeed())
 
-	By("a `*` host endpoint with untracked, preDNAT, forward and normal policies")
-	n := len(e.cycles())
-	e.write("hostendpoint.yaml", wildcardHostEndpointStages)
-	e.waitCycle(n, func(c cycle) bool { return c.Ops > 0 })
-	Eventually(func() error { return probe(func(f flow) bool { return f.allow }) }).
-		WithTimeout(agreeTimeout).WithPolling(100 * time.Millisecond).Should(Succeed())
+	for _, iface := range []string{"*", netns.UplinkName} {
+		By(fmt.Sprintf("a host endpoint on %q with untracked, preDNAT, forward and normal policies", iface))
+		n := len(e.cycles())
+		e.write("hostendpoint.yaml", strings.ReplaceAll(hostEndpointOn, "{{.}}", iface), hostEndpointStagePolicies)
+		e.waitCycle(n, func(c cycle) bool { return c.Ops > 0 })
+		Eventually(func() error { return probe(func(f flow) bool { return f.allow || (f.untracked && iface != "*") }) }).
+			WithTimeout(agreeTimeout).WithPolling(100 * time.Millisecond).Should(Succeed())
+	}
 
 	By("removing the host endpoint: every flow passes again")
-	n = len(e.cycles())
+	n := len(e.cycles())
 	e.remove("hostendpoint.yaml")
 	e.waitCycle(n, func(c cycle) bool { return c.Ops > 0 })
 	Eventually(func() error { return probe(func(flow) bool { return true }) }).
@@ -162,8 +169,8 @@ func hostEndpointStages(dp string) {
 }
 
 // Host endpoints on the BPF dataplane: the lifecycle spec's failsafe check, and every kind of
-// host endpoint policy on a `*` host endpoint, run against nftables too so both dataplanes
-// are seen to give the same verdicts.
+// host endpoint policy on a `*` and a named host endpoint, run against nftables too so both
+// dataplanes are seen to give the same verdicts.
 var _ = Describe("host endpoints against real packets", func() {
 	Describe("dataplane bpf", Label("bpf"), func() {
 		BeforeEach(func() {
@@ -174,9 +181,9 @@ var _ = Describe("host endpoints against real packets", func() {
 			DeferCleanup(os.Unsetenv, "FELIS_BPF_PIN_ROOT")
 		})
 		It("keeps failsafe SSH open on a host endpoint under a deny-all", func() { failsafeUnderDenyAll("bpf") })
-		It("applies untracked, preDNAT, forward and normal policy of a * host endpoint", func() { hostEndpointStages("bpf") })
+		It("applies untracked, preDNAT, forward and normal host endpoint policy (* and eth0)", func() { hostEndpointStages("bpf") })
 	})
 	Describe("dataplane nftables", Label("nftables"), func() {
-		It("applies untracked, preDNAT, forward and normal policy of a * host endpoint", func() { hostEndpointStages("nftables") })
+		It("applies untracked, preDNAT, forward and normal host endpoint policy (* and eth0)", func() { hostEndpointStages("nftables") })
 	})
 })
