@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"strings"
 	"syscall"
 
 	gnft "github.com/google/nftables"
@@ -84,8 +85,9 @@ func (k *Kernel) RemoveOtherBackend(ctx context.Context) error {
 	return removeRules(ctx, other)
 }
 
-// RemoveNFTablesTable deletes the nftables mode's table (inet felis) if it exists, in the
-// network namespace of netnsFd (or the current one when it is 0).
+// RemoveNFTablesTable deletes the nftables mode's tables (inet felis, and inet felis-svc
+// for services) that exist, in one transaction, in the network namespace of netnsFd (or the
+// current one when it is 0).
 func RemoveNFTablesTable(netnsFd int) error {
 	var opts []gnft.ConnOption
 	if netnsFd > 0 {
@@ -102,13 +104,20 @@ func RemoveNFTablesTable(netnsFd int) error {
 	if err != nil {
 		return fmt.Errorf("nftables: list tables: %w", err)
 	}
+	var names []string
 	for _, t := range tables {
-		if t.Name == nftrender.TableName {
-			c.DelTable(t)
-			if err := c.Flush(); err != nil {
-				return fmt.Errorf("nftables: delete table inet %s: %w", t.Name, err)
+		for _, id := range nftrender.Tables {
+			if t.Name == id.Name() {
+				c.DelTable(t)
+				names = append(names, "inet "+t.Name)
 			}
 		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("nftables: delete table %s: %w", strings.Join(names, ", "), err)
 	}
 	return nil
 }

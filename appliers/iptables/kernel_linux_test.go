@@ -167,7 +167,7 @@ func TestKernelMatchesFake(t *testing.T) {
 }
 
 // TestKernelCleanup removes felis's state of both flavours (as the nftables mode does at
-// start) and keeps foreign rules; RemoveNFTablesTable removes the nftables mode's table.
+// start) and keeps foreign rules; RemoveNFTablesTable removes the nftables mode's tables.
 func TestKernelCleanup(t *testing.T) {
 	ctx := context.Background()
 	ns := newNetNS(t)
@@ -222,6 +222,8 @@ func TestKernelCleanup(t *testing.T) {
 	}
 
 	sh(t, &Kernel{netns: ns}, "", "nft", "add", "table", "inet", "felis")
+	sh(t, &Kernel{netns: ns}, "", "nft", "add", "table", "inet", "felis-svc")
+	sh(t, &Kernel{netns: ns}, "", "nft", "add", "table", "inet", "felis-other") // not felis's
 	f, err := os.Open("/run/netns/" + ns)
 	if err != nil {
 		t.Fatal(err)
@@ -231,8 +233,8 @@ func TestKernelCleanup(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, _ := (&Kernel{netns: ns}).run(ctx, nil, "nft", "list", "tables")
-	if strings.Contains(out, "felis") {
-		t.Errorf("table inet felis still there: %s", out)
+	if strings.Contains(out, "inet felis\n") || strings.Contains(out, "inet felis-svc\n") || !strings.Contains(out, "inet felis-other\n") {
+		t.Errorf("after RemoveNFTablesTable: want inet felis and felis-svc gone, inet felis-other kept:\n%s", out)
 	}
 	if err := RemoveNFTablesTable(int(f.Fd())); err != nil {
 		t.Errorf("second removal (no table): %v", err)

@@ -105,15 +105,26 @@ func stateOf(t *render.Table) *fakeState {
 	if t == nil {
 		return nil
 	}
-	s := &fakeState{sets: map[string]*render.Set{}, maps: map[string]*render.Map{}, chains: map[string]*render.Chain{}}
+	s := &fakeState{tables: map[render.TableID]*fakeTable{}}
+	for _, id := range render.Tables {
+		if t.Has(id) {
+			s.tables[id] = newFakeTable()
+		}
+	}
 	for i := range t.Sets {
-		s.sets[t.Sets[i].Name] = &t.Sets[i]
+		if ft := s.tables[t.Sets[i].Table]; ft != nil {
+			ft.sets[t.Sets[i].Name] = &t.Sets[i]
+		}
 	}
 	for i := range t.Maps {
-		s.maps[t.Maps[i].Name] = &t.Maps[i]
+		if ft := s.tables[t.Maps[i].Table]; ft != nil {
+			ft.maps[t.Maps[i].Name] = &t.Maps[i]
+		}
 	}
 	for i := range t.Chains {
-		s.chains[t.Chains[i].Name] = &t.Chains[i]
+		if ft := s.tables[t.Chains[i].Table]; ft != nil {
+			ft.chains[t.Chains[i].Name] = &t.Chains[i]
+		}
 	}
 	return s
 }

@@ -77,7 +77,9 @@ func sendBatch(conn *netlink.Conn, msgs []netlink.Message, opOf []int, seq uint3
 	out = append(out, batchHdr(unix.NFNL_MSG_BATCH_BEGIN, seq))
 	first := seq + 1
 	for i, m := range msgs {
-		m.Header.Flags &^= netlink.Acknowledge
+		// No acks, and no echo: go-nftables asks the kernel to echo every new rule back (for
+		// its handle), which made the kernel serialise each rule again and us read them all.
+		m.Header.Flags &^= netlink.Acknowledge | netlink.Echo
 		m.Header.Sequence = first + uint32(i)
 		m.Header.Length = 0
 		out = append(out, m)

@@ -27,9 +27,15 @@ const (
 // (literal lists) are queued on the connection right before the rule that uses them.
 type compiler struct {
 	conn  *gnft.Conn
-	table *gnft.Table
-	sets  map[string]*gnft.Set // sets and maps created in this batch, by name (for their IDs)
+	table *gnft.Table          // the table of the op being compiled
+	sets  map[string]*gnft.Set // sets and maps created in this batch, by table and name (for their IDs)
 }
+
+// known returns the set or map name of the current table if this batch created it.
+func (c *compiler) known(name string) *gnft.Set { return c.sets[c.table.Name+"\x00"+name] }
+
+// remember records a set or map this batch creates in the current table.
+func (c *compiler) remember(s *gnft.Set) { c.sets[c.table.Name+"\x00"+s.Name] = s }
 
 func (c *compiler) rule(chain *gnft.Chain, r render.Rule, udata []byte) (*gnft.Rule, error) {
 	var exprs []expr.Any
@@ -72,7 +78,7 @@ func portOffset(dst bool) uint32 {
 
 func (c *compiler) lookup(reg uint32, name string, neg bool) *expr.Lookup {
 	l := &expr.Lookup{SourceRegister: reg, SetName: name, Invert: neg}
-	if s := c.sets[name]; s != nil {
+	if s := c.known(name); s != nil {
 		l.SetID = s.ID
 	}
 	return l

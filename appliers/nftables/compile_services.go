@@ -50,7 +50,7 @@ func (c *compiler) serviceStmt(s render.Stmt) (exprs []expr.Any, ok bool, err er
 	case render.SetUpdate:
 		off, n := addrOffset(s.Family, false)
 		d := &expr.Dynset{SrcRegKey: reg1, SetName: s.Set, Operation: unix.NFT_DYNSET_OP_UPDATE}
-		if known := c.sets[s.Set]; known != nil {
+		if known := c.known(s.Set); known != nil {
 			d.SetID = known.ID
 		}
 		return []expr.Any{&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n}, d}, true, nil

@@ -11,7 +11,7 @@ import (
 	"github.com/felis-dev/felis/appliers/nftables/render"
 )
 
-// Fake is an in-memory nftables with the kernel's transaction semantics for felis's table:
+// Fake is an in-memory nftables with the kernel's transaction semantics for felis's tables:
 // a batch of ops applies completely or not at all, rules and map elements may only reference
 // existing sets, maps and chains, referenced objects cannot be deleted, interval elements
 // cannot overlap. It is stricter than the kernel in one way: adding a set, map or chain that
@@ -23,7 +23,13 @@ type Fake struct {
 	applies int
 }
 
+// fakeState is the felis tables that exist; nil means none does.
 type fakeState struct {
+	tables map[render.TableID]*fakeTable
+}
+
+// fakeTable is one table; its rules reference its own objects only, as in the kernel.
+type fakeTable struct {
 	sets   map[string]*render.Set
 	maps   map[string]*render.Map
 	chains map[string]*render.Chain
@@ -89,26 +95,43 @@ func (f *Fake) Apply(_ context.Context, ops []Op) error {
 }
 
 func (s *fakeState) clone() *fakeState {
+	c := &fakeState{tables: map[render.TableID]*fakeTable{}}
 	if s == nil {
-		return nil
+		return c
 	}
-	return &fakeState{sets: maps.Clone(s.sets), maps: maps.Clone(s.maps), chains: maps.Clone(s.chains)}
+	for id, t := range s.tables {
+		c.tables[id] = &fakeTable{sets: maps.Clone(t.sets), maps: maps.Clone(t.maps), chains: maps.Clone(t.chains)}
+	}
+	return c
+}
+
+func newFakeTable() *fakeTable {
+	return &fakeTable{sets: map[string]*render.Set{}, maps: map[string]*render.Map{}, chains: map[string]*render.Chain{}}
 }
 
 func (s *fakeState) table() render.Table {
 	var t render.Table
-	for _, v := range s.sets {
-		c := *v
-		c.Elements = slices.Clone(v.Elements)
-		t.Sets = append(t.Sets, c)
-	}
-	for _, v := range s.maps {
-		c := *v
-		c.Elements = slices.Clone(v.Elements)
-		t.Maps = append(t.Maps, c)
-	}
-	for _, v := range s.chains {
-		t.Chains = append(t.Chains, *v)
+	for _, id := range render.Tables {
+		ft := s.tables[id]
+		if ft == nil {
+			t.Missing = append(t.Missing, id)
+			continue
+		}
+		for _, v := range ft.sets {
+			c := *v
+			c.Table, c.Elements = id, slices.Clone(v.Elements)
+			t.Sets = append(t.Sets, c)
+		}
+		for _, v := range ft.maps {
+			c := *v
+			c.Table, c.Elements = id, slices.Clone(v.Elements)
+			t.Maps = append(t.Maps, c)
+		}
+		for _, v := range ft.chains {
+			c := *v
+			c.Table = id
+			t.Chains = append(t.Chains, c)
+		}
 	}
 	t.Sort()
 	return t
@@ -142,23 +165,34 @@ func refs(r render.Rule) (sets, maps, chains []string) {
 func applyOps(state *fakeState, ops []Op) (*fakeState, error) {
 	s := state.clone()
 	for i, op := range ops {
-		if err := s.apply(&s, op); err != nil {
+		if err := s.apply(op); err != nil {
 			return nil, fmt.Errorf("op %d (%s): %w", i, op.short(), err)
 		}
+	}
+	if len(s.tables) == 0 {
+		return nil, nil
 	}
 	return s, nil
 }
 
-func (s *fakeState) apply(sp **fakeState, op Op) error {
+func (s *fakeState) apply(op Op) error {
+	if int(op.Table) >= len(render.Tables) {
+		return fmt.Errorf("table %d: %w", op.Table, ErrInvalid)
+	}
 	if op.Verb == AddTable {
-		if s == nil {
-			*sp = &fakeState{sets: map[string]*render.Set{}, maps: map[string]*render.Map{}, chains: map[string]*render.Chain{}}
+		if s.tables[op.Table] == nil {
+			s.tables[op.Table] = newFakeTable()
 		}
 		return nil
 	}
-	if s == nil {
-		return fmt.Errorf("table inet %s: %w", render.TableName, ErrNotFound)
+	t := s.tables[op.Table]
+	if t == nil {
+		return fmt.Errorf("table inet %s: %w", op.Table.Name(), ErrNotFound)
 	}
+	return t.apply(op)
+}
+
+func (s *fakeTable) apply(op Op) error {
 	switch op.Verb {
 	case AddSet:
 		if op.Set == nil {
@@ -286,7 +320,7 @@ func (s *fakeState) apply(sp **fakeState, op Op) error {
 	return nil
 }
 
-func (s *fakeState) addElements(name string, es []render.Element) error {
+func (s *fakeTable) addElements(name string, es []render.Element) error {
 	set := s.sets[name]
 	if set == nil {
 		return ErrNotFound
@@ -314,7 +348,7 @@ func (s *fakeState) addElements(name string, es []render.Element) error {
 	return nil
 }
 
-func (s *fakeState) addMapElements(name string, es []render.MapElement) error {
+func (s *fakeTable) addMapElements(name string, es []render.MapElement) error {
 	m := s.maps[name]
 	if m == nil {
 		return ErrNotFound
@@ -341,7 +375,7 @@ func (s *fakeState) addMapElements(name string, es []render.MapElement) error {
 	return nil
 }
 
-func (s *fakeState) setUser(name string) string {
+func (s *fakeTable) setUser(name string) string {
 	for _, c := range s.chains {
 		for _, r := range c.Rules {
 			if sets, _, _ := refs(r); slices.Contains(sets, name) {
@@ -352,7 +386,7 @@ func (s *fakeState) setUser(name string) string {
 	return ""
 }
 
-func (s *fakeState) mapUser(name string) string {
+func (s *fakeTable) mapUser(name string) string {
 	for _, c := range s.chains {
 		for _, r := range c.Rules {
 			if _, maps, _ := refs(r); slices.Contains(maps, name) {
@@ -363,7 +397,7 @@ func (s *fakeState) mapUser(name string) string {
 	return ""
 }
 
-func (s *fakeState) chainUser(name string) string {
+func (s *fakeTable) chainUser(name string) string {
 	for _, c := range s.chains {
 		if c.Name == name {
 			continue

@@ -32,14 +32,14 @@ const elementChunk = 2048
 
 // Kernel is the real dataplane: the felis inet table through nftables netlink.
 type Kernel struct {
-	mu    sync.Mutex
-	opts  kernelOptions
-	conn  *gnft.Conn    // reads (and dumps) through go-nftables
-	raw   *netlink.Conn // batches, sent by sendBatch
-	seq   uint32        // last sequence number used on raw
-	rec   *recorder     // captures what enc marshals
-	enc   *gnft.Conn    // go-nftables as a marshaller only
-	table *gnft.Table
+	mu     sync.Mutex
+	opts   kernelOptions
+	conn   *gnft.Conn     // reads (and dumps) through go-nftables
+	raw    *netlink.Conn  // batches, sent by sendBatch
+	seq    uint32         // last sequence number used on raw
+	rec    *recorder      // captures what enc marshals
+	enc    *gnft.Conn     // go-nftables as a marshaller only
+	tables [2]*gnft.Table // by render.TableID
 }
 
 // KernelOption configures NewKernel.
@@ -83,7 +83,11 @@ func NewKernel(opts ...KernelOption) (*Kernel, error) {
 		_ = raw.Close()
 		return nil, err
 	}
-	return &Kernel{opts: o, conn: conn, raw: raw, rec: rec, enc: enc, table: &gnft.Table{Family: gnft.TableFamilyINet, Name: render.TableName}}, nil
+	k := &Kernel{opts: o, conn: conn, raw: raw, rec: rec, enc: enc}
+	for _, id := range render.Tables {
+		k.tables[id] = &gnft.Table{Family: gnft.TableFamilyINet, Name: id.Name()}
+	}
+	return k, nil
 }
 
 // bigBuffers sizes the socket for a full-table batch (several MB in one sendmsg).
@@ -126,47 +130,71 @@ func (k *Kernel) Close() error {
 func (k *Kernel) Apply(_ context.Context, ops []Op) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	b, err := k.encode(ops)
+	if err != nil {
+		return err
+	}
+	return k.commit(b)
+}
+
+// batch is a list of ops marshalled into netlink messages; opOf[i] is the op msgs[i] came from.
+type batch struct {
+	ops  []Op
+	msgs []netlink.Message
+	opOf []int
+}
+
+// encode marshals ops (user space only: nothing is sent).
+func (k *Kernel) encode(ops []Op) (batch, error) {
 	rec, enc := k.rec, k.enc
-	c := &compiler{conn: enc, table: k.table, sets: map[string]*gnft.Set{}}
-	var msgs []netlink.Message
-	var opOf []int
+	c := &compiler{conn: enc, sets: map[string]*gnft.Set{}}
+	b := batch{ops: ops}
 	for i, op := range ops {
 		if err := k.queue(c, op); err != nil {
 			_ = enc.Flush() // drop what this batch queued
 			rec.take()
-			return fmt.Errorf("op %d (%s): %w", i, op.short(), err)
+			return batch{}, fmt.Errorf("op %d (%s): %w", i, op.short(), err)
 		}
 		if err := enc.Flush(); err != nil {
 			rec.take()
-			return fmt.Errorf("op %d (%s): marshal: %w", i, op.short(), err)
+			return batch{}, fmt.Errorf("op %d (%s): marshal: %w", i, op.short(), err)
 		}
 		for _, m := range rec.take() {
-			msgs = append(msgs, m)
-			opOf = append(opOf, i)
+			b.msgs = append(b.msgs, m)
+			b.opOf = append(b.opOf, i)
 		}
 	}
-	if len(msgs) == 0 {
+	return b, nil
+}
+
+// commit sends an encoded batch as one transaction and waits for the kernel's verdict.
+func (k *Kernel) commit(b batch) error {
+	if len(b.msgs) == 0 {
 		return nil
 	}
 	seq := k.seq + 1
-	k.seq += uint32(len(msgs)) + 3
-	errs, err := sendBatch(k.raw, msgs, opOf, seq)
+	k.seq += uint32(len(b.msgs)) + 3
+	errs, err := sendBatch(k.raw, b.msgs, b.opOf, seq)
 	if err != nil {
-		return fmt.Errorf("nftables batch of %d ops: %w", len(ops), err)
+		return fmt.Errorf("nftables batch of %d ops: %w", len(b.ops), err)
 	}
 	if len(errs) > 0 {
 		e := errs[0]
 		what := "an unknown message"
 		if e.op >= 0 {
-			what = fmt.Sprintf("op %d (%s)", e.op, ops[e.op].short())
+			what = fmt.Sprintf("op %d (%s)", e.op, b.ops[e.op].short())
 		}
-		return fmt.Errorf("nftables batch of %d ops rolled back: kernel rejected %s: %w", len(ops), what, e.errno)
+		return fmt.Errorf("nftables batch of %d ops rolled back: kernel rejected %s: %w", len(b.ops), what, e.errno)
 	}
 	return nil
 }
 
 func (k *Kernel) queue(c *compiler, op Op) error {
-	t := k.table
+	if int(op.Table) >= len(k.tables) {
+		return fmt.Errorf("table %d: %w", op.Table, ErrInvalid)
+	}
+	t := k.tables[op.Table]
+	c.table = t
 	conn := c.conn
 	switch op.Verb {
 	case AddTable:
@@ -176,7 +204,7 @@ func (k *Kernel) queue(c *compiler, op Op) error {
 		if err := conn.AddSet(s, nil); err != nil {
 			return err
 		}
-		c.sets[s.Name] = s
+		c.remember(s)
 		for _, ch := range chunks(setElements(op.Set, op.Set.Elements), elementChunk) {
 			if err := conn.SetAddElements(s, ch); err != nil {
 				return err
@@ -191,7 +219,7 @@ func (k *Kernel) queue(c *compiler, op Op) error {
 			return fmt.Errorf("element op without its set's definition: %w", ErrInvalid)
 		}
 		s := nftSet(t, op.Set)
-		if known := c.sets[s.Name]; known != nil {
+		if known := c.known(s.Name); known != nil {
 			s = known
 		}
 		for _, ch := range chunks(setElements(op.Set, op.Elements), elementChunk) {
@@ -210,7 +238,7 @@ func (k *Kernel) queue(c *compiler, op Op) error {
 		if err := conn.AddSet(m, nil); err != nil {
 			return err
 		}
-		c.sets[m.Name] = m
+		c.remember(m)
 		for _, ch := range chunks(nftMapElements(op.Map.Elements), elementChunk) {
 			if err := conn.SetAddElements(m, ch); err != nil {
 				return err
@@ -220,7 +248,7 @@ func (k *Kernel) queue(c *compiler, op Op) error {
 		conn.DelSet(&gnft.Set{Table: t, Name: op.Name})
 	case AddMapElements, DeleteMapElements:
 		m := nftMap(t, op.Name, mapFamily(op))
-		if known := c.sets[m.Name]; known != nil {
+		if known := c.known(m.Name); known != nil {
 			m = known
 		}
 		for _, ch := range chunks(nftMapElements(op.MapElements), elementChunk) {
@@ -256,9 +284,10 @@ func (k *Kernel) queue(c *compiler, op Op) error {
 	return nil
 }
 
-// Observe reads the felis table back: sets and maps with their elements, chains with their
+// Observe reads the felis tables back: sets and maps with their elements, chains with their
 // hook, and each chain's level and hash from its rules' userdata (empty when the rules do
-// not carry one consistent hash, i.e. someone edited the chain).
+// not carry one consistent hash, i.e. someone edited the chain). It returns nil when neither
+// table exists, and lists a missing one in Missing.
 func (k *Kernel) Observe(context.Context) (*render.Table, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -266,50 +295,77 @@ func (k *Kernel) Observe(context.Context) (*render.Table, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list tables: %w", err)
 	}
-	if !slices.ContainsFunc(tables, func(t *gnft.Table) bool { return t.Name == render.TableName }) {
-		return nil, nil
-	}
 	var out render.Table
-	sets, err := k.conn.GetSets(k.table)
-	if err != nil {
-		return nil, fmt.Errorf("list sets: %w", err)
+	var present []render.TableID
+	for _, id := range render.Tables {
+		if slices.ContainsFunc(tables, func(t *gnft.Table) bool { return t.Name == id.Name() }) {
+			present = append(present, id)
+		} else {
+			out.Missing = append(out.Missing, id)
+		}
 	}
-	for _, s := range sets {
-		if s.Anonymous {
-			continue
-		}
-		s.Table = k.table
-		if s.HasTimeout || s.Dynamic {
-			// Affinity sets: packets own the elements, and there may be one per client.
-			out.Sets = append(out.Sets, observeTimeoutSet(s))
-			continue
-		}
-		els, err := k.conn.GetSetElements(s)
-		if err != nil {
-			return nil, fmt.Errorf("list elements of %s: %w", s.Name, err)
-		}
-		if s.IsMap {
-			out.Maps = append(out.Maps, observeMap(s, els))
-			continue
-		}
-		out.Sets = append(out.Sets, observeSet(s, els))
+	if len(present) == 0 {
+		return nil, nil
 	}
 	chains, err := k.conn.ListChainsOfTableFamily(gnft.TableFamilyINet)
 	if err != nil {
 		return nil, fmt.Errorf("list chains: %w", err)
 	}
-	udata, err := k.dumpRuleUserData()
-	if err != nil {
-		return nil, fmt.Errorf("list rules: %w", err)
-	}
-	for _, ch := range chains {
-		if ch.Table.Name != render.TableName {
-			continue
+	for _, id := range present {
+		if err := k.observeTable(&out, id, chains); err != nil {
+			return nil, fmt.Errorf("table inet %s: %w", id.Name(), err)
 		}
-		out.Chains = append(out.Chains, observeChain(ch, udata[ch.Name]))
 	}
 	out.Sort()
 	return &out, nil
+}
+
+// observeTable appends one table's sets, maps and chains (from all of the family's) to out.
+func (k *Kernel) observeTable(out *render.Table, id render.TableID, chains []*gnft.Chain) error {
+	table := k.tables[id]
+	sets, err := k.conn.GetSets(table)
+	if err != nil {
+		return fmt.Errorf("list sets: %w", err)
+	}
+	for _, s := range sets {
+		if s.Anonymous {
+			continue
+		}
+		s.Table = table
+		if s.HasTimeout || s.Dynamic {
+			// Affinity sets: packets own the elements, and there may be one per client.
+			set := observeTimeoutSet(s)
+			set.Table = id
+			out.Sets = append(out.Sets, set)
+			continue
+		}
+		els, err := k.conn.GetSetElements(s)
+		if err != nil {
+			return fmt.Errorf("list elements of %s: %w", s.Name, err)
+		}
+		if s.IsMap {
+			m := observeMap(s, els)
+			m.Table = id
+			out.Maps = append(out.Maps, m)
+			continue
+		}
+		set := observeSet(s, els)
+		set.Table = id
+		out.Sets = append(out.Sets, set)
+	}
+	udata, err := k.dumpRuleUserData(table.Name)
+	if err != nil {
+		return fmt.Errorf("list rules: %w", err)
+	}
+	for _, ch := range chains {
+		if ch.Table.Name != table.Name {
+			continue
+		}
+		c := observeChain(ch, udata[ch.Name])
+		c.Table = id
+		out.Chains = append(out.Chains, c)
+	}
+	return nil
 }
 
 func observeMap(s *gnft.Set, els []gnft.SetElement) render.Map {
@@ -470,10 +526,10 @@ var hookNames = map[gnft.ChainHook]string{
 	*gnft.ChainHookOutput: "output", *gnft.ChainHookPostrouting: "postrouting",
 }
 
-// dumpRuleUserData lists the userdata of every rule in the felis table, by chain, in rule
+// dumpRuleUserData lists the userdata of every rule in one felis table, by chain, in rule
 // order, with one netlink dump. go-nftables lists rules one chain at a time, and the kernel
 // walks the whole table for each such request: quadratic in the table's size.
-func (k *Kernel) dumpRuleUserData() (map[string][][]byte, error) {
+func (k *Kernel) dumpRuleUserData(table string) (map[string][][]byte, error) {
 	cfg := &netlink.Config{}
 	if k.opts.netnsFd >= 0 {
 		cfg.NetNS = k.opts.netnsFd
@@ -483,7 +539,7 @@ func (k *Kernel) dumpRuleUserData() (map[string][][]byte, error) {
 		return nil, err
 	}
 	defer conn.Close()
-	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.NFTA_RULE_TABLE, Data: []byte(render.TableName + "\x00")}})
+	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.NFTA_RULE_TABLE, Data: []byte(table + "\x00")}})
 	if err != nil {
 		return nil, err
 	}

@@ -27,11 +27,12 @@ const (
 	DeleteChain       Verb = "delete chain"
 )
 
-// Op is one kernel operation on the felis table. Name is the set, map or chain it acts on;
-// Set, Map and Chain carry the full object for adds and replaces; Elements and MapElements
-// the elements an element op adds or deletes.
+// Op is one kernel operation on a felis table. Table is the table, Name the set, map or
+// chain it acts on; Set, Map and Chain carry the full object for adds and replaces; Elements
+// and MapElements the elements an element op adds or deletes.
 type Op struct {
 	Verb        Verb
+	Table       render.TableID
 	Name        string
 	Set         *render.Set
 	Map         *render.Map
@@ -43,7 +44,7 @@ type Op struct {
 // String renders the op in nft syntax, one line; chain ops summarise their rules by count
 // and content hash.
 func (o Op) String() string {
-	tbl := "inet " + render.TableName
+	tbl := "inet " + o.Table.Name()
 	switch o.Verb {
 	case AddTable:
 		return "add table " + tbl

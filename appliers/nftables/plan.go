@@ -9,20 +9,40 @@ import (
 )
 
 // Plan returns the ops that turn observed (nil: no felis table) into desired, in an order the
-// kernel accepts within one batch: sets, then chains by level, then maps and base chains are
-// created or rewritten; deletions follow in reverse. Sets and maps change element by element;
-// a chain is rewritten whole, and only when its content hash changed. Both tables are expected
-// sorted, as Render and Observe return them: unsorted object lists are sorted on a copy, but
-// element lists must already be sorted. Plan is pure.
+// kernel accepts within one batch. Each felis table is planned on its own (nothing references
+// across tables), the policy table first: its sets, then chains by level, then maps and base
+// chains are created or rewritten; deletions follow in reverse. Sets and maps change element
+// by element; a chain is rewritten whole, and only when its content hash changed. An object
+// that moved to another table is deleted from the old one and created in the new. Both
+// tables are expected sorted, as Render and Observe return them: unsorted object lists are
+// sorted on a copy, but element lists must already be sorted. Plan is pure.
 func Plan(desired render.Table, observed *render.Table) []Op {
 	desired = sorted(desired)
 	var obs render.Table
-	var ops []Op
-	if observed == nil {
-		ops = append(ops, Op{Verb: AddTable})
-	} else {
+	if observed != nil {
 		obs = sorted(*observed)
 	}
+	var ops []Op
+	for _, id := range render.Tables {
+		d, o := desired.Only(id), obs.Only(id)
+		exists := observed != nil && observed.Has(id)
+		if !exists && len(d.Sets)+len(d.Maps)+len(d.Chains) == 0 {
+			continue // nothing wanted in a table that does not exist: do not create it
+		}
+		first := len(ops)
+		if !exists {
+			ops = append(ops, Op{Verb: AddTable})
+		}
+		ops = planTable(ops, d, o)
+		for i := first; i < len(ops); i++ {
+			ops[i].Table = id
+		}
+	}
+	return ops
+}
+
+// planTable appends the ops that turn observed into desired, both of one table.
+func planTable(ops []Op, desired, obs render.Table) []Op {
 	type step struct {
 		rank int
 		del  bool
@@ -71,23 +91,25 @@ func ptrs[T any](s []T) []*T {
 // sorted returns t with its set, map and chain lists in canonical order, copying only when
 // one is out of order.
 func sorted(t render.Table) render.Table {
-	byName := func(name func(int) string, n int) bool {
+	byName := func(key func(int) (render.TableID, string), n int) bool {
 		for i := 1; i < n; i++ {
-			if name(i-1) >= name(i) {
+			pt, pn := key(i - 1)
+			ct, cn := key(i)
+			if pt > ct || pt == ct && pn >= cn {
 				return false
 			}
 		}
 		return true
 	}
-	ok := byName(func(i int) string { return t.Sets[i].Name }, len(t.Sets)) &&
-		byName(func(i int) string { return t.Maps[i].Name }, len(t.Maps)) &&
-		byName(func(i int) string { return t.Chains[i].Name }, len(t.Chains))
+	ok := byName(func(i int) (render.TableID, string) { return t.Sets[i].Table, t.Sets[i].Name }, len(t.Sets)) &&
+		byName(func(i int) (render.TableID, string) { return t.Maps[i].Table, t.Maps[i].Name }, len(t.Maps)) &&
+		byName(func(i int) (render.TableID, string) { return t.Chains[i].Table, t.Chains[i].Name }, len(t.Chains))
 	// Element lists are trusted to be sorted (Render and Observe sort them): checking every
 	// element would cost more than the rest of a plan.
 	if ok {
 		return t
 	}
-	c := render.Table{Sets: slices.Clone(t.Sets), Maps: slices.Clone(t.Maps), Chains: slices.Clone(t.Chains)}
+	c := render.Table{Sets: slices.Clone(t.Sets), Maps: slices.Clone(t.Maps), Chains: slices.Clone(t.Chains), Missing: slices.Clone(t.Missing)}
 	for i := range c.Sets {
 		c.Sets[i].Elements = slices.Clone(c.Sets[i].Elements)
 	}

@@ -4,8 +4,10 @@ package nftables
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 
+	"github.com/felis-dev/felis/appliers/nftables/render"
 	"github.com/felis-dev/felis/snapshot"
 )
 
@@ -62,4 +64,23 @@ func TestKernelServicesRoundTrip(t *testing.T) {
 	snap.Services = snap.Services[:len(snap.Services)-2]
 	next = mustRender(t, snap)
 	step(t, "services removed", k, f, next, Plan(next, &desired))
+}
+
+// TestKernelServicesMoveToOwnTable upgrades a kernel programmed by a felis that kept services
+// in the policy table: the kernel reports the services table missing, and one batch moves
+// every service object into it (kernel and fake agreeing).
+func TestKernelServicesMoveToOwnTable(t *testing.T) {
+	k := newKernel(t)
+	f := NewFake()
+	desired := mustRender(t, richServices())
+	old := inPolicyTable(desired)
+	step(t, "old layout", k, f, old, Plan(old, nil))
+	obs, err := k.Observe(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []render.TableID{render.ServicesTable}; !slices.Equal(obs.Missing, want) {
+		t.Fatalf("old layout: missing tables %v, want %v", obs.Missing, want)
+	}
+	step(t, "moved", k, f, desired, Plan(desired, obs))
 }

@@ -3,9 +3,14 @@ package nftables
 import (
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 	"testing"
 
+	"github.com/felis-dev/felis/appliers/internal/fixture"
+	"github.com/felis-dev/felis/appliers/nftables/render"
 	"github.com/felis-dev/felis/snapshot"
+	"github.com/google/go-cmp/cmp"
 )
 
 // manyServices is a snapshot of n ClusterIP services (every fourth with ClientIP affinity,
@@ -56,9 +61,9 @@ func TestServicesPlanTouchesOnlyChangedService(t *testing.T) {
 	obs, _ := f.Observe(t.Context())
 	ops := Plan(mustRender(t, after), obs)
 	want := []string{
-		"replace chain inet felis svc-ns0/svc0/http/tcp/4",
-		"delete chain inet felis sep-ns0/svc0/http/tcp/4/" + gone.Addr.String() + "_8080",
-		"delete set inet felis aff-10800-sep-ns0/svc0/http/tcp/4/" + gone.Addr.String() + "_8080",
+		"replace chain inet felis-svc svc-ns0/svc0/http/tcp/4",
+		"delete chain inet felis-svc sep-ns0/svc0/http/tcp/4/" + gone.Addr.String() + "_8080",
+		"delete set inet felis-svc aff-10800-sep-ns0/svc0/http/tcp/4/" + gone.Addr.String() + "_8080",
 	}
 	if len(ops) != len(want) {
 		t.Fatalf("ops:\n%s\nwant %d ops: %q", Script(ops), len(want), want)
@@ -95,4 +100,99 @@ func slicesIndex(s []snapshot.Service, id string) int {
 		}
 	}
 	panic("no service " + id)
+}
+
+// TestPlanKeepsTablesApart checks that policy and services land in their own tables: a
+// policy change plans ops on the policy table only, a service change on the services table
+// only, and every service object is rendered into the services table.
+func TestPlanKeepsTablesApart(t *testing.T) {
+	snap := fixture.Snapshot()
+	snap.Services = manyServices(10, 2).Services
+	snap.Finalize()
+	before := mustRender(t, snap)
+	for _, c := range before.Chains {
+		svc := strings.HasPrefix(c.Name, "svc-") || strings.HasPrefix(c.Name, "sep-") || c.Name == "nat-prerouting" || c.Name == "nat-output"
+		if svc != (c.Table == render.ServicesTable) {
+			t.Errorf("chain %s is in table %s", c.Name, c.Table.Name())
+		}
+	}
+	for _, m := range before.Maps {
+		if svc := strings.HasPrefix(m.Name, "svc-"); svc != (m.Table == render.ServicesTable) {
+			t.Errorf("map %s is in table %s", m.Name, m.Table.Name())
+		}
+	}
+
+	policy := snap
+	policy.Policies = slices.Clone(snap.Policies)
+	policy.Policies[0].Inbound = slices.Clone(policy.Policies[0].Inbound)
+	policy.Policies[0].Inbound[0].DstPorts = []snapshot.PortRange{{Min: 4242, Max: 4242}}
+	service := snap
+	service.Services = manyServices(11, 2).Services
+	for _, c := range []struct {
+		name  string
+		snap  snapshot.Snapshot
+		table render.TableID
+	}{{"policy change", policy, render.PolicyTable}, {"service added", service, render.ServicesTable}} {
+		c.snap.Finalize()
+		ops := Plan(mustRender(t, c.snap), &before)
+		if len(ops) == 0 {
+			t.Errorf("%s: no ops", c.name)
+		}
+		for _, o := range ops {
+			if o.Table != c.table {
+				t.Errorf("%s: op %q is not on table %s", c.name, o, c.table.Name())
+			}
+		}
+	}
+}
+
+// inPolicyTable is t as a felis that kept services in the policy table rendered it.
+func inPolicyTable(t render.Table) render.Table {
+	old := render.Table{Sets: slices.Clone(t.Sets), Maps: slices.Clone(t.Maps), Chains: slices.Clone(t.Chains), Missing: []render.TableID{render.ServicesTable}}
+	for i := range old.Sets {
+		old.Sets[i].Table = render.PolicyTable
+	}
+	for i := range old.Maps {
+		old.Maps[i].Table = render.PolicyTable
+	}
+	for i := range old.Chains {
+		old.Chains[i].Table = render.PolicyTable
+	}
+	old.Sort()
+	return old
+}
+
+// TestPlanMovesServicesOutOfPolicyTable upgrades (on the fake) a node whose services sit in
+// the policy table: one plan creates the services table, deletes the service objects from
+// the policy table and creates them in the new one.
+func TestPlanMovesServicesOutOfPolicyTable(t *testing.T) {
+	snap := fixture.Snapshot()
+	snap.Services = manyServices(10, 2).Services
+	snap.Finalize()
+	desired := mustRender(t, snap)
+	old := inPolicyTable(desired)
+	f := NewFake()
+	if err := f.Apply(t.Context(), Plan(old, nil)); err != nil {
+		t.Fatal(err)
+	}
+	obs, err := f.Observe(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if obs.Has(render.ServicesTable) {
+		t.Fatalf("old layout: services table exists")
+	}
+	ops := Plan(desired, obs)
+	if len(ops) == 0 || ops[0].Verb == AddTable && ops[0].Table == render.PolicyTable {
+		t.Fatalf("upgrade plan does not start right:\n%s", Script(ops))
+	}
+	if !slices.ContainsFunc(ops, func(o Op) bool { return o.Verb == AddTable && o.Table == render.ServicesTable }) {
+		t.Errorf("upgrade plan does not create the services table:\n%s", Script(ops))
+	}
+	if err := f.Apply(t.Context(), ops); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(desired.String(), f.Dump()); diff != "" {
+		t.Errorf("after the upgrade (-want +got):\n%s", diff)
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -117,7 +118,8 @@ func TestSwitchingDataplanesRemovesBPFState(t *testing.T) {
 		})
 		return out
 	}
-	nftTable := func() bool {
+	// nftTables lists felis's nftables tables (policy and services) that exist.
+	nftTables := func() []string {
 		t.Helper()
 		c, err := gnft.New()
 		if err != nil {
@@ -127,12 +129,14 @@ func TestSwitchingDataplanesRemovesBPFState(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		var out []string
 		for _, tb := range tables {
-			if tb.Name == "felis" {
-				return true
+			if tb.Name == "felis" || tb.Name == "felis-svc" {
+				out = append(out, tb.Name)
 			}
 		}
-		return false
+		slices.Sort(out)
+		return out
 	}
 
 	build("bpf")
@@ -143,12 +147,12 @@ func TestSwitchingDataplanesRemovesBPFState(t *testing.T) {
 	if n, p := tcx(), pins(); n != 0 || len(p) != 0 {
 		t.Fatalf("after switching to nftables: %d TCX programs on cali0, pins left %q", n, p)
 	}
-	if !nftTable() {
-		t.Fatal("the nftables dataplane made no table inet felis")
+	if got := nftTables(); !slices.Equal(got, []string{"felis", "felis-svc"}) {
+		t.Fatalf("the nftables dataplane made tables %q, want inet felis and inet felis-svc", got)
 	}
 	build("bpf")
-	if nftTable() {
-		t.Fatal("after switching to bpf: table inet felis remains")
+	if got := nftTables(); len(got) != 0 {
+		t.Fatalf("after switching to bpf: tables %q remain", got)
 	}
 	build("iptables")
 	if n, p := tcx(), pins(); n != 0 || len(p) != 0 {

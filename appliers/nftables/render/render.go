@@ -143,7 +143,7 @@ func (r *Renderer) Render(snap snapshot.Snapshot) (Table, error) {
 		}
 	}
 	for _, fam := range []int{4, 6} {
-		b.maps[ServiceMap(fam)] = &Map{Name: ServiceMap(fam), Family: fam}
+		b.maps[ServiceMap(fam)] = &Map{Table: ServicesTable, Name: ServiceMap(fam), Family: fam}
 	}
 	if err := r.services(&snap); err != nil {
 		return Table{}, err

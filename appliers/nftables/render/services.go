@@ -10,13 +10,16 @@ import (
 	"github.com/felis-dev/felis/snapshot"
 )
 
-// Services are rendered as kube-proxy's nftables mode does it, inside the felis table so that
-// one transaction changes policy and load balancing together and the same chain-hash diff
-// applies: static base chains at the dstnat hooks look every packet's destination up in a
-// frontend verdict map; each service port has a chain that picks an endpoint chain at random
-// (after an affinity check) with a cascade of random draws, and each endpoint chain DNATs. DNAT happens at priority -100,
-// after the preDNAT policies (-150) and before every filter chain, so policy sees the chosen
-// backend, as in Calico.
+// Services are rendered as kube-proxy's nftables mode does it, into the services table
+// (felis-svc), which the applier commits in the same transaction as the policy table, so
+// policy and load balancing still change together and the same chain-hash diff applies:
+// static base chains at the dstnat hooks look every packet's destination up in a frontend
+// verdict map; each service port has a chain that picks an endpoint chain at random (after
+// an affinity check) with a cascade of random draws, and each endpoint chain DNATs. DNAT
+// happens at priority -100, after the preDNAT policies (-150) and before every filter chain,
+// so policy sees the chosen backend, as in Calico. The masquerade the services ask for with
+// MasqMark stays in the policy table's nat-postrouting, beside NAT-outgoing: a packet mark
+// crosses tables.
 
 // MasqMark is the packet-mark bit that asks nat-postrouting to masquerade: set for hairpin
 // traffic (a backend reaching itself through its service) and for traffic arriving on an
@@ -183,18 +186,18 @@ func patchSorted[T any](list, del, add []T, cmp func(a, b T) int) []T {
 // with the renderer.
 func (r *Renderer) mergeInto(t *Table) error {
 	var err error
-	t.Chains, err = mergeByName(t.Chains, r.chains, func(c Chain) string { return c.Name })
+	t.Chains, err = mergeByName(t.Chains, r.chains, func(c *Chain) (TableID, string) { return c.Table, c.Name })
 	if err != nil {
 		return err
 	}
-	if t.Sets, err = mergeByName(t.Sets, r.sets, func(s Set) string { return s.Name }); err != nil {
+	if t.Sets, err = mergeByName(t.Sets, r.sets, func(s *Set) (TableID, string) { return s.Table, s.Name }); err != nil {
 		return err
 	}
 	for i := range t.Maps {
 		m := &t.Maps[i]
 		fam := 0
 		for _, f := range []int{4, 6} {
-			if m.Name == ServiceMap(f) {
+			if m.Table == ServicesTable && m.Name == ServiceMap(f) {
 				fam = f
 			}
 		}
@@ -216,12 +219,19 @@ func (r *Renderer) mergeInto(t *Table) error {
 	return nil
 }
 
-// mergeByName merges two lists sorted by name into a new one; a name in both is an error.
-func mergeByName[T any](a, b []T, name func(T) string) ([]T, error) {
+// mergeByName merges two lists sorted by table and name into a new one; a name in both is an
+// error.
+func mergeByName[T any](a, b []T, key func(*T) (TableID, string)) ([]T, error) {
 	out := make([]T, 0, len(a)+len(b))
+	compare := func(x, y *T) int {
+		tx, nx := key(x)
+		ty, ny := key(y)
+		return cmp.Or(cmp.Compare(tx, ty), strings.Compare(nx, ny))
+	}
+	name := func(x T) string { _, n := key(&x); return n }
 	i, j := 0, 0
 	for i < len(a) && j < len(b) {
-		switch c := strings.Compare(name(a[i]), name(b[j])); {
+		switch c := compare(&a[i], &b[j]); {
 		case c < 0:
 			out = append(out, a[i])
 			i++
@@ -269,6 +279,7 @@ func renderService(s *snapshot.Service, node string) (*serviceEntry, error) {
 }
 
 func (sb *serviceBuilder) addChain(c Chain) {
+	c.Table = ServicesTable
 	sb.chains[c.Name] = true
 	c.Hash = ChainHash(c)
 	sb.out.chains = append(sb.out.chains, c)
@@ -362,7 +373,7 @@ func (sb *serviceBuilder) endpointChain(sp servicePort, be snapshot.Backend) (st
 	}}
 	if sb.s.AffinitySeconds > 0 {
 		set := affinitySet(name, sb.s.AffinitySeconds)
-		sb.out.sets = append(sb.out.sets, Set{Name: set, Family: sp.family, Timeout: int(sb.s.AffinitySeconds)})
+		sb.out.sets = append(sb.out.sets, Set{Table: ServicesTable, Name: set, Family: sp.family, Timeout: int(sb.s.AffinitySeconds)})
 		c.Rules = append(c.Rules, Rule{Stmts: []Stmt{SetUpdate{Family: sp.family, Set: set}}})
 	}
 	c.Rules = append(c.Rules, Rule{Stmts: []Stmt{L4Proto{Proto: sp.proto}, DNAT{Addr: addr, Port: be.Port}}})
@@ -378,7 +389,7 @@ func serviceBaseChains() []Chain {
 		{Stmts: []Stmt{NfProto{6}, FrontendVmap{Family: 6, Map: ServiceMap(6)}}},
 	}
 	return []Chain{
-		{Name: "nat-prerouting", Base: &BaseChain{Type: "nat", Hook: "prerouting", Priority: PriorityDstNAT}, Rules: dispatch},
-		{Name: "nat-output", Base: &BaseChain{Type: "nat", Hook: "output", Priority: PriorityDstNAT}, Rules: dispatch},
+		{Table: ServicesTable, Name: "nat-prerouting", Base: &BaseChain{Type: "nat", Hook: "prerouting", Priority: PriorityDstNAT}, Rules: dispatch},
+		{Table: ServicesTable, Name: "nat-output", Base: &BaseChain{Type: "nat", Hook: "output", Priority: PriorityDstNAT}, Rules: dispatch},
 	}
 }

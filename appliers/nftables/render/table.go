@@ -11,8 +11,35 @@ import (
 	"strings"
 )
 
-// TableName is the name of the inet table felis owns; it never touches another table.
-const TableName = "felis"
+// TableName and ServicesTableName are the inet tables felis owns; it never touches another
+// table. Policy (and NAT-outgoing) lives in the first, service load balancing in the second:
+// the kernel validates a table's whole jump graph on every commit that adds a jump into it,
+// so with the tens of thousands of service chains in a table of their own, a policy update
+// validates only the policy graph, and a service update only the services graph.
+const (
+	TableName         = "felis"
+	ServicesTableName = "felis-svc"
+)
+
+// TableID is one of the tables felis owns; the zero value is the policy table.
+type TableID uint8
+
+// The tables, in the order they are created.
+const (
+	PolicyTable TableID = iota
+	ServicesTable
+)
+
+// Tables lists every table felis owns.
+var Tables = []TableID{PolicyTable, ServicesTable}
+
+// Name is the table's nft name.
+func (id TableID) Name() string {
+	if id == ServicesTable {
+		return ServicesTableName
+	}
+	return TableName
+}
 
 // Dependency levels: an object only references objects of a strictly lower level, so diff
 // creates lower levels first and deletes them last.
@@ -25,15 +52,37 @@ const (
 	LevelBase     = 5 // base chains (look up maps, jump to endpoint chains)
 )
 
-// Table is the felis table: every slice is sorted by name.
+// Table is everything felis owns in nftables: the objects of both its tables, each naming
+// its table; every slice is sorted by table, then name.
 type Table struct {
 	Sets   []Set
 	Maps   []Map
 	Chains []Chain
+	// Missing lists the tables that do not exist (Observe); nil means all of them do.
+	Missing []TableID
+}
+
+// Has reports whether the table id exists (is not Missing).
+func (t *Table) Has(id TableID) bool { return !slices.Contains(t.Missing, id) }
+
+// Only returns the objects of the table id, sharing t's memory (t must be sorted).
+func (t Table) Only(id TableID) Table {
+	return Table{
+		Sets:   only(t.Sets, id, func(s *Set) TableID { return s.Table }),
+		Maps:   only(t.Maps, id, func(m *Map) TableID { return m.Table }),
+		Chains: only(t.Chains, id, func(c *Chain) TableID { return c.Table }),
+	}
+}
+
+func only[T any](list []T, id TableID, table func(*T) TableID) []T {
+	lo, _ := slices.BinarySearchFunc(list, id, func(x T, id TableID) int { return cmp.Compare(table(&x), id) })
+	hi, _ := slices.BinarySearchFunc(list, id+1, func(x T, id TableID) int { return cmp.Compare(table(&x), id) })
+	return list[lo:hi:hi]
 }
 
 // Set is a named nft set of addresses (an interval set) or of address·protocol·port tuples.
 type Set struct {
+	Table    TableID
 	Name     string
 	Family   int       // 4 or 6
 	Concat   bool      // address . inet_proto . inet_service (named ports), not an interval set
@@ -58,6 +107,7 @@ type Element struct {
 // Map is a verdict map to a goto into a chain: from an interface name (Family 0), or from
 // a service frontend's address . protocol . port (Family 4 or 6).
 type Map struct {
+	Table    TableID
 	Name     string
 	Family   int
 	Elements []MapElement // sorted by MapElement.Compare
@@ -101,6 +151,7 @@ type BaseChain struct {
 // written into every rule's userdata so Observe can tell an unchanged chain without
 // decoding rules. Observed chains carry Name, Base, Level and Hash but no Rules.
 type Chain struct {
+	Table TableID
 	Name  string
 	Base  *BaseChain
 	Level int
@@ -237,20 +288,27 @@ func (c Chain) String() string {
 	return b.String()
 }
 
-// String renders the whole table in nft syntax, sorted, as `nft list table` would.
+// String renders both tables in nft syntax, sorted, as `nft list table` would each; a
+// missing table is left out, an empty one is printed empty.
 func (t Table) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "table inet %s {\n", TableName)
-	for _, s := range t.Sets {
-		b.WriteString(s.String())
+	for _, id := range Tables {
+		if !t.Has(id) {
+			continue
+		}
+		o := t.Only(id)
+		fmt.Fprintf(&b, "table inet %s {\n", id.Name())
+		for _, s := range o.Sets {
+			b.WriteString(s.String())
+		}
+		for _, m := range o.Maps {
+			b.WriteString(m.String())
+		}
+		for _, c := range o.Chains {
+			b.WriteString(c.String())
+		}
+		b.WriteString("}\n")
 	}
-	for _, m := range t.Maps {
-		b.WriteString(m.String())
-	}
-	for _, c := range t.Chains {
-		b.WriteString(c.String())
-	}
-	b.WriteString("}\n")
 	return b.String()
 }
 
@@ -274,11 +332,12 @@ func ChainHash(c Chain) string {
 	return hex.EncodeToString(sum[:8])
 }
 
-// Sort puts every slice of the table in canonical order.
+// Sort puts every slice of the table in canonical order: by table, then name.
 func (t *Table) Sort() {
-	slices.SortFunc(t.Sets, func(a, b Set) int { return cmp.Compare(a.Name, b.Name) })
-	slices.SortFunc(t.Maps, func(a, b Map) int { return cmp.Compare(a.Name, b.Name) })
-	slices.SortFunc(t.Chains, func(a, b Chain) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(t.Sets, func(a, b Set) int { return cmp.Or(cmp.Compare(a.Table, b.Table), cmp.Compare(a.Name, b.Name)) })
+	slices.SortFunc(t.Maps, func(a, b Map) int { return cmp.Or(cmp.Compare(a.Table, b.Table), cmp.Compare(a.Name, b.Name)) })
+	slices.SortFunc(t.Chains, func(a, b Chain) int { return cmp.Or(cmp.Compare(a.Table, b.Table), cmp.Compare(a.Name, b.Name)) })
+	slices.Sort(t.Missing)
 	for i := range t.Sets {
 		slices.SortFunc(t.Sets[i].Elements, Element.Compare)
 	}
