@@ -68,7 +68,7 @@ func BenchmarkKernelServiceAdd(b *testing.B) {
 	base := plainServices(benchServices, benchEndpoints)
 	more := plainServices(benchServices+1, benchEndpoints)
 	ctx := context.Background()
-	k := newKernel(b)
+	k := &timedKernel{Kernel: newKernel(b)}
 	ap := NewApplier(k)
 	r := render.NewRenderer()
 	first, err := r.Render(base)
@@ -81,6 +81,8 @@ func BenchmarkKernelServiceAdd(b *testing.B) {
 	snaps := []snapshot.Snapshot{more, base}
 	var renderTime time.Duration
 	b.ResetTimer()
+	k.apply = 0
+	cpu := takeCPU()
 	start := time.Now()
 	for i := range b.N {
 		t0 := time.Now()
@@ -98,7 +100,9 @@ func BenchmarkKernelServiceAdd(b *testing.B) {
 		}
 	}
 	reportMS(b, time.Since(start))
+	reportCPU(b, cpu)
 	b.ReportMetric(float64(renderTime.Microseconds())/1000/float64(b.N), "render-ms/op")
+	b.ReportMetric(float64(k.apply.Microseconds())/1000/float64(b.N), "apply-ms/op")
 }
 
 // BenchmarkKernelChainUpdateWithServices is BenchmarkKernelChainUpdate (one policy rule

@@ -55,6 +55,10 @@ type Renderer struct {
 	chains  []Chain                  // every service's chains, by name
 	sets    []Set                    // every service's affinity sets, by name
 	elems   []frontendElement        // every service's map elements, by key then owner
+	// frontends holds each family's frontend map elements as last handed out, nil after a
+	// change: while no service changes, every Render returns the same (never written) slice,
+	// which lets Plan see an unchanged map at once.
+	frontends map[int][]MapElement
 }
 
 // serviceEntry is what one service rendered to.
@@ -104,6 +108,7 @@ func (r *Renderer) services(snap *snapshot.Snapshot) error {
 	if len(changed) == 0 && len(gone) == 0 {
 		return nil
 	}
+	r.frontends = nil
 	fresh := make([]*serviceEntry, len(changed))
 	for i, s := range changed {
 		e, err := renderService(s, snap.Node)
@@ -182,8 +187,8 @@ func patchSorted[T any](list, del, add []T, cmp func(a, b T) int) []T {
 }
 
 // mergeInto adds the service objects to a sorted table (which must hold the empty frontend
-// maps), keeping it sorted; every slice it writes is new, so the table shares nothing mutable
-// with the renderer.
+// maps), keeping it sorted; every slice it writes is new or never written again, so the table
+// shares nothing mutable with the renderer.
 func (r *Renderer) mergeInto(t *Table) error {
 	var err error
 	t.Chains, err = mergeByName(t.Chains, r.chains, func(c *Chain) (TableID, string) { return c.Table, c.Name })
@@ -204,6 +209,10 @@ func (r *Renderer) mergeInto(t *Table) error {
 		if fam == 0 {
 			continue
 		}
+		if out, ok := r.frontends[fam]; ok {
+			m.Elements = out
+			continue
+		}
 		var out []MapElement
 		for _, el := range r.elems {
 			if family(el.Addr) != fam {
@@ -214,6 +223,10 @@ func (r *Renderer) mergeInto(t *Table) error {
 			}
 			out = append(out, el.MapElement)
 		}
+		if r.frontends == nil {
+			r.frontends = map[int][]MapElement{}
+		}
+		r.frontends[fam] = out
 		m.Elements = out
 	}
 	return nil
