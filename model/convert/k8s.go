@@ -394,8 +394,8 @@ func annotatedMAC(ann map[string]string, name string) string {
 }
 
 // Service converts a Kubernetes Service: cluster IPs (spec.clusterIPs, else spec.clusterIP;
-// "None" means headless), external IPs, load-balancer ingress IPs, ports, traffic policies
-// and session affinity.
+// "None" means headless), external IPs, load-balancer ingress IPs (but not those in ipMode
+// Proxy, as kube-proxy), ports, traffic policies and session affinity.
 func Service(s *corev1.Service) Result {
 	var e errs
 	res := resourceText("Service", s.Namespace, s.Name)
@@ -436,6 +436,9 @@ func Service(s *corev1.Service) Result {
 	for i, ing := range s.Status.LoadBalancer.Ingress {
 		if ing.IP == "" {
 			continue // hostname-only ingress
+		}
+		if ing.IPMode != nil && *ing.IPMode == corev1.LoadBalancerIPModeProxy {
+			continue // the load balancer proxies to the nodes itself; kube-proxy leaves these alone
 		}
 		a, err := parseIP(ing.IP)
 		if err != nil {

@@ -194,12 +194,13 @@ func TestService(t *testing.T) {
 	  "externalIPs":["203.0.113.5"],"externalTrafficPolicy":"Local","internalTrafficPolicy":"Local","sessionAffinity":"ClientIP",
 	  "selector":{"app":"web"},
 	  "ports":[{"name":"http","port":80,"targetPort":"http","nodePort":30080},{"name":"dns","protocol":"UDP","port":53,"targetPort":5353},{"port":443}]},
-	  "status":{"loadBalancer":{"ingress":[{"ip":"198.51.100.7"},{"hostname":"lb.example.com"}]}}}`
+	  "status":{"loadBalancer":{"ingress":[{"ip":"198.51.100.7"},{"hostname":"lb.example.com"},{"ip":"198.51.100.8","ipMode":"VIP"},{"ip":"198.51.100.9","ipMode":"Proxy"}]}}}`
 	got := only(t, decodeOK(t, "v1", "Service", js))
 	want := &model.Service{
 		Meta: meta(model.KindService, "prod", "web"), Type: "LoadBalancer",
 		ClusterIPs: []netipAddr{addr("10.96.0.10"), addr("fd00:96::a")}, ExternalIPs: []netipAddr{addr("203.0.113.5")},
-		LoadBalancerIPs: []netipAddr{addr("198.51.100.7")},
+		// An ingress IP in ipMode Proxy is the load balancer's own: kube-proxy leaves it alone.
+		LoadBalancerIPs: []netipAddr{addr("198.51.100.7"), addr("198.51.100.8")},
 		Ports: []model.ServicePort{
 			{Name: "http", Protocol: 6, Port: 80, TargetPort: "http", NodePort: 30080},
 			{Name: "dns", Protocol: 17, Port: 53, TargetPort: "5353"},
