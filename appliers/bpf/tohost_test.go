@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -65,6 +66,19 @@ func inNetNS(t testing.TB, f func(setForwarding func(bool))) {
 		if err := netlink.AddrAdd(d0, addr); err != nil {
 			t.Fatalf("address %s: %v", a, err)
 		}
+	}
+	// IPv6 installs the local route of fd00:5::1 only once the veth has carrier (the kernel's
+	// link watcher, up to a second later); until then the address looks unroutable, not
+	// local, and verdicts that depend on it flip.
+	for i := 0; ; i++ {
+		rs, err := netlink.RouteGet(net.ParseIP("fd00:5::1"))
+		if err == nil && len(rs) > 0 && rs[0].Type == unix.RTN_LOCAL {
+			break
+		}
+		if i == 100 {
+			t.Fatalf("no local route for fd00:5::1 after 5 s: %v %v", rs, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	setForwarding := func(on bool) {
 		v := "0"
