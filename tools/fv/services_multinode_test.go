@@ -27,8 +27,13 @@ const (
 	mnLocalClusterIP    = "10.96.0.61" // web-local: externalTrafficPolicy Local
 	mnStickyClusterIP   = "10.96.0.62" // web-sticky: sessionAffinity ClientIP
 	mnInternalClusterIP = "10.96.0.63" // web-internal: internalTrafficPolicy Local
-	mnNodePort          = 30080
-	mnLocalNodePort     = 30081
+	// Addresses the outside host routes to node1: web's external IP and load-balancer IP, and
+	// web-local's load-balancer IP.
+	mnExternalIP          = "192.0.2.60"
+	mnLoadBalancerIP      = "192.0.2.61"
+	mnLocalLoadBalancerIP = "192.0.2.62"
+	mnNodePort            = 30080
+	mnLocalNodePort       = 30081
 )
 
 // mnPod is a pod of the multi-node services specs: its node (1 or 2) and address in that
@@ -165,11 +170,15 @@ type mnService struct {
 	internalLocal   bool   // internalTrafficPolicy Local
 	affinity        bool   // sessionAffinity ClientIP
 	udp             bool   // a second port: dns, 53/UDP to the pods' 9376/UDP
+	externalIP      string // spec.externalIPs
+	loadBalancerIP  string // type LoadBalancer with this status.loadBalancer.ingress IP
 }
 
 var mnServices = []mnService{
-	{name: "web", clusterIP: mnClusterIP, nodePort: mnNodePort, externalPolicy: "Cluster", udp: true},
-	{name: "web-local", clusterIP: mnLocalClusterIP, nodePort: mnLocalNodePort, externalPolicy: "Local"},
+	{name: "web", clusterIP: mnClusterIP, nodePort: mnNodePort, externalPolicy: "Cluster", udp: true,
+		externalIP: mnExternalIP, loadBalancerIP: mnLoadBalancerIP},
+	{name: "web-local", clusterIP: mnLocalClusterIP, nodePort: mnLocalNodePort, externalPolicy: "Local",
+		loadBalancerIP: mnLocalLoadBalancerIP},
 	{name: "web-sticky", clusterIP: mnStickyClusterIP, affinity: true},
 	{name: "web-internal", clusterIP: mnInternalClusterIP, internalLocal: true},
 }
@@ -186,6 +195,12 @@ func (c *mnCluster) servicesYAML(notReady map[string]bool) []string {
 			spec = strings.Replace(spec, "ClusterIP", "NodePort", 1) + "  externalTrafficPolicy: " + s.externalPolicy + "\n"
 			httpPort = fmt.Sprintf("  - {name: http, port: 80, targetPort: http, nodePort: %d, protocol: TCP}\n", s.nodePort)
 		}
+		if s.externalIP != "" {
+			spec += "  externalIPs: [" + s.externalIP + "]\n"
+		}
+		if s.loadBalancerIP != "" {
+			spec = strings.Replace(spec, "type: NodePort", "type: LoadBalancer", 1)
+		}
 		if s.internalLocal {
 			spec += "  internalTrafficPolicy: Local\n"
 		}
@@ -198,7 +213,11 @@ func (c *mnCluster) servicesYAML(notReady map[string]bool) []string {
 			spec += "  - {name: dns, port: 53, targetPort: dns, protocol: UDP}\n"
 			slicePorts += fmt.Sprintf("- {name: dns, port: %d, protocol: UDP}\n", svcTarget)
 		}
-		docs = append(docs, fmt.Sprintf("apiVersion: v1\nkind: Service\nmetadata: {name: %s, namespace: app}\nspec:\n%s", s.name, spec))
+		svc := fmt.Sprintf("apiVersion: v1\nkind: Service\nmetadata: {name: %s, namespace: app}\nspec:\n%s", s.name, spec)
+		if s.loadBalancerIP != "" {
+			svc += "status: {loadBalancer: {ingress: [{ip: " + s.loadBalancerIP + "}]}}\n"
+		}
+		docs = append(docs, svc)
 		slice := fmt.Sprintf(`apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata:
@@ -385,6 +404,21 @@ var _ = Describe("felis agent load-balances services across two nodes", Label("s
 				Expect(kept).To(HaveKeyWithValue(c.outside.IPv4, BeNumerically(">=", 20)), "web-1a's sources")
 				local2 := netip.AddrPortFrom(c.nodes[1].IPv4, mnLocalNodePort)
 				expectServed(servedBy(outside, local2, 30, c.backends), "web-2a", "web-2b")
+
+				By("an external IP and load-balancer IPs routed to node1: Cluster everywhere, Local on node1 only")
+				for _, a := range []string{mnExternalIP, mnLoadBalancerIP, mnLocalLoadBalancerIP} {
+					Expect(c.outside.AddRoute(netip.PrefixFrom(netip.MustParseAddr(a), 32), c.nodes[0].IPv4)).To(Succeed())
+				}
+				for _, a := range []string{mnExternalIP, mnLoadBalancerIP} {
+					before = c.sources()
+					expectServed(servedBy(outside, netip.AddrPortFrom(netip.MustParseAddr(a), 80), 40, c.backends), mnBackends...)
+					for _, b := range []string{"web-2a", "web-2b"} {
+						c.expectSNATedBy(c.sourcesSince(before, b), 1, b)
+					}
+				}
+				before = c.sources()
+				expectServed(servedBy(outside, netip.AddrPortFrom(netip.MustParseAddr(mnLocalLoadBalancerIP), 80), 20, c.backends), "web-1a")
+				Expect(c.sourcesSince(before, "web-1a")).To(HaveKey(c.outside.IPv4), "web-1a's sources through the Local load-balancer IP")
 
 				By("node2's backends not ready: its Cluster NodePort reaches node1's backend, its Local one drops (as kube-proxy: no local endpoints)")
 				c.programmed(2, func() {
