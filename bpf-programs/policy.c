@@ -356,18 +356,28 @@ static __always_inline int police(struct __sk_buff *skb, __u8 dir)
 	return TC_ACT_SHOT;
 }
 
+#include "nat.h"
+
 // to_wep runs on the TC egress hook of the host-side veth: packets going to the workload.
 SEC("tc")
 int felis_to_wep(struct __sk_buff *skb)
 {
-	return police(skb, DIR_TO_WEP);
+	struct nat *n = nat_scratch();
+	int r = nat_to_wep(skb, n);
+	if (r != NAT_CONTINUE)
+		return r;
+	return nat_out(skb, n, police(skb, DIR_TO_WEP));
 }
 
 // from_wep runs on the TC ingress hook of the host-side veth: packets from the workload.
 SEC("tc")
 int felis_from_wep(struct __sk_buff *skb)
 {
-	return police(skb, DIR_FROM_WEP);
+	struct nat *n = nat_scratch();
+	int r = nat_from_wep(skb, n);
+	if (r != NAT_CONTINUE)
+		return r;
+	return nat_out(skb, n, police(skb, DIR_FROM_WEP));
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -41,6 +42,9 @@ type Options struct {
 	// Clsact attaches with the legacy clsact qdisc and a direct-action cls_bpf filter instead
 	// of TCX (which is also the fallback when the kernel lacks TCX).
 	Clsact bool
+	// DataIfacePattern picks the data interfaces the service program is attached to (nil:
+	// DefaultDataIfacePattern).
+	DataIfacePattern *regexp.Regexp
 }
 
 // Dataplane is the BPF policy applier: pinned maps, programs attached per workload interface.
@@ -51,6 +55,8 @@ type Dataplane struct {
 	members   map[string]render.MemberSet // snapshot sets as last committed (members copied)
 	links     map[string]attached
 	clsact    map[string]int // interfaces (and their ifindex) with the clsact filters of this run's programs
+	svc       *services      // service maps as last committed; nil: read them at the next Sync
+	data      dataIfaces     // data interfaces with the service program attached
 }
 
 // attached is one interface's two TCX links and the ifindex they were made on (a workload
@@ -129,6 +135,11 @@ func (d *Dataplane) Close() error {
 			}
 		}
 	}
+	for _, a := range d.data {
+		if a.link != nil {
+			a.link.Close()
+		}
+	}
 	return d.objs.Close()
 }
 
@@ -190,8 +201,14 @@ func (d *Dataplane) Sync(ctx context.Context, desired *snapshot.Snapshot, full b
 		}
 		d.members[id] = m
 	}
+	if err := d.syncServices(desired, full, &res); err != nil {
+		return res, err
+	}
 	if !d.opts.NoAttach {
 		if err := d.attach(ctx, st, &res); err != nil {
+			return res, err
+		}
+		if err := d.attachData(st, &res); err != nil {
 			return res, err
 		}
 	}
@@ -213,7 +230,11 @@ func (d *Dataplane) Pending(_ context.Context, desired *snapshot.Snapshot) ([]st
 	if err != nil {
 		return nil, err
 	}
-	return diff(want, obs).strings(), nil
+	svc, err := d.pendingServices(desired)
+	if err != nil {
+		return nil, err
+	}
+	return append(diff(want, obs).strings(), svc...), nil
 }
 
 // desired resolves the rendered state's interfaces to ifindexes.

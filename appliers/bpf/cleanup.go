@@ -16,7 +16,7 @@ import (
 )
 
 // programNames are the names felis's TC programs have in the kernel.
-var programNames = map[string]bool{"felis_to_wep": true, "felis_from_wep": true}
+var programNames = map[string]bool{"felis_to_wep": true, "felis_from_wep": true, "felis_data_in": true}
 
 // Cleanup removes the BPF dataplane's state so another dataplane can take over: it detaches
 // felis's programs from every interface of the current network namespace (TCX links and
@@ -41,7 +41,7 @@ func Cleanup(_ context.Context, pinRoot string) error {
 	dirs := []string{root}
 	if ents, err := os.ReadDir(root); err == nil {
 		for _, e := range ents {
-			if e.IsDir() && e.Name() != "links" {
+			if e.IsDir() && e.Name() != "links" && e.Name() != dataLinksDir {
 				dirs = append(dirs, filepath.Join(root, e.Name()))
 			}
 		}
@@ -92,7 +92,7 @@ func detachInterface(l netlink.Link) error {
 		}
 		for _, f := range fs {
 			bf, ok := f.(*netlink.BpfFilter)
-			if !ok || bf.Handle != clsactHandle || bf.Priority != clsactPrio {
+			if !ok || !(bf.Handle == clsactHandle && bf.Priority == clsactPrio || bf.Handle == clsactDataHandle && bf.Priority == clsactPrio+1) {
 				continue
 			}
 			if err := netlink.FilterDel(bf); err != nil && !errors.Is(err, unix.ENOENT) {
@@ -118,15 +118,17 @@ func isFelisProgram(id ebpf.ProgramID) bool {
 // directory.
 func unpinDir(dir string) error {
 	var errs []error
-	linksDir := filepath.Join(dir, "links")
-	ents, _ := os.ReadDir(linksDir)
-	for _, e := range ents {
-		if err := os.Remove(filepath.Join(linksDir, e.Name())); err != nil {
+	for _, sub := range []string{"links", dataLinksDir} {
+		linksDir := filepath.Join(dir, sub)
+		ents, _ := os.ReadDir(linksDir)
+		for _, e := range ents {
+			if err := os.Remove(filepath.Join(linksDir, e.Name())); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := os.Remove(linksDir); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}
-	}
-	if err := os.Remove(linksDir); err != nil && !errors.Is(err, os.ErrNotExist) {
-		errs = append(errs, err)
 	}
 	spec, err := loadPolicy()
 	if err != nil {

@@ -13,6 +13,36 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type policyAffKey struct {
+	_      structs.HostLayout
+	Group  uint64
+	Family uint8
+	Pad    [7]uint8
+	Client [16]uint8
+}
+
+type policyAffVal struct {
+	_        structs.HostLayout
+	Index    uint32
+	Pad      uint32
+	LastSeen uint64
+}
+
+type policyBeKey struct {
+	_     structs.HostLayout
+	Group uint64
+	Index uint32
+	Pad   uint32
+}
+
+type policyBeVal struct {
+	_      structs.HostLayout
+	Addr   [16]uint8
+	Port   uint16
+	Family uint8
+	Flags  uint8
+}
+
 type policyCounterKey struct {
 	_       structs.HostLayout
 	Ifindex uint32
@@ -44,6 +74,24 @@ type policyEndpoint struct {
 	Len      [2]uint32
 	SpoofSet uint32
 	Flags    uint32
+}
+
+type policyFeKey struct {
+	_      structs.HostLayout
+	Family uint8
+	Proto  uint8
+	Port   uint16
+	Addr   [16]uint8
+}
+
+type policyFeVal struct {
+	_        structs.HostLayout
+	Group    uint64
+	Count    uint32
+	Flags    uint32
+	Affinity uint32
+	Pad      uint32
+	Snat     [16]uint8
 }
 
 type policyFragKey struct {
@@ -90,6 +138,58 @@ type policyInsnKey struct {
 	Pc   uint32
 }
 
+type policyNat struct {
+	_ structs.HostLayout
+	P struct {
+		_         structs.HostLayout
+		Family    uint8
+		Proto     uint8
+		HasIcmp   uint8
+		IcmpType  uint8
+		IcmpCode  uint8
+		_         [1]byte
+		IcmpId    uint16
+		Sport     uint16
+		Dport     uint16
+		Src       [16]uint8
+		Dst       [16]uint8
+		Frag      uint8
+		FragProto uint8
+		TcpFlags  uint8
+		_         [1]byte
+		FragId    uint32
+		L4off     uint32
+	}
+	L3off    uint32
+	L4off    uint32
+	Action   uint8
+	Redirect uint8
+	_        [6]byte
+	To       policyNatVal
+	Back     policyNatVal
+}
+
+type policyNatKey struct {
+	_      structs.HostLayout
+	Family uint8
+	Proto  uint8
+	Sport  uint16
+	Dport  uint16
+	Pad    uint16
+	Src    [16]uint8
+	Dst    [16]uint8
+}
+
+type policyNatVal struct {
+	_        structs.HostLayout
+	Src      [16]uint8
+	Dst      [16]uint8
+	Sport    uint16
+	Dport    uint16
+	Flags    uint32
+	LastSeen uint64
+}
+
 type policySetKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -104,13 +204,19 @@ type policySetKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	policyMapFaffV1        = "faff_v1"
+	policyMapFbeV1         = "fbe_v1"
 	policyMapFcntV1        = "fcnt_v1"
 	policyMapFctV1         = "fct_v1"
 	policyMapFepsV1        = "feps_v1"
 	policyMapFfragV1       = "ffrag_v1"
 	policyMapFhepV1        = "fhep_v1"
+	policyMapFnatV1        = "fnat_v1"
+	policyMapFnatscratchV1 = "fnatscratch_v1"
 	policyMapFprogV1       = "fprog_v1"
 	policyMapFsetsV1       = "fsets_v1"
+	policyMapFsvcV1        = "fsvc_v1"
+	policyProgFelisDataIn  = "felis_data_in"
 	policyProgFelisFromWep = "felis_from_wep"
 	policyProgFelisToWep   = "felis_to_wep"
 )
@@ -157,6 +263,7 @@ type policySpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type policyProgramSpecs struct {
+	FelisDataIn  *ebpf.ProgramSpec `ebpf:"felis_data_in"`
 	FelisFromWep *ebpf.ProgramSpec `ebpf:"felis_from_wep"`
 	FelisToWep   *ebpf.ProgramSpec `ebpf:"felis_to_wep"`
 }
@@ -165,13 +272,18 @@ type policyProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type policyMapSpecs struct {
-	FcntV1  *ebpf.MapSpec `ebpf:"fcnt_v1"`
-	FctV1   *ebpf.MapSpec `ebpf:"fct_v1"`
-	FepsV1  *ebpf.MapSpec `ebpf:"feps_v1"`
-	FfragV1 *ebpf.MapSpec `ebpf:"ffrag_v1"`
-	FhepV1  *ebpf.MapSpec `ebpf:"fhep_v1"`
-	FprogV1 *ebpf.MapSpec `ebpf:"fprog_v1"`
-	FsetsV1 *ebpf.MapSpec `ebpf:"fsets_v1"`
+	FaffV1        *ebpf.MapSpec `ebpf:"faff_v1"`
+	FbeV1         *ebpf.MapSpec `ebpf:"fbe_v1"`
+	FcntV1        *ebpf.MapSpec `ebpf:"fcnt_v1"`
+	FctV1         *ebpf.MapSpec `ebpf:"fct_v1"`
+	FepsV1        *ebpf.MapSpec `ebpf:"feps_v1"`
+	FfragV1       *ebpf.MapSpec `ebpf:"ffrag_v1"`
+	FhepV1        *ebpf.MapSpec `ebpf:"fhep_v1"`
+	FnatV1        *ebpf.MapSpec `ebpf:"fnat_v1"`
+	FnatscratchV1 *ebpf.MapSpec `ebpf:"fnatscratch_v1"`
+	FprogV1       *ebpf.MapSpec `ebpf:"fprog_v1"`
+	FsetsV1       *ebpf.MapSpec `ebpf:"fsets_v1"`
+	FsvcV1        *ebpf.MapSpec `ebpf:"fsvc_v1"`
 }
 
 // policyVariableSpecs contains global variables before they are loaded into the kernel.
@@ -200,24 +312,34 @@ func (o *policyObjects) Close() error {
 //
 // It can be passed to loadPolicyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type policyMaps struct {
-	FcntV1  *ebpf.Map `ebpf:"fcnt_v1"`
-	FctV1   *ebpf.Map `ebpf:"fct_v1"`
-	FepsV1  *ebpf.Map `ebpf:"feps_v1"`
-	FfragV1 *ebpf.Map `ebpf:"ffrag_v1"`
-	FhepV1  *ebpf.Map `ebpf:"fhep_v1"`
-	FprogV1 *ebpf.Map `ebpf:"fprog_v1"`
-	FsetsV1 *ebpf.Map `ebpf:"fsets_v1"`
+	FaffV1        *ebpf.Map `ebpf:"faff_v1"`
+	FbeV1         *ebpf.Map `ebpf:"fbe_v1"`
+	FcntV1        *ebpf.Map `ebpf:"fcnt_v1"`
+	FctV1         *ebpf.Map `ebpf:"fct_v1"`
+	FepsV1        *ebpf.Map `ebpf:"feps_v1"`
+	FfragV1       *ebpf.Map `ebpf:"ffrag_v1"`
+	FhepV1        *ebpf.Map `ebpf:"fhep_v1"`
+	FnatV1        *ebpf.Map `ebpf:"fnat_v1"`
+	FnatscratchV1 *ebpf.Map `ebpf:"fnatscratch_v1"`
+	FprogV1       *ebpf.Map `ebpf:"fprog_v1"`
+	FsetsV1       *ebpf.Map `ebpf:"fsets_v1"`
+	FsvcV1        *ebpf.Map `ebpf:"fsvc_v1"`
 }
 
 func (m *policyMaps) Close() error {
 	return _PolicyClose(
+		m.FaffV1,
+		m.FbeV1,
 		m.FcntV1,
 		m.FctV1,
 		m.FepsV1,
 		m.FfragV1,
 		m.FhepV1,
+		m.FnatV1,
+		m.FnatscratchV1,
 		m.FprogV1,
 		m.FsetsV1,
+		m.FsvcV1,
 	)
 }
 
@@ -231,12 +353,14 @@ type policyVariables struct {
 //
 // It can be passed to loadPolicyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type policyPrograms struct {
+	FelisDataIn  *ebpf.Program `ebpf:"felis_data_in"`
 	FelisFromWep *ebpf.Program `ebpf:"felis_from_wep"`
 	FelisToWep   *ebpf.Program `ebpf:"felis_to_wep"`
 }
 
 func (p *policyPrograms) Close() error {
 	return _PolicyClose(
+		p.FelisDataIn,
 		p.FelisFromWep,
 		p.FelisToWep,
 	)

@@ -21,14 +21,7 @@ import (
 // also releases the pinned TCX links.
 var _ = Describe("felis agent against real packets, dataplane bpf", Label("bpf"), func() {
 	var pinRoot string
-	BeforeEach(func() {
-		dir := GinkgoT().TempDir()
-		pinRoot = dir
-		Expect(unix.Mount("bpf", dir, "bpf", 0, "mode=0700")).To(Succeed())
-		DeferCleanup(func() { Expect(unix.Unmount(dir, unix.MNT_DETACH)).To(Succeed()) })
-		Expect(os.Setenv("FELIS_BPF_PIN_ROOT", dir)).To(Succeed())
-		DeferCleanup(os.Unsetenv, "FELIS_BPF_PIN_ROOT")
-	})
+	BeforeEach(func() { pinRoot = bpfPinRoot() })
 
 	DescribeTable("policy scenarios agree with felis reach",
 		func(sc scenario) { runScenario("bpf", sc) },
@@ -133,7 +126,7 @@ var _ = Describe("felis agent against real packets, dataplane bpf", Label("bpf")
 		c := e.cycles()[0]
 		Expect(c.Full).To(BeTrue(), c.Line)
 		Expect(c.Ops).To(BeZero(), c.Line)
-		Expect(c.Counts).To(Equal(map[string]int{"link-adopt": 2 * len(ns1Pods)}), c.Line)
+		Expect(c.Counts).To(Equal(map[string]int{"link-adopt": 2 * len(ns1Pods), "data-link-adopt": 2}), c.Line) // the service program on eth0 and eth0p (data interfaces)
 		expectVerdicts(flows, e.expectPacketsAgree(flows), want)
 	})
 
@@ -181,4 +174,15 @@ type setKey struct {
 	Proto     uint8
 	Port      uint16
 	Addr      [16]byte
+}
+
+// bpfPinRoot mounts a private bpffs for the spec, points the agent at it
+// (FELIS_BPF_PIN_ROOT) and undoes both at the spec's end; it returns the mount point.
+func bpfPinRoot() string {
+	dir := GinkgoT().TempDir()
+	Expect(unix.Mount("bpf", dir, "bpf", 0, "mode=0700")).To(Succeed())
+	DeferCleanup(func() { Expect(unix.Unmount(dir, unix.MNT_DETACH)).To(Succeed()) })
+	Expect(os.Setenv("FELIS_BPF_PIN_ROOT", dir)).To(Succeed())
+	DeferCleanup(os.Unsetenv, "FELIS_BPF_PIN_ROOT")
+	return dir
 }

@@ -13,7 +13,8 @@ import (
 	"github.com/felis-dev/felis/tools/netns"
 )
 
-// Services FV: felis agent load-balances a Kubernetes Service on one node (nftables dataplane).
+// Services FV: felis agent load-balances a Kubernetes Service on one node, in the nftables and
+// the bpf dataplanes.
 // The backends run a TCP echo server on 9376; the service answers on 10.96.0.50:80 and on
 // NodePort 30080 of the node's address.
 
@@ -114,14 +115,24 @@ func servedBy(from *netns.Namespace, dst netip.AddrPort, n int, backends map[str
 	return out
 }
 
-var _ = Describe("felis agent load-balances Kubernetes services", Label("nftables", "services"), func() {
+var _ = Describe("felis agent load-balances Kubernetes services, dataplane nftables", Label("nftables", "services"), func() {
+	servicesSpecs("nftables")
+})
+
+var _ = Describe("felis agent load-balances Kubernetes services, dataplane bpf", Label("bpf", "services"), func() {
+	BeforeEach(func() { bpfPinRoot() })
+	servicesSpecs("bpf")
+})
+
+// servicesSpecs are the service specs of one dataplane.
+func servicesSpecs(dataplane string) {
 	var (
 		e        *env
 		backends map[string]*netns.Listener
 		cip      netip.AddrPort
 	)
 	BeforeEach(func() {
-		e = newEnv("nftables", true)
+		e = newEnv(dataplane, true)
 		e.addPods(nil, svcPods...)
 		backends = map[string]*netns.Listener{}
 		for _, p := range []string{"web-a", "web-b", "web-c"} {
@@ -193,4 +204,4 @@ var _ = Describe("felis agent load-balances Kubernetes services", Label("nftable
 		Expect(client.Probe(netns.TCP, cip).Denied()).To(Succeed(), "the ClusterIP got through a Deny on its service")
 		Expect(client.Probe(netns.TCP, netip.AddrPortFrom(e.pod("app/web-a").IPv4, other.Port)).Allowed()).To(Succeed())
 	})
-})
+}

@@ -1,0 +1,174 @@
+//go:build linux
+
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/felis-dev/felis/appliers"
+	"github.com/felis-dev/felis/appliers/bpf/render"
+)
+
+// DefaultDataIfacePattern picks the node's data interfaces (where traffic from outside the
+// node arrives: NodePorts, external and load-balancer IPs, replies of SNATed flows). It is a
+// simplification of Felix's BPFDataIfacePattern default: the usual names of physical and
+// virtual NICs, and Calico's VXLAN devices (a reply from a remote backend arrives
+// decapsulated on them).
+var DefaultDataIfacePattern = regexp.MustCompile(`^((en|wl|ww|sl|ib)[Popsx].*|(eth|wlan|wwan|bond).*|vxlan\.calico|vxlan-v6\.calico)$`)
+
+// dataLinksDir is the pin directory of the data interfaces' links.
+const dataLinksDir = "links-data"
+
+// clsactDataHandle is the handle of the service program's cls_bpf filter (ingress only).
+const clsactDataHandle = 0xfe12
+
+// dataIfaces is the data interfaces this run attached the service program to, by name.
+type dataIfaces map[string]attachedData
+
+// attachedData is one data interface's TCX link (nil when attached with clsact).
+type attachedData struct {
+	ifindex int
+	link    link.Link
+}
+
+// attachData attaches felis_data_in to TC ingress of every interface matching the data
+// interface pattern that is not a workload's, first in the TCX chain (NAT comes before a
+// host endpoint's normal policy, which then sees the backend). Links are pinned under
+// links-data/ and adopted by the next run; interfaces that stop matching are detached.
+func (d *Dataplane) attachData(st *render.State, res *appliers.Result) error {
+	pattern := d.opts.DataIfacePattern
+	if pattern == nil {
+		pattern = DefaultDataIfacePattern
+	}
+	if d.data == nil {
+		d.data = dataIfaces{}
+	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		return fmt.Errorf("listing interfaces for the service program: %w", err)
+	}
+	dir := filepath.Join(d.opts.PinDir, dataLinksDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("bpf pin directory %s: %w", dir, err)
+	}
+	want := map[string]int{}
+	for _, l := range links {
+		name := l.Attrs().Name
+		if !pattern.MatchString(name) {
+			continue
+		}
+		if ep, ok := st.Endpoints[name]; ok && ep.Flags&render.EndpointFlagHost == 0 {
+			continue // a workload's interface
+		}
+		want[name] = l.Attrs().Index
+	}
+	for _, name := range slices.Sorted(func(yield func(string) bool) {
+		for n := range want {
+			if !yield(n) {
+				return
+			}
+		}
+	}) {
+		idx := want[name]
+		if a, ok := d.data[name]; ok && a.ifindex == idx {
+			continue
+		} else if ok && a.link != nil {
+			a.link.Close()
+		}
+		pin := filepath.Join(dir, name)
+		if !d.opts.Clsact {
+			if l, err := link.LoadPinnedLink(pin, nil); err == nil {
+				if onIfindex(l, idx) && l.Update(d.objs.FelisDataIn) == nil {
+					d.data[name] = attachedData{ifindex: idx, link: l}
+					res.Counts["data-link-adopt"]++
+					continue
+				}
+				l.Unpin()
+				l.Close()
+			}
+			l, err := link.AttachTCX(link.TCXOptions{Interface: idx, Program: d.objs.FelisDataIn, Attach: ebpf.AttachTCXIngress, Anchor: link.Head()})
+			if err == nil {
+				if err := l.Pin(pin); err != nil {
+					l.Close()
+					return fmt.Errorf("data interface %s: pinning link: %w", name, err)
+				}
+				d.data[name] = attachedData{ifindex: idx, link: l}
+				res.Counts["data-link-attach"]++
+				res.Ops = append(res.Ops, "attach tcx in-data "+name)
+				continue
+			}
+			if !errors.Is(err, ebpf.ErrNotSupported) {
+				return fmt.Errorf("data interface %s: attaching TCX: %w", name, err)
+			}
+			d.opts.Clsact = true
+		}
+		if err := attachClsactData(idx, d.objs.FelisDataIn); err != nil {
+			return fmt.Errorf("data interface %s: attaching clsact: %w", name, err)
+		}
+		d.data[name] = attachedData{ifindex: idx}
+		res.Counts["data-filter-replace"]++
+		res.Ops = append(res.Ops, "filter replace clsact in-data "+name)
+	}
+	for name, a := range d.data {
+		if _, ok := want[name]; ok {
+			continue
+		}
+		if a.link != nil {
+			a.link.Unpin()
+			a.link.Close()
+		} else if l, err := netlink.LinkByIndex(a.ifindex); err == nil {
+			detachClsactData(l)
+		}
+		delete(d.data, name)
+		res.Counts["data-link-detach"]++
+	}
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if _, ok := want[e.Name()]; !ok {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+	return nil
+}
+
+// attachClsactData replaces felis's service filter on the interface's clsact ingress hook.
+// It has its own handle and runs after a host endpoint's policy filter (priority 2).
+func attachClsactData(ifindex int, prog *ebpf.Program) error {
+	q := &netlink.GenericQdisc{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: ifindex, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT}, QdiscType: "clsact"}
+	if err := netlink.QdiscAdd(q); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("clsact qdisc: %w", err)
+	}
+	f := &netlink.BpfFilter{
+		FilterAttrs:  netlink.FilterAttrs{LinkIndex: ifindex, Parent: netlink.HANDLE_MIN_INGRESS, Handle: clsactDataHandle, Priority: clsactPrio + 1, Protocol: unix.ETH_P_ALL},
+		Fd:           prog.FD(),
+		Name:         "felis-data",
+		DirectAction: true,
+	}
+	return netlink.FilterReplace(f)
+}
+
+// detachClsactData removes felis's service filter from the interface.
+func detachClsactData(l netlink.Link) error {
+	fs, err := netlink.FilterList(l, netlink.HANDLE_MIN_INGRESS)
+	if err != nil {
+		return nil // no clsact qdisc
+	}
+	for _, f := range fs {
+		if bf, ok := f.(*netlink.BpfFilter); ok && bf.Handle == clsactDataHandle {
+			if err := netlink.FilterDel(bf); err != nil && !errors.Is(err, unix.ENOENT) {
+				return fmt.Errorf("deleting clsact filter: %w", err)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,401 @@
+//go:build linux
+
+package bpf
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/felis-dev/felis/appliers"
+	"github.com/felis-dev/felis/appliers/bpf/render"
+	"github.com/felis-dev/felis/snapshot"
+)
+
+// services is the service maps' state as last committed: what each service rendered to, the
+// services claiming each frontend (the first by ID owns it), and the frontend entries written.
+type services struct {
+	node     string
+	addrs    render.NodeAddrs
+	rendered map[string]renderedService
+	claims   map[render.FrontendKey][]string
+	fronts   map[render.FrontendKey]render.Frontend
+}
+
+// renderedService is one service's entries and the content hash they were rendered from.
+type renderedService struct {
+	hash string
+	render.ServiceEntries
+}
+
+// servicePlan is the service map operations, in apply order: backends written, frontends
+// written (switching to complete groups), frontends deleted, backends deleted.
+type servicePlan struct {
+	bePut []render.BackendKey
+	beVal []render.Backend
+	fePut []render.FrontendKey
+	feVal []render.Frontend
+	feDel []render.FrontendKey
+	beDel []render.BackendKey
+}
+
+func (p *servicePlan) empty() bool {
+	return len(p.bePut)+len(p.fePut)+len(p.feDel)+len(p.beDel) == 0
+}
+
+func (p *servicePlan) strings() []string {
+	var out []string
+	for i, k := range p.bePut {
+		v := p.beVal[i]
+		out = append(out, fmt.Sprintf("backend-put %s %s:%d flags %d", k, addrOf(v.Family, v.Addr), v.Port, v.Flags))
+	}
+	for i, k := range p.fePut {
+		v := p.feVal[i]
+		out = append(out, fmt.Sprintf("frontend-put %s group %016x count %d flags %d affinity %d", k, v.Group, v.Count, v.Flags, v.Affinity))
+	}
+	for _, k := range p.feDel {
+		out = append(out, "frontend-del "+k.String())
+	}
+	for _, k := range p.beDel {
+		out = append(out, "backend-del "+k.String())
+	}
+	return out
+}
+
+// renderServices renders every service of the snapshot.
+func renderServices(snap *snapshot.Snapshot) (map[string]renderedService, []string, error) {
+	addrs := render.NodeAddrsOf(snap)
+	out := make(map[string]renderedService, len(snap.Services))
+	var warns []string
+	for i := range snap.Services {
+		s := &snap.Services[i]
+		e, w, err := render.Service(s, snap.Node, addrs)
+		if err != nil {
+			return nil, nil, err
+		}
+		warns = append(warns, w...)
+		out[s.ID] = renderedService{hash: s.Hash, ServiceEntries: e}
+	}
+	return out, warns, nil
+}
+
+// newServices builds the state of a full render.
+func newServices(snap *snapshot.Snapshot, rendered map[string]renderedService) *services {
+	s := &services{node: snap.Node, addrs: render.NodeAddrsOf(snap), rendered: rendered,
+		claims: map[render.FrontendKey][]string{}, fronts: map[render.FrontendKey]render.Frontend{}}
+	ids := make([]string, 0, len(rendered))
+	for id := range rendered {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		for k, v := range rendered[id].Frontends {
+			if len(s.claims[k]) == 0 {
+				s.fronts[k] = v
+			}
+			s.claims[k] = append(s.claims[k], id)
+		}
+	}
+	return s
+}
+
+// syncServices brings the service maps to the snapshot's services: at a full sync by reading
+// both maps and diffing everything; otherwise only the services whose content hash changed
+// (or that came or went) are rendered and diffed against their last committed entries.
+func (d *Dataplane) syncServices(snap *snapshot.Snapshot, full bool, res *appliers.Result) error {
+	var p servicePlan
+	var next *services
+	old := d.svc
+	d.svc = nil // unknown until the apply succeeds
+	if full || old == nil || old.node != snap.Node || old.addrs != render.NodeAddrsOf(snap) {
+		rendered, warns, err := renderServices(snap)
+		if err != nil {
+			return fmt.Errorf("render services: %w", err)
+		}
+		res.Warnings = append(res.Warnings, warns...)
+		next = newServices(snap, rendered)
+		obs, err := d.observeServices()
+		if err != nil {
+			return err
+		}
+		p = diffServices(next, obs)
+	} else {
+		var err error
+		next, p, err = old.update(snap, res)
+		if err != nil {
+			return err
+		}
+	}
+	if err := d.applyServices(&p, res); err != nil {
+		return err
+	}
+	d.svc = next
+	return nil
+}
+
+// observeServices reads the frontend and backend maps.
+func (d *Dataplane) observeServices() (*services, error) {
+	o := &services{fronts: map[render.FrontendKey]render.Frontend{}, rendered: map[string]renderedService{"": {
+		ServiceEntries: render.ServiceEntries{Backends: map[render.BackendKey]render.Backend{}}}}}
+	var fk policyFeKey
+	var fv policyFeVal
+	it := d.objs.FsvcV1.Iterate()
+	for it.Next(&fk, &fv) {
+		o.fronts[render.FrontendKey{Family: fk.Family, Protocol: fk.Proto, Port: fk.Port, Addr: fk.Addr}] =
+			render.Frontend{Group: fv.Group, Count: fv.Count, Flags: fv.Flags, Affinity: fv.Affinity, SNAT: fv.Snat}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("reading map fsvc_v1: %w", err)
+	}
+	var bk policyBeKey
+	var bv policyBeVal
+	bes := o.rendered[""].Backends
+	it = d.objs.FbeV1.Iterate()
+	for it.Next(&bk, &bv) {
+		bes[render.BackendKey{Group: bk.Group, Index: bk.Index}] = render.Backend{Addr: bv.Addr, Port: bv.Port, Family: bv.Family, Flags: bv.Flags}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("reading map fbe_v1: %w", err)
+	}
+	return o, nil
+}
+
+// diffServices compares a whole desired state with the maps' contents.
+func diffServices(want, have *services) servicePlan {
+	var p servicePlan
+	haveBe := map[render.BackendKey]render.Backend{}
+	for _, r := range have.rendered {
+		for k, v := range r.Backends {
+			haveBe[k] = v
+		}
+	}
+	wantBe := map[render.BackendKey]struct{}{}
+	for _, r := range want.rendered {
+		for k, v := range r.Backends {
+			wantBe[k] = struct{}{}
+			if h, ok := haveBe[k]; !ok || h != v {
+				p.bePut = append(p.bePut, k)
+				p.beVal = append(p.beVal, v)
+			}
+		}
+	}
+	for k, v := range want.fronts {
+		if h, ok := have.fronts[k]; !ok || h != v {
+			p.fePut = append(p.fePut, k)
+			p.feVal = append(p.feVal, v)
+		}
+	}
+	for k := range have.fronts {
+		if _, ok := want.fronts[k]; !ok {
+			p.feDel = append(p.feDel, k)
+		}
+	}
+	for k := range haveBe {
+		if _, ok := wantBe[k]; !ok {
+			p.beDel = append(p.beDel, k)
+		}
+	}
+	return p
+}
+
+// update renders the services that changed since s was committed and returns the new state
+// and the operations between the two. s itself is left as it was.
+func (s *services) update(snap *snapshot.Snapshot, res *appliers.Result) (*services, servicePlan, error) {
+	var p servicePlan
+	next := &services{node: s.node, addrs: s.addrs, rendered: s.rendered, claims: s.claims, fronts: s.fronts}
+	var changed []string
+	seen := 0
+	for i := range snap.Services {
+		sv := &snap.Services[i]
+		if r, ok := s.rendered[sv.ID]; ok {
+			seen++
+			if r.hash == sv.Hash && sv.Hash != "" {
+				continue
+			}
+		}
+		changed = append(changed, sv.ID)
+	}
+	var gone []string
+	if seen < len(s.rendered) {
+		ids := make(map[string]bool, len(snap.Services))
+		for i := range snap.Services {
+			ids[snap.Services[i].ID] = true
+		}
+		for id := range s.rendered {
+			if !ids[id] {
+				gone = append(gone, id)
+			}
+		}
+	}
+	if len(changed) == 0 && len(gone) == 0 {
+		return next, p, nil
+	}
+	// Copy on write: the committed maps stay intact if the apply fails.
+	next.rendered = make(map[string]renderedService, len(s.rendered)+len(changed))
+	for id, r := range s.rendered {
+		next.rendered[id] = r
+	}
+	next.claims = make(map[render.FrontendKey][]string, len(s.claims))
+	for k, v := range s.claims {
+		next.claims[k] = v
+	}
+	next.fronts = make(map[render.FrontendKey]render.Frontend, len(s.fronts))
+	for k, v := range s.fronts {
+		next.fronts[k] = v
+	}
+	addrs := render.NodeAddrsOf(snap)
+	touched := map[render.FrontendKey]bool{}
+	byID := make(map[string]*snapshot.Service, len(changed))
+	for _, id := range changed {
+		byID[id] = nil
+	}
+	for i := range snap.Services {
+		if _, ok := byID[snap.Services[i].ID]; ok {
+			byID[snap.Services[i].ID] = &snap.Services[i]
+		}
+	}
+	for _, id := range append(changed, gone...) {
+		prev := s.rendered[id]
+		var cur renderedService
+		if sv := byID[id]; sv != nil {
+			e, w, err := render.Service(sv, snap.Node, addrs)
+			if err != nil {
+				return nil, p, fmt.Errorf("render services: %w", err)
+			}
+			res.Warnings = append(res.Warnings, w...)
+			cur = renderedService{hash: sv.Hash, ServiceEntries: e}
+			next.rendered[id] = cur
+		} else {
+			delete(next.rendered, id)
+		}
+		for k, v := range cur.Backends {
+			if h, ok := prev.Backends[k]; !ok || h != v {
+				p.bePut = append(p.bePut, k)
+				p.beVal = append(p.beVal, v)
+			}
+		}
+		for k := range prev.Backends {
+			if _, ok := cur.Backends[k]; !ok {
+				p.beDel = append(p.beDel, k)
+			}
+		}
+		for k := range prev.Frontends {
+			if _, ok := cur.Frontends[k]; !ok {
+				next.claims[k] = slices.DeleteFunc(slices.Clone(next.claims[k]), func(c string) bool { return c == id })
+				if len(next.claims[k]) == 0 {
+					delete(next.claims, k)
+				}
+			}
+			touched[k] = true
+		}
+		for k := range cur.Frontends {
+			if _, ok := prev.Frontends[k]; !ok {
+				c := slices.Clone(next.claims[k])
+				i, _ := slices.BinarySearch(c, id)
+				next.claims[k] = slices.Insert(c, i, id)
+			}
+			touched[k] = true
+		}
+	}
+	for k := range touched {
+		h, had := s.fronts[k]
+		c := next.claims[k]
+		if len(c) == 0 {
+			if had {
+				p.feDel = append(p.feDel, k)
+				delete(next.fronts, k)
+			}
+			continue
+		}
+		v := next.rendered[c[0]].Frontends[k]
+		next.fronts[k] = v
+		if !had || h != v {
+			p.fePut = append(p.fePut, k)
+			p.feVal = append(p.feVal, v)
+		}
+	}
+	return next, p, nil
+}
+
+func (d *Dataplane) applyServices(p *servicePlan, res *appliers.Result) error {
+	if p.empty() {
+		return nil
+	}
+	beKeys := func(ks []render.BackendKey) []policyBeKey {
+		out := make([]policyBeKey, len(ks))
+		for i, k := range ks {
+			out[i] = policyBeKey{Group: k.Group, Index: k.Index}
+		}
+		return out
+	}
+	feKeys := func(ks []render.FrontendKey) []policyFeKey {
+		out := make([]policyFeKey, len(ks))
+		for i, k := range ks {
+			out[i] = policyFeKey{Family: k.Family, Proto: k.Protocol, Port: k.Port, Addr: k.Addr}
+		}
+		return out
+	}
+	if len(p.bePut) > 0 {
+		vals := make([]policyBeVal, len(p.beVal))
+		for i, v := range p.beVal {
+			vals[i] = policyBeVal{Addr: v.Addr, Port: v.Port, Family: v.Family, Flags: v.Flags}
+		}
+		if err := update(d.objs.FbeV1, beKeys(p.bePut), vals); err != nil {
+			return fmt.Errorf("writing %d backends to map fbe_v1: %w", len(p.bePut), err)
+		}
+		res.Counts["backend-put"] += len(p.bePut)
+	}
+	if len(p.fePut) > 0 {
+		vals := make([]policyFeVal, len(p.feVal))
+		for i, v := range p.feVal {
+			vals[i] = policyFeVal{Group: v.Group, Count: v.Count, Flags: v.Flags, Affinity: v.Affinity, Snat: v.SNAT}
+		}
+		if err := update(d.objs.FsvcV1, feKeys(p.fePut), vals); err != nil {
+			return fmt.Errorf("writing %d frontends to map fsvc_v1: %w", len(p.fePut), err)
+		}
+		res.Counts["frontend-put"] += len(p.fePut)
+	}
+	if len(p.feDel) > 0 {
+		if err := del(d.objs.FsvcV1, feKeys(p.feDel)); err != nil {
+			return fmt.Errorf("deleting %d frontends from map fsvc_v1: %w", len(p.feDel), err)
+		}
+		res.Counts["frontend-del"] += len(p.feDel)
+	}
+	if len(p.beDel) > 0 {
+		if err := del(d.objs.FbeV1, beKeys(p.beDel)); err != nil {
+			return fmt.Errorf("deleting %d backends from map fbe_v1: %w", len(p.beDel), err)
+		}
+		res.Counts["backend-del"] += len(p.beDel)
+	}
+	res.Ops = append(res.Ops, p.strings()...)
+	return nil
+}
+
+// pendingServices is the operations still needed to bring the service maps to snap.
+func (d *Dataplane) pendingServices(snap *snapshot.Snapshot) ([]string, error) {
+	rendered, _, err := renderServices(snap)
+	if err != nil {
+		return nil, fmt.Errorf("render services: %w", err)
+	}
+	obs, err := d.observeServices()
+	if err != nil {
+		return nil, err
+	}
+	p := diffServices(newServices(snap, rendered), obs)
+	return p.strings(), nil
+}
+
+// addrOf prints a map address of the family.
+func addrOf(fam uint8, b [16]byte) string {
+	if fam == 4 {
+		return fmt.Sprintf("%d.%d.%d.%d", b[0], b[1], b[2], b[3])
+	}
+	var sb strings.Builder
+	for i := 0; i < 16; i += 2 {
+		if i > 0 {
+			sb.WriteByte(':')
+		}
+		fmt.Fprintf(&sb, "%x", uint16(b[i])<<8|uint16(b[i+1]))
+	}
+	return sb.String()
+}

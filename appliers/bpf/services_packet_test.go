@@ -1,0 +1,164 @@
+//go:build linux
+
+package bpf
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/felis-dev/felis/snapshot"
+	"github.com/felis-dev/felis/tools/netns"
+)
+
+// TestPacketsServices: real packets between namespaces (tools/netns). node1 runs a client
+// pod and two backend pods (TCP and UDP echo on 8080) behind the ClusterIP 10.96.0.50:80 and
+// the NodePort 30080 of node1's address; node2 on the same underlay is the outside world.
+// The client reaches both backends through the ClusterIP (every exchange completes, so the
+// replies came back from the ClusterIP: the client's socket accepts nothing else), a backend
+// reaches itself (hairpin), and node2 reaches both backends through the NodePort (TCP and
+// UDP). Then the felis state is removed with Cleanup.
+func TestPacketsServices(t *testing.T) {
+	_, dir := openTest(t) // root check and a private bpffs
+	h := netns.New(t)
+	u, err := h.NewUnderlay("underlay")
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, err := u.NewNode("node1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	outside, err := u.NewNode("node2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pods := map[string]*netns.Pod{}
+	for i, name := range []string{"client", "web-a", "web-b"} {
+		p, err := node.NewPod(netns.PodOptions{Namespace: "app", Name: name, IPv4: netip.AddrFrom4([4]byte{10, 65, 0, byte(10 + i)})})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pods[name] = p
+	}
+	listeners := map[string][2]*netns.Listener{}
+	for _, name := range []string{"web-a", "web-b"} {
+		tcp, err := pods[name].Listen(netns.TCP, 8080)
+		if err != nil {
+			t.Fatal(err)
+		}
+		udp, err := pods[name].Listen(netns.UDP, 8080)
+		if err != nil {
+			t.Fatal(err)
+		}
+		listeners[name] = [2]*netns.Listener{tcp, udp}
+	}
+
+	all := []snapshot.Rule{{Action: snapshot.Allow}}
+	snap := &snapshot.Snapshot{Node: "node1",
+		Config:   snapshot.Config{DefaultEndpointToHostAction: snapshot.Allow, NodeIPv4: netip.PrefixFrom(node.IPv4, 24)},
+		Profiles: []snapshot.Profile{{ID: "all", Inbound: all, Outbound: all}}}
+	svc := snapshot.Service{ID: "app/web"}
+	for _, proto := range []uint8{6, 17} {
+		svc.Frontends = append(svc.Frontends,
+			snapshot.Frontend{Addr: netip.MustParseAddr("10.96.0.50"), Port: 80, Protocol: proto, Kind: "ClusterIP"},
+			snapshot.Frontend{Addr: node.IPv4, Port: 30080, Protocol: proto, Kind: "NodePort"})
+	}
+	for name, p := range pods {
+		snap.Endpoints = append(snap.Endpoints, snapshot.Endpoint{ID: "app/" + name, Interface: p.HostInterface,
+			Addrs:   []netip.Prefix{netip.PrefixFrom(p.IPv4, 32)},
+			Ingress: snapshot.Direction{Profiles: []string{"all"}}, Egress: snapshot.Direction{Profiles: []string{"all"}}})
+		if name != "client" {
+			for _, proto := range []uint8{6, 17} {
+				svc.Backends = append(svc.Backends, snapshot.Backend{Addr: p.IPv4, Port: 8080, Protocol: proto, Node: "node1", Ready: true, Serving: true})
+			}
+		}
+	}
+	snap.Services = []snapshot.Service{svc}
+	snap.Finalize()
+
+	var d *Dataplane
+	if err := node.Do(func() error {
+		var err error
+		if d, err = Open(Options{PinDir: dir + "/svc"}); err != nil {
+			return err
+		}
+		res, err := d.Sync(context.Background(), snap, true)
+		if err == nil && res.Counts["data-link-attach"] != 1 {
+			t.Errorf("sync attached the service program to %d data interfaces, want 1 (eth0): %v", res.Counts["data-link-attach"], res.Ops)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	defer node.Do(func() error { return Cleanup(context.Background(), dir+"/svc") })
+
+	served := func() map[string]int {
+		out := map[string]int{}
+		for name, ls := range listeners {
+			out[name] = ls[0].Served() + ls[1].Served()
+		}
+		return out
+	}
+	probe := func(from *netns.Namespace, proto netns.Protocol, dst netip.AddrPort, n int) map[string]int {
+		t.Helper()
+		before := served()
+		for i := range n {
+			if err := from.Probe(proto, dst).Allowed(); err != nil {
+				t.Fatalf("%s probe %d of %d to %s from %s: %v", proto, i+1, n, dst, from.Name, err)
+			}
+		}
+		after := served()
+		for k := range after {
+			after[k] -= before[k]
+		}
+		return after
+	}
+	cip := netip.MustParseAddrPort("10.96.0.50:80")
+	for _, proto := range []netns.Protocol{netns.TCP, netns.UDP} {
+		if got := probe(pods["client"].Namespace, proto, cip, 20); got["web-a"] == 0 || got["web-b"] == 0 {
+			t.Errorf("client to the ClusterIP over %s: served %v; want both backends", proto, got)
+		}
+	}
+	if got := probe(pods["web-a"].Namespace, netns.TCP, cip, 20); got["web-a"] == 0 {
+		t.Errorf("web-a to its own service: served %v; want web-a among them (hairpin)", got)
+	}
+	np := netip.AddrPortFrom(node.IPv4, 30080)
+	for _, proto := range []netns.Protocol{netns.TCP, netns.UDP} {
+		if got := probe(outside.Namespace, proto, np, 20); got["web-a"] == 0 || got["web-b"] == 0 {
+			t.Errorf("node2 to node1's NodePort over %s: served %v; want both backends", proto, got)
+		}
+	}
+
+	// Cleanup detaches the service program from eth0.
+	var left []string
+	if err := node.Do(func() error {
+		if err := Cleanup(context.Background(), dir+"/svc"); err != nil {
+			return err
+		}
+		l, err := node.Netlink().LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		res, err := link.QueryPrograms(link.QueryOptions{Target: l.Attrs().Index, Attach: ebpf.AttachTCXIngress})
+		if err != nil {
+			return err
+		}
+		for _, p := range res.Programs {
+			if isFelisProgram(p.ID) {
+				left = append(left, fmt.Sprint(p.ID))
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(left) > 0 {
+		t.Errorf("felis programs %v still on eth0 after Cleanup", left)
+	}
+}

@@ -1,0 +1,462 @@
+//go:build linux
+
+package bpf
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/felis-dev/felis/snapshot"
+)
+
+// segment is one TCP or UDP packet as a test sends it and reads it back.
+type segment struct {
+	Src, Dst         netip.AddrPort
+	Proto            uint8
+	ZeroUDPChecksum  bool // send a UDP datagram without checksum (IPv4 only)
+	checksumsChecked bool
+}
+
+func (s segment) String() string { return fmt.Sprintf("%s -> %s/%d", s.Src, s.Dst, s.Proto) }
+
+var payload = []byte("felis service nat test payload, odd length.")
+
+// csum is the Internet checksum of b (folded, not complemented) added to sum.
+func csum(sum uint32, b []byte) uint32 {
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	if len(b)%2 == 1 {
+		sum += uint32(b[len(b)-1]) << 8
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	return sum
+}
+
+// pseudo is the L4 pseudo-header sum.
+func pseudo(src, dst netip.Addr, proto uint8, n int) uint32 {
+	var sum uint32
+	sum = csum(sum, src.AsSlice())
+	sum = csum(sum, dst.AsSlice())
+	return csum(sum, []byte{0, proto, byte(n >> 8), byte(n)})
+}
+
+// build makes an Ethernet frame with valid IPv4 header and L4 checksums.
+func (s segment) build() []byte {
+	hl := 20
+	if s.Proto == 17 {
+		hl = 8
+	}
+	l4 := make([]byte, hl+len(payload))
+	binary.BigEndian.PutUint16(l4[0:], s.Src.Port())
+	binary.BigEndian.PutUint16(l4[2:], s.Dst.Port())
+	copy(l4[hl:], payload)
+	off := 16
+	if s.Proto == 17 {
+		binary.BigEndian.PutUint16(l4[4:], uint16(len(l4)))
+		off = 6
+	} else {
+		l4[12] = 5 << 4
+		l4[13] = 0x18 // PSH ACK
+	}
+	if !s.ZeroUDPChecksum {
+		c := ^uint16(csum(pseudo(s.Src.Addr(), s.Dst.Addr(), s.Proto, len(l4)), l4))
+		if c == 0 && s.Proto == 17 {
+			c = 0xffff
+		}
+		binary.BigEndian.PutUint16(l4[off:], c)
+	}
+	b := make([]byte, 14, 128)
+	if s.Src.Addr().Is4() {
+		binary.BigEndian.PutUint16(b[12:], 0x0800)
+		h := make([]byte, 20)
+		h[0] = 0x45
+		binary.BigEndian.PutUint16(h[2:], uint16(20+len(l4)))
+		h[8] = 64
+		h[9] = s.Proto
+		copy(h[12:], s.Src.Addr().AsSlice())
+		copy(h[16:], s.Dst.Addr().AsSlice())
+		binary.BigEndian.PutUint16(h[10:], ^uint16(csum(0, h)))
+		b = append(b, h...)
+	} else {
+		binary.BigEndian.PutUint16(b[12:], 0x86dd)
+		h := make([]byte, 40)
+		h[0] = 0x60
+		binary.BigEndian.PutUint16(h[4:], uint16(len(l4)))
+		h[6] = s.Proto
+		h[7] = 64
+		copy(h[8:], s.Src.Addr().AsSlice())
+		copy(h[24:], s.Dst.Addr().AsSlice())
+		b = append(b, h...)
+	}
+	return append(b, l4...)
+}
+
+// parseSegment reads a frame back and checks its IPv4 header and L4 checksums.
+func parseSegment(t *testing.T, b []byte) segment {
+	t.Helper()
+	var s segment
+	var l4 []byte
+	var src, dst netip.Addr
+	switch binary.BigEndian.Uint16(b[12:]) {
+	case 0x0800:
+		h := b[14:34]
+		if c := csum(0, h); c != 0xffff {
+			t.Errorf("IPv4 header checksum invalid (sum %#x) in %x", c, b)
+		}
+		s.Proto = h[9]
+		src, _ = netip.AddrFromSlice(h[12:16])
+		dst, _ = netip.AddrFromSlice(h[16:20])
+		l4 = b[34:]
+	case 0x86dd:
+		h := b[14:54]
+		s.Proto = h[6]
+		src, _ = netip.AddrFromSlice(h[8:24])
+		dst, _ = netip.AddrFromSlice(h[24:40])
+		l4 = b[54:]
+	default:
+		t.Fatalf("not IP: %x", b)
+	}
+	s.Src = netip.AddrPortFrom(src, binary.BigEndian.Uint16(l4[0:]))
+	s.Dst = netip.AddrPortFrom(dst, binary.BigEndian.Uint16(l4[2:]))
+	if s.Proto == 17 && binary.BigEndian.Uint16(l4[6:]) == 0 {
+		s.ZeroUDPChecksum = true
+	} else if c := csum(pseudo(src, dst, s.Proto, len(l4)), l4); c != 0xffff {
+		t.Errorf("%s: L4 checksum invalid (sum %#x)", s, c)
+	}
+	s.checksumsChecked = true
+	return s
+}
+
+// send runs prog on the segment and returns the verdict and the packet as it left.
+func send(t *testing.T, prog *ebpf.Program, s segment) (uint32, segment) {
+	t.Helper()
+	in := s.build()
+	out := make([]byte, len(in)+64)
+	opts := &ebpf.RunOptions{Data: in, DataOut: out}
+	ret, err := prog.Run(opts)
+	if err != nil {
+		t.Fatalf("BPF_PROG_TEST_RUN: %v", err)
+	}
+	return ret, parseSegment(t, opts.DataOut)
+}
+
+// tcNext is TC_ACT_UNSPEC (TCX_NEXT): the packet goes on to the hook's next program.
+const tcNext = 0xffffffff
+
+func ap(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+
+// serviceSnapshot: one workload (10.0.0.1, fd00::1) whose egress and ingress allow
+// everything, on node n (192.168.5.1), and services: web (ClusterIP 10.96.0.10:80 and
+// [fd00:96::10]:80, TCP, backends 10.0.0.5 and 10.0.0.6 :8080 and fd00::5 :8080), dns (UDP
+// 10.96.0.53:53 → 10.0.0.7:5353), self (10.96.0.11:80 → the workload itself, 10.0.0.1:8080),
+// empty (10.96.0.12:80, no backend), sticky (10.96.0.13:80 with ClientIP affinity over
+// 10.0.0.5, 10.0.0.6, 10.0.0.8) and np (NodePort 192.168.5.1:30080 with one local backend,
+// the workload at 10.0.0.1:8080, and, for 192.168.5.1:30081, one backend 10.1.0.9:8080 on another node).
+func serviceSnapshot() *snapshot.Snapshot {
+	all := []snapshot.Rule{{Action: snapshot.Allow}}
+	be := func(addr string, port uint16, proto uint8, node string) snapshot.Backend {
+		return snapshot.Backend{Addr: netip.MustParseAddr(addr), Port: port, Protocol: proto, Node: node, Ready: true, Serving: true}
+	}
+	fe := func(addr string, port uint16, proto uint8, kind string) snapshot.Frontend {
+		return snapshot.Frontend{Addr: netip.MustParseAddr(addr), Port: port, Protocol: proto, Kind: kind}
+	}
+	s := &snapshot.Snapshot{
+		Node: "n",
+		Config: snapshot.Config{DefaultEndpointToHostAction: snapshot.Allow,
+			NodeIPv4: netip.MustParsePrefix("192.168.5.1/24"), NodeIPv6: netip.MustParsePrefix("fd00:5::1/64")},
+		Profiles: []snapshot.Profile{{ID: "all", Inbound: all, Outbound: all}},
+		Endpoints: []snapshot.Endpoint{{ID: "ns/ep", Interface: "cali0",
+			Addrs:   []netip.Prefix{netip.MustParsePrefix("10.0.0.1/32"), netip.MustParsePrefix("fd00::1/128")},
+			Ingress: snapshot.Direction{Profiles: []string{"all"}}, Egress: snapshot.Direction{Profiles: []string{"all"}}}},
+		Services: []snapshot.Service{
+			{ID: "ns/web", Frontends: []snapshot.Frontend{fe("10.96.0.10", 80, 6, "ClusterIP"), fe("fd00:96::10", 80, 6, "ClusterIP")},
+				Backends: []snapshot.Backend{be("10.0.0.5", 8080, 6, "n"), be("10.0.0.6", 8080, 6, "n"), be("fd00::5", 8080, 6, "n")}},
+			{ID: "ns/dns", Frontends: []snapshot.Frontend{fe("10.96.0.53", 53, 17, "ClusterIP")},
+				Backends: []snapshot.Backend{be("10.0.0.7", 5353, 17, "n")}},
+			{ID: "ns/self", Frontends: []snapshot.Frontend{fe("10.96.0.11", 80, 6, "ClusterIP")},
+				Backends: []snapshot.Backend{be("10.0.0.1", 8080, 6, "n")}},
+			{ID: "ns/empty", Frontends: []snapshot.Frontend{fe("10.96.0.12", 80, 6, "ClusterIP")}},
+			{ID: "ns/sticky", AffinitySeconds: 60, Frontends: []snapshot.Frontend{fe("10.96.0.13", 80, 6, "ClusterIP")},
+				Backends: []snapshot.Backend{be("10.0.0.5", 8080, 6, "n"), be("10.0.0.6", 8080, 6, "n"), be("10.0.0.8", 8080, 6, "n")}},
+			{ID: "ns/np", Frontends: []snapshot.Frontend{fe("192.168.5.1", 30080, 6, "NodePort")},
+				Backends: []snapshot.Backend{be("10.0.0.1", 8080, 6, "n")}},
+			{ID: "ns/np-remote", Frontends: []snapshot.Frontend{fe("192.168.5.1", 30081, 6, "NodePort")},
+				Backends: []snapshot.Backend{be("10.1.0.9", 8080, 6, "other")}},
+		},
+	}
+	s.Finalize()
+	return s
+}
+
+// TestServiceNATFromWorkload: BPF_PROG_TEST_RUN on the workload hooks. A packet to a
+// ClusterIP is DNATed to a backend (valid checksums; TCP, UDP, UDP without checksum, IPv6),
+// the flow keeps its backend, new flows reach every backend, the reply is reverse-NATed to
+// come from the ClusterIP; hairpin gets the frontend as source and its reply is rewritten
+// back; a frontend without backends drops; ClientIP affinity pins a client to one backend.
+func TestServiceNATFromWorkload(t *testing.T) {
+	d, _ := openTest(t)
+	toWEP, fromWEP := d.Programs()
+	mustSync(t, d, serviceSnapshot(), true)
+
+	backends := map[netip.AddrPort]bool{ap("10.0.0.5:8080"): true, ap("10.0.0.6:8080"): true}
+	seen := map[netip.AddrPort]int{}
+	for port := uint16(40000); port < 40040; port++ {
+		c := segment{Src: netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), port), Dst: ap("10.96.0.10:80"), Proto: 6}
+		v, out := send(t, fromWEP, c)
+		if v != tcOK || out.Src != c.Src || !backends[out.Dst] {
+			t.Fatalf("%s: verdict %d, sent as %s; want pass to a backend from the client", c, v, out)
+		}
+		seen[out.Dst]++
+		v, again := send(t, fromWEP, c)
+		if v != tcOK || again.Dst != out.Dst {
+			t.Fatalf("%s again: verdict %d to %s; want the flow's backend %s", c, v, again.Dst, out.Dst)
+		}
+		reply := segment{Src: out.Dst, Dst: c.Src, Proto: 6}
+		v, back := send(t, toWEP, reply)
+		if v != tcOK || back.Src != c.Dst || back.Dst != c.Src {
+			t.Fatalf("reply %s: verdict %d, delivered as %s; want from %s to %s", reply, v, back, c.Dst, c.Src)
+		}
+	}
+	if len(seen) != 2 {
+		t.Errorf("40 flows reached %v; want both backends", seen)
+	}
+
+	for _, c := range []segment{
+		{Src: ap("10.0.0.1:5000"), Dst: ap("10.96.0.53:53"), Proto: 17},
+		{Src: ap("10.0.0.1:5001"), Dst: ap("10.96.0.53:53"), Proto: 17, ZeroUDPChecksum: true},
+		{Src: ap("[fd00::1]:5002"), Dst: ap("[fd00:96::10]:80"), Proto: 6},
+	} {
+		want := ap("10.0.0.7:5353")
+		if c.Src.Addr().Is6() {
+			want = ap("[fd00::5]:8080")
+		}
+		v, out := send(t, fromWEP, c)
+		if v != tcOK || out.Dst != want || out.Src != c.Src || out.ZeroUDPChecksum != c.ZeroUDPChecksum {
+			t.Errorf("%s (zero checksum %t): verdict %d, sent as %s (zero checksum %t); want to %s", c, c.ZeroUDPChecksum, v, out, out.ZeroUDPChecksum, want)
+		}
+		v, back := send(t, toWEP, segment{Src: want, Dst: c.Src, Proto: c.Proto, ZeroUDPChecksum: c.ZeroUDPChecksum})
+		if v != tcOK || back.Src != c.Dst || back.Dst != c.Src {
+			t.Errorf("reply to %s: verdict %d, delivered as %s", c, v, back)
+		}
+	}
+
+	// Hairpin: the workload reaches itself; it sees the frontend as the source, and its
+	// reply, rewritten as it leaves, passes its own ingress as the reply it is.
+	c := segment{Src: ap("10.0.0.1:41000"), Dst: ap("10.96.0.11:80"), Proto: 6}
+	v, out := send(t, fromWEP, c)
+	if want := (segment{Src: ap("10.96.0.11:41000"), Dst: ap("10.0.0.1:8080"), Proto: 6}); v != tcOK || out.Src != want.Src || out.Dst != want.Dst {
+		t.Fatalf("hairpin %s: verdict %d, sent as %s; want %s", c, v, out, want)
+	}
+	v, back := send(t, fromWEP, segment{Src: out.Dst, Dst: out.Src, Proto: 6})
+	if v != tcOK || back.Src != c.Dst || back.Dst != c.Src {
+		t.Fatalf("hairpin reply: verdict %d, sent as %s; want from %s to %s", v, back, c.Dst, c.Src)
+	}
+	if v, in := send(t, toWEP, back); v != tcOK || in != back {
+		t.Fatalf("hairpin reply into the workload: verdict %d, as %s", v, in)
+	}
+
+	if v, _ := send(t, fromWEP, segment{Src: ap("10.0.0.1:42000"), Dst: ap("10.96.0.12:80"), Proto: 6}); v != tcShot {
+		t.Errorf("frontend without backends: verdict %d, want drop", v)
+	}
+
+	sticky := map[netip.AddrPort]int{}
+	for port := uint16(43000); port < 43020; port++ {
+		_, out := send(t, fromWEP, segment{Src: netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), port), Dst: ap("10.96.0.13:80"), Proto: 6})
+		sticky[out.Dst]++
+	}
+	if len(sticky) != 1 {
+		t.Errorf("20 flows of one client with ClientIP affinity reached %v; want one backend", sticky)
+	}
+}
+
+// TestServiceNATPolicySeesBackend: egress policy is evaluated on the DNATed packet, and a
+// denied packet leaves no NAT entry.
+func TestServiceNATPolicySeesBackend(t *testing.T) {
+	d, _ := openTest(t)
+	_, fromWEP := d.Programs()
+	s := serviceSnapshot()
+	s.Profiles = append(s.Profiles, snapshot.Profile{ID: "to-5", Outbound: []snapshot.Rule{{Action: snapshot.Allow,
+		DstNets: []netip.Prefix{netip.MustParsePrefix("10.0.0.5/32")}}}})
+	s.Endpoints[0].Egress.Profiles = []string{"to-5"}
+	s.Finalize()
+	mustSync(t, d, s, true)
+	if v, out := send(t, fromWEP, segment{Src: ap("10.0.0.1:1000"), Dst: ap("10.96.0.30:80"), Proto: 6}); v != tcShot {
+		t.Errorf("no frontend, no allowed destination: verdict %d (%s), want drop", v, out)
+	}
+	allowed, denied := 0, 0
+	for port := uint16(1000); port < 1030; port++ {
+		v, out := send(t, fromWEP, segment{Src: netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), port), Dst: ap("10.96.0.10:80"), Proto: 6})
+		switch {
+		case v == tcOK && out.Dst == ap("10.0.0.5:8080"):
+			allowed++
+		case v == tcShot:
+			denied++
+		default:
+			t.Fatalf("verdict %d to %s: want 10.0.0.5 passed, 10.0.0.6 dropped", v, out.Dst)
+		}
+	}
+	if allowed == 0 || denied == 0 {
+		t.Fatalf("30 flows: %d to 10.0.0.5 allowed, %d to 10.0.0.6 denied; want both", allowed, denied)
+	}
+	if n := countNAT(t, d); n != 2*allowed {
+		t.Errorf("%d NAT entries; want 2 per allowed flow (%d)", n, 2*allowed)
+	}
+}
+
+func countNAT(t *testing.T, d *Dataplane) int {
+	t.Helper()
+	var k policyNatKey
+	var v policyNatVal
+	n := 0
+	it := d.objs.FnatV1.Iterate()
+	for it.Next(&k, &v) {
+		n++
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestServiceNATFromOutside: felis_data_in on a data interface, in a private netns whose d0
+// holds the node address 192.168.5.1. A NodePort with a local backend keeps the client's
+// source; the backend's reply leaving its workload is rewritten to come from the NodePort.
+// A NodePort whose backend is on another node is SNATed to the node's address, and the
+// reply arriving from that node is rewritten back to the client.
+func TestServiceNATFromOutside(t *testing.T) {
+	d, _ := openTest(t)
+	toWEP, fromWEP := d.Programs()
+	dataIn := d.objs.FelisDataIn
+	mustSync(t, d, serviceSnapshot(), true)
+	inNetNS(t, func(func(bool)) {
+		client := ap("192.168.5.2:5555")
+		c := segment{Src: client, Dst: ap("192.168.5.1:30080"), Proto: 6}
+		v, out := send(t, dataIn, c)
+		if v != tcNext || out.Src != client || out.Dst != ap("10.0.0.1:8080") {
+			t.Fatalf("NodePort, local backend: verdict %d, sent as %s; want it passed on from the client to 10.0.0.1:8080", v, out)
+		}
+		if v, in := send(t, toWEP, out); v != tcOK || in != out {
+			t.Fatalf("NodePort into the backend's workload: verdict %d, as %s", v, in)
+		}
+		v, back := send(t, fromWEP, segment{Src: out.Dst, Dst: client, Proto: 6})
+		if v == tcShot || back.Src != c.Dst || back.Dst != client {
+			t.Fatalf("reply from the local backend: verdict %d, sent as %s; want from %s to %s", v, back, c.Dst, client)
+		}
+
+		c = segment{Src: client, Dst: ap("192.168.5.1:30081"), Proto: 6}
+		v, out = send(t, dataIn, c)
+		if v == tcShot || out.Src.Addr() != netip.MustParseAddr("192.168.5.1") || out.Dst != ap("10.1.0.9:8080") {
+			t.Fatalf("NodePort, remote backend: verdict %d, sent as %s; want from the node to 10.1.0.9:8080", v, out)
+		}
+		v, back = send(t, dataIn, segment{Src: out.Dst, Dst: out.Src, Proto: 6})
+		if v == tcShot || back.Src != c.Dst || back.Dst != client {
+			t.Fatalf("reply from the remote backend: verdict %d, sent as %s; want from %s to %s", v, back, c.Dst, client)
+		}
+		if v, out := send(t, dataIn, segment{Src: client, Dst: ap("192.168.5.1:22"), Proto: 6}); v != tcNext || out.Dst != ap("192.168.5.1:22") {
+			t.Errorf("not a frontend: verdict %d, sent as %s; want untouched", v, out)
+		}
+	})
+}
+
+// TestServiceSyncMinimalAndAdoption: adding a service writes only its entries; a backend
+// going not-ready rewrites its group's frontend and removes one backend; a frontend claimed
+// by two services goes to the first by ID, and to the other when it leaves; a deleted entry
+// is restored by a full sync; a new Dataplane on the same pins adopts the maps with no
+// operation and an established NATed flow keeps its backend and its reverse NAT.
+func TestServiceSyncMinimalAndAdoption(t *testing.T) {
+	d, dir := openTest(t)
+	_, fromWEP := d.Programs()
+	s := serviceSnapshot()
+	mustSync(t, d, s, true)
+
+	add := snapshot.Service{ID: "ns/added", Frontends: []snapshot.Frontend{{Addr: netip.MustParseAddr("10.96.0.40"), Port: 80, Protocol: 6, Kind: "ClusterIP"}},
+		Backends: []snapshot.Backend{{Addr: netip.MustParseAddr("10.0.0.9"), Port: 80, Protocol: 6, Ready: true}, {Addr: netip.MustParseAddr("10.0.0.10"), Port: 80, Protocol: 6, Ready: true}}}
+	s.Services = append(s.Services, add)
+	s.Finalize()
+	if got, want := mustSync(t, d, s, false), map[string]int{"backend-put": 2, "frontend-put": 1}; !equalCounts(got, want) {
+		t.Errorf("adding a service: counts %v, want %v", got, want)
+	}
+
+	web := &s.Services[slices.IndexFunc(s.Services, func(x snapshot.Service) bool { return x.ID == "ns/web" })]
+	web.Backends[1].Ready = false // 10.0.0.6: serving but not ready, and 10.0.0.5 is ready
+	web.Backends[1].Serving = false
+	s.Finalize()
+	if got, want := mustSync(t, d, s, false), map[string]int{"frontend-put": 1, "backend-del": 1}; !equalCounts(got, want) {
+		t.Errorf("a backend going not-ready: counts %v, want %v", got, want)
+	}
+	for port := uint16(2000); port < 2020; port++ {
+		if v, out := send(t, fromWEP, segment{Src: netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), port), Dst: ap("10.96.0.10:80"), Proto: 6}); v != tcOK || out.Dst != ap("10.0.0.5:8080") {
+			t.Fatalf("after 10.0.0.6 went not-ready: verdict %d to %s; want 10.0.0.5:8080 only", v, out.Dst)
+		}
+	}
+
+	// ns/a-dup sorts before ns/added and claims its frontend with another backend.
+	dup := add
+	dup.ID = "ns/a-dup"
+	dup.Backends = []snapshot.Backend{{Addr: netip.MustParseAddr("10.0.0.11"), Port: 80, Protocol: 6, Ready: true}}
+	s.Services = append(s.Services, dup)
+	s.Finalize()
+	mustSync(t, d, s, false)
+	if _, out := send(t, fromWEP, segment{Src: ap("10.0.0.1:3000"), Dst: ap("10.96.0.40:80"), Proto: 6}); out.Dst != ap("10.0.0.11:80") {
+		t.Errorf("frontend claimed by ns/a-dup and ns/added: sent to %s; want ns/a-dup's 10.0.0.11:80", out.Dst)
+	}
+	s.Services = slices.DeleteFunc(s.Services, func(x snapshot.Service) bool { return x.ID == "ns/a-dup" })
+	s.Finalize()
+	mustSync(t, d, s, false)
+	if _, out := send(t, fromWEP, segment{Src: ap("10.0.0.1:3001"), Dst: ap("10.96.0.40:80"), Proto: 6}); out.Dst.Port() != 80 || out.Dst.Addr() == netip.MustParseAddr("10.0.0.11") {
+		t.Errorf("after ns/a-dup left: sent to %s; want one of ns/added's backends", out.Dst)
+	}
+
+	// Drift: a deleted frontend comes back at the next full sync.
+	if err := d.objs.FsvcV1.Delete(policyFeKey{Family: 4, Proto: 6, Port: 80, Addr: [16]byte{10, 96, 0, 40}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := mustSync(t, d, s, true), map[string]int{"frontend-put": 1}; !equalCounts(got, want) {
+		t.Errorf("repairing a deleted frontend: counts %v, want %v", got, want)
+	}
+
+	// An established flow, then a restart with a changed backend set.
+	c := segment{Src: ap("10.0.0.1:4000"), Dst: ap("10.96.0.40:80"), Proto: 6}
+	_, first := send(t, fromWEP, c)
+	d.Close()
+	d2 := openAt(t, dir)
+	toWEP, fromWEP := d2.Programs()
+	if got := mustSync(t, d2, s, true); len(got) != 0 {
+		t.Errorf("adopting the pinned maps: counts %v, want none", got)
+	}
+	i := slices.IndexFunc(s.Services, func(x snapshot.Service) bool { return x.ID == "ns/added" })
+	s.Services[i].Backends = []snapshot.Backend{{Addr: netip.MustParseAddr("10.0.0.12"), Port: 80, Protocol: 6, Ready: true}}
+	s.Finalize()
+	mustSync(t, d2, s, false)
+	if v, out := send(t, fromWEP, c); v != tcOK || out.Dst != first.Dst {
+		t.Errorf("established flow after the restart: verdict %d to %s; want its backend %s", v, out.Dst, first.Dst)
+	}
+	if v, back := send(t, toWEP, segment{Src: first.Dst, Dst: c.Src, Proto: 6}); v != tcOK || back.Src != c.Dst {
+		t.Errorf("its reply after the restart: verdict %d from %s; want from %s", v, back.Src, c.Dst)
+	}
+	if _, out := send(t, fromWEP, segment{Src: ap("10.0.0.1:4001"), Dst: ap("10.96.0.40:80"), Proto: 6}); out.Dst != ap("10.0.0.12:80") {
+		t.Errorf("a new flow after the restart: to %s; want the new backend 10.0.0.12:80", out.Dst)
+	}
+}
+
+func equalCounts(got, want map[string]int) bool {
+	for k, v := range got {
+		if v != 0 && want[k] != v {
+			return false
+		}
+	}
+	for k, v := range want {
+		if got[k] != v {
+			return false
+		}
+	}
+	return true
+}

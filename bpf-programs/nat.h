@@ -1,0 +1,485 @@
+// SPDX-License-Identifier: Apache-2.0
+// felis service NAT (kube-proxy's job), included by policy.c after its helpers.
+//
+// Frontends (address, protocol, port) map to a backend group: a count of backends, each in
+// fbe_v1 under (group, index). A new flow picks one at random (or the client's affinity
+// entry), and both directions of the flow are recorded in the LRU map fnat_v1: the forward
+// tuple as the client sends it, and the reply tuple as the backend sends it. Every later
+// packet is rewritten from those entries, so a backend change never moves an open flow.
+//
+// Where it happens:
+// - felis_from_wep (a pod sends): a frontend is DNATed before the pod's egress policy, which
+//   sees the backend (as in the nftables dataplane, where dstnat precedes the filter); the
+//   NAT entries are written only when policy allowed the packet. A reply from a local backend
+//   is policed as it is sent, then reverse-NATed.
+// - felis_to_wep (to a pod): a reply from a remote backend is policed, then reverse-NATed; a
+//   reply already reverse-NATed at its backend's interface passes.
+// - felis_data_in (TC ingress of the node's data interfaces): traffic from outside to any
+//   frontend is DNATed; a remote backend of a frontend that does not keep the client address
+//   gets the node's address as source; replies are reverse-NATed.
+// Hairpin (a pod reaching itself through a service) gets the frontend address as source, so
+// the reply leaves the pod and is reverse-NATed at its interface.
+// A packet whose rewritten source is a node address is forwarded with bpf_fib_lookup and a
+// redirect: the routing stack drops packets that arrive with a local source.
+
+#define NAT_CONTINUE -1
+
+// Frontend flags.
+#define FE_AFFINITY 1 // ClientIP session affinity (timeout in affinity)
+#define FE_SNAT 2     // from outside to a remote backend: source becomes snat (the node)
+
+// Backend flags.
+#define BE_LOCAL 1 // the backend runs on this node
+
+// NAT entry flags.
+#define NE_REV 1      // a reply-direction entry
+#define NE_REDIRECT 2 // rewritten packets of this flow are forwarded by fib lookup + redirect
+
+#define NAT_TIMEOUT_NS (600ULL * 1000000000ULL)
+#define SNAT_PORT_MIN 32768
+
+struct fe_key {
+	__u8 family;
+	__u8 proto;
+	__u16 port; // host order
+	__u8 addr[16];
+};
+
+struct fe_val {
+	__u64 group;
+	__u32 count;
+	__u32 flags;
+	__u32 affinity; // seconds
+	__u32 pad;
+	__u8 snat[16];
+};
+
+struct be_key {
+	__u64 group;
+	__u32 index;
+	__u32 pad;
+};
+
+struct be_val {
+	__u8 addr[16];
+	__u16 port; // host order
+	__u8 family;
+	__u8 flags;
+};
+
+struct nat_key {
+	__u8 family;
+	__u8 proto;
+	__u16 sport; // host order
+	__u16 dport;
+	__u16 pad;
+	__u8 src[16];
+	__u8 dst[16];
+};
+
+struct nat_val {
+	__u8 src[16]; // the packet's new source and destination
+	__u8 dst[16];
+	__u16 sport;
+	__u16 dport;
+	__u32 flags;
+	__u64 last_seen;
+};
+
+struct aff_key {
+	__u64 group;
+	__u8 family;
+	__u8 pad[7];
+	__u8 client[16];
+};
+
+struct aff_val {
+	__u32 index;
+	__u32 pad;
+	__u64 last_seen;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 262144);
+	__type(key, struct fe_key);
+	__type(value, struct fe_val);
+} fsvc_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1048576);
+	__type(key, struct be_key);
+	__type(value, struct be_val);
+} fbe_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 524288);
+	__type(key, struct nat_key);
+	__type(value, struct nat_val);
+} fnat_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct aff_key);
+	__type(value, struct aff_val);
+} faff_v1 SEC(".maps");
+
+// nat is one packet's NAT work, carried from before policy to after it.
+struct nat {
+	struct pkt p;        // the packet as it arrived
+	__u32 l3off, l4off;  // offsets of the IP and L4 headers
+	__u8 action;         // NA_*
+	__u8 redirect;       // forward the rewritten packet by fib lookup
+	struct nat_val to;   // the rewrite (dst before policy, src after; or both after: replies)
+	struct nat_val back; // new flows: the reply entry to record
+};
+
+// Actions on a packet.
+#define NA_NONE 0
+#define NA_NEW 1   // a new flow: DNAT done; after policy record it (and SNAT if to.src differs)
+#define NA_FWD 2   // a known flow: DNAT done; after policy SNAT if to.src differs
+#define NA_REPLY 3 // a reply: after policy rewrite source and destination from to
+
+// scratch holds the NAT state: it does not fit beside police()'s on the 512-byte stack.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nat);
+} fnatscratch_v1 SEC(".maps");
+
+static __always_inline struct nat *nat_scratch(void)
+{
+	__u32 zero = 0;
+	struct nat *n = bpf_map_lookup_elem(&fnatscratch_v1, &zero);
+	if (n)
+		__builtin_memset(n, 0, sizeof(*n));
+	return n;
+}
+
+static __always_inline int addr_eq(const __u8 *a, const __u8 *b)
+{
+	__u32 x[4], y[4];
+	__builtin_memcpy(x, a, 16);
+	__builtin_memcpy(y, b, 16);
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
+}
+
+// nat_parse fills n->p and the header offsets; returns 0 for a TCP or UDP packet NAT may
+// touch (not a fragment), else -1.
+static __always_inline int nat_parse(struct __sk_buff *skb, struct nat *n)
+{
+	if (parse(skb, &n->p) != 0)
+		return -1;
+	if (n->p.proto != 6 && n->p.proto != 17)
+		return -1;
+	if (n->p.frag != FRAG_NONE)
+		return -1; // fragments are not NATed: the later ones carry no ports
+	n->l3off = ETH_HLEN;
+	n->l4off = n->p.l4off;
+	return 0;
+}
+
+static __always_inline void nat_key_of(struct nat_key *k, struct pkt *p)
+{
+	k->family = p->family;
+	k->proto = p->proto;
+	k->sport = p->sport;
+	k->dport = p->dport;
+	__builtin_memcpy(k->src, p->src, 16);
+	__builtin_memcpy(k->dst, p->dst, 16);
+}
+
+static __always_inline struct nat_val *nat_lookup(struct nat_key *k, __u64 now)
+{
+	struct nat_val *v = bpf_map_lookup_elem(&fnat_v1, k);
+	if (!v || now - v->last_seen > NAT_TIMEOUT_NS)
+		return 0;
+	v->last_seen = now;
+	return v;
+}
+
+static __always_inline __u32 csum_off(struct nat *n)
+{
+	return n->l4off + (n->p.proto == 6 ? 16 : 6);
+}
+
+// rewrite_addr replaces the source (src=1) or destination address, fixing the IPv4 header
+// checksum and the L4 checksum's pseudo-header part.
+static __always_inline int rewrite_addr(struct __sk_buff *skb, struct nat *n, int src, __u8 *old, __u8 *new)
+{
+	__u64 mangled = n->p.proto == 17 ? BPF_F_MARK_MANGLED_0 : 0;
+	__s64 diff;
+	__u32 off;
+	if (n->p.family == FAMILY_V4) {
+		__u32 o, w;
+		__builtin_memcpy(&o, old, 4);
+		__builtin_memcpy(&w, new, 4);
+		if (o == w)
+			return 0;
+		off = n->l3off + (src ? 12 : 16);
+		if (bpf_l3_csum_replace(skb, n->l3off + 10, o, w, 4) < 0)
+			return -1;
+		if (bpf_l4_csum_replace(skb, csum_off(n), o, w, BPF_F_PSEUDO_HDR | mangled | 4) < 0)
+			return -1;
+		return bpf_skb_store_bytes(skb, off, &w, 4, 0);
+	}
+	__u32 o[4], w[4];
+	__builtin_memcpy(o, old, 16);
+	__builtin_memcpy(w, new, 16);
+	if (o[0] == w[0] && o[1] == w[1] && o[2] == w[2] && o[3] == w[3])
+		return 0;
+	off = n->l3off + (src ? 8 : 24);
+	diff = bpf_csum_diff(o, 16, w, 16, 0);
+	if (diff < 0)
+		return -1;
+	if (bpf_l4_csum_replace(skb, csum_off(n), 0, diff, BPF_F_PSEUDO_HDR | mangled) < 0)
+		return -1;
+	return bpf_skb_store_bytes(skb, off, w, 16, 0);
+}
+
+// rewrite_port replaces the source (src=1) or destination port (host order values).
+static __always_inline int rewrite_port(struct __sk_buff *skb, struct nat *n, int src, __u16 old, __u16 new)
+{
+	if (old == new)
+		return 0;
+	__u16 o = bpf_htons(old), w = bpf_htons(new);
+	__u64 mangled = n->p.proto == 17 ? BPF_F_MARK_MANGLED_0 : 0;
+	if (bpf_l4_csum_replace(skb, csum_off(n), o, w, mangled | 2) < 0)
+		return -1;
+	return bpf_skb_store_bytes(skb, n->l4off + (src ? 0 : 2), &w, 2, 0);
+}
+
+// rewrite_src and rewrite_dst rewrite one side of the packet from n->p to n->to.
+static __always_inline int rewrite_src(struct __sk_buff *skb, struct nat *n)
+{
+	if (rewrite_addr(skb, n, 1, n->p.src, n->to.src) < 0)
+		return -1;
+	return rewrite_port(skb, n, 1, n->p.sport, n->to.sport);
+}
+
+static __always_inline int rewrite_dst(struct __sk_buff *skb, struct nat *n)
+{
+	if (rewrite_addr(skb, n, 0, n->p.dst, n->to.dst) < 0)
+		return -1;
+	return rewrite_port(skb, n, 0, n->p.dport, n->to.dport);
+}
+
+// nat_redirect forwards a rewritten packet by a fib lookup (bypassing the input route check,
+// which drops packets arriving with a local source address).
+static __always_inline int nat_redirect(struct __sk_buff *skb, struct nat *n)
+{
+	struct bpf_fib_lookup f = {};
+	f.ifindex = skb->ifindex;
+	f.l4_protocol = n->p.proto;
+	f.sport = bpf_htons(n->to.sport);
+	f.dport = bpf_htons(n->to.dport);
+	if (n->p.family == FAMILY_V4) {
+		f.family = AF_INET;
+		f.tot_len = skb->len - ETH_HLEN;
+		__builtin_memcpy(&f.ipv4_src, n->to.src, 4);
+		__builtin_memcpy(&f.ipv4_dst, n->to.dst, 4);
+	} else {
+		f.family = AF_INET6;
+		__builtin_memcpy(f.ipv6_src, n->to.src, 16);
+		__builtin_memcpy(f.ipv6_dst, n->to.dst, 16);
+	}
+	long r = bpf_fib_lookup(skb, &f, sizeof(f), 0);
+	if (r == BPF_FIB_LKUP_RET_SUCCESS) {
+		if (bpf_skb_store_bytes(skb, 0, f.dmac, 6, 0) < 0 || bpf_skb_store_bytes(skb, 6, f.smac, 6, 0) < 0)
+			return TC_ACT_SHOT;
+		return bpf_redirect(f.ifindex, 0);
+	}
+	if (r == BPF_FIB_LKUP_RET_NO_NEIGH)
+		return bpf_redirect_neigh(f.ifindex, 0, 0, 0);
+	return TC_ACT_OK; // the stack decides (a local destination, say)
+}
+
+// choose picks the backend of a new flow into n->to.dst/dport: the client's affinity entry
+// while it is fresh and its backend still in the group, else a random one.
+static __always_inline int choose(struct nat *n, struct fe_val *fe, __u64 now)
+{
+	struct be_key bk = {.group = fe->group};
+	struct be_val *be = 0;
+	struct aff_key ak = {.group = fe->group, .family = n->p.family};
+	__builtin_memcpy(ak.client, n->p.src, 16);
+	if (fe->flags & FE_AFFINITY) {
+		struct aff_val *a = bpf_map_lookup_elem(&faff_v1, &ak);
+		if (a && now - a->last_seen <= (__u64)fe->affinity * 1000000000ULL && a->index < fe->count) {
+			bk.index = a->index;
+			be = bpf_map_lookup_elem(&fbe_v1, &bk);
+		}
+	}
+	if (!be) {
+		bk.index = bpf_get_prandom_u32() % fe->count;
+		be = bpf_map_lookup_elem(&fbe_v1, &bk);
+		if (!be)
+			return -1;
+	}
+	if (fe->flags & FE_AFFINITY) {
+		struct aff_val a = {.index = bk.index, .last_seen = now};
+		bpf_map_update_elem(&faff_v1, &ak, &a, BPF_ANY);
+	}
+	__builtin_memcpy(n->to.dst, be->addr, 16);
+	n->to.dport = be->port;
+	return be->flags & BE_LOCAL;
+}
+
+// nat_in looks a packet up: a reply (NA_REPLY), a known flow (DNATed, NA_FWD), a new flow to a
+// frontend (backend chosen, DNATed, NA_NEW), or nothing. It returns NAT_CONTINUE, or a
+// verdict: TC_ACT_SHOT for a frontend without backends (and a packet that fails to rewrite).
+// external says the packet came from outside the node (a data interface).
+static __always_inline int nat_in(struct __sk_buff *skb, struct nat *n, int external)
+{
+	if (nat_parse(skb, n) < 0)
+		return NAT_CONTINUE;
+	__u64 now = bpf_ktime_get_ns();
+	struct nat_key k = {};
+	nat_key_of(&k, &n->p);
+	struct nat_val *v = nat_lookup(&k, now);
+	if (v) {
+		n->to = *v;
+		n->redirect = (v->flags & NE_REDIRECT) != 0;
+		if (v->flags & NE_REV) {
+			n->action = NA_REPLY;
+			return NAT_CONTINUE;
+		}
+		n->action = NA_FWD;
+		return rewrite_dst(skb, n) < 0 ? TC_ACT_SHOT : NAT_CONTINUE;
+	}
+	struct fe_key fk = {.family = n->p.family, .proto = n->p.proto, .port = n->p.dport};
+	__builtin_memcpy(fk.addr, n->p.dst, 16);
+	struct fe_val *fe = bpf_map_lookup_elem(&fsvc_v1, &fk);
+	if (!fe)
+		return NAT_CONTINUE;
+	if (fe->count == 0)
+		return TC_ACT_SHOT; // no backend serves the frontend
+	int local = choose(n, fe, now);
+	if (local < 0)
+		return TC_ACT_SHOT;
+	n->action = NA_NEW;
+	__builtin_memcpy(n->to.src, n->p.src, 16);
+	n->to.sport = n->p.sport;
+	n->to.last_seen = now;
+	if (external && !local && (fe->flags & FE_SNAT)) {
+		__builtin_memcpy(n->to.src, fe->snat, 16);
+		n->redirect = 1;
+	} else if (!external && addr_eq(n->to.dst, n->p.src)) {
+		__builtin_memcpy(n->to.src, n->p.dst, 16); // hairpin: the frontend is the source
+	}
+	// The reply entry: from the backend to the (new) source, rewritten back to the client
+	// from the frontend. Replies to an external client leave through the node with a node
+	// address as source, so they are redirected.
+	n->back.flags = NE_REV | (external ? NE_REDIRECT : 0);
+	n->back.last_seen = now;
+	__builtin_memcpy(n->back.src, n->p.dst, 16);
+	__builtin_memcpy(n->back.dst, n->p.src, 16);
+	n->back.sport = n->p.dport;
+	n->back.dport = n->p.sport;
+	if (n->redirect) {
+		// The source port stays the client's unless another flow already has it.
+		struct nat_key rk = {.family = n->p.family, .proto = n->p.proto, .sport = n->to.dport, .dport = n->to.sport};
+		__builtin_memcpy(rk.src, n->to.dst, 16);
+		__builtin_memcpy(rk.dst, n->to.src, 16);
+		for (int i = 0; i < 4 && bpf_map_lookup_elem(&fnat_v1, &rk); i++) {
+			rk.dport = SNAT_PORT_MIN + bpf_get_prandom_u32() % (65536 - SNAT_PORT_MIN);
+			n->to.sport = rk.dport;
+		}
+	}
+	n->to.flags = n->redirect ? NE_REDIRECT : 0;
+	return rewrite_dst(skb, n) < 0 ? TC_ACT_SHOT : NAT_CONTINUE;
+}
+
+// nat_out finishes a packet that policy let through (verdict TC_ACT_OK): records a new flow,
+// rewrites the source (SNAT, hairpin) or a reply's addresses, and redirects when needed.
+static __always_inline int nat_out(struct __sk_buff *skb, struct nat *n, int verdict)
+{
+	if (!n || verdict != TC_ACT_OK || n->action == NA_NONE)
+		return verdict;
+	if (n->action == NA_NEW) {
+		struct nat_key k = {};
+		nat_key_of(&k, &n->p);
+		bpf_map_update_elem(&fnat_v1, &k, &n->to, BPF_ANY);
+		struct nat_key rk = {.family = n->p.family, .proto = n->p.proto, .sport = n->to.dport, .dport = n->to.sport};
+		__builtin_memcpy(rk.src, n->to.dst, 16);
+		__builtin_memcpy(rk.dst, n->to.src, 16);
+		bpf_map_update_elem(&fnat_v1, &rk, &n->back, BPF_ANY);
+	}
+	if (n->action == NA_REPLY) {
+		if (rewrite_dst(skb, n) < 0)
+			return TC_ACT_SHOT;
+	}
+	if (rewrite_src(skb, n) < 0)
+		return TC_ACT_SHOT;
+	if (n->redirect)
+		return nat_redirect(skb, n);
+	return verdict;
+}
+
+// nat_workload reports whether the interface is a workload's (NAT applies; host endpoints
+// are left alone).
+static __always_inline int nat_workload(struct __sk_buff *skb)
+{
+	__u32 ifindex = skb->ifindex;
+	struct endpoint *ep = bpf_map_lookup_elem(&feps_v1, &ifindex);
+	return ep && !(ep->flags & EP_HOST);
+}
+
+// nat_from_wep runs before a workload's egress policy: DNAT, or note a reply.
+static __always_inline int nat_from_wep(struct __sk_buff *skb, struct nat *n)
+{
+	if (!n || !nat_workload(skb))
+		return NAT_CONTINUE;
+	return nat_in(skb, n, 0);
+}
+
+// nat_to_wep runs before a workload's ingress policy: a reply rewritten at its backend's
+// interface (the client's forward entry matches it reversed) passes; a reply still to be
+// rewritten is noted.
+static __always_inline int nat_to_wep(struct __sk_buff *skb, struct nat *n)
+{
+	if (!n || !nat_workload(skb) || nat_parse(skb, n) < 0)
+		return NAT_CONTINUE;
+	__u64 now = bpf_ktime_get_ns();
+	struct nat_key k = {};
+	nat_key_of(&k, &n->p);
+	struct nat_val *v = nat_lookup(&k, now);
+	if (v) {
+		if (!(v->flags & NE_REV))
+			return NAT_CONTINUE;
+		n->to = *v;
+		n->action = NA_REPLY;
+		n->redirect = 0; // going to the pod: routing already chose this interface
+		return NAT_CONTINUE;
+	}
+	struct nat_key fk = {.family = n->p.family, .proto = n->p.proto, .sport = n->p.dport, .dport = n->p.sport};
+	__builtin_memcpy(fk.src, n->p.dst, 16);
+	__builtin_memcpy(fk.dst, n->p.src, 16);
+	v = nat_lookup(&fk, now);
+	if (v && !(v->flags & NE_REV)) {
+		count(skb->ifindex, DIR_TO_WEP, C_ESTABLISHED);
+		return TC_ACT_OK;
+	}
+	return NAT_CONTINUE;
+}
+
+// felis_data_in runs on TC ingress of the node's data interfaces: services reached from
+// outside the node, and replies of flows it NATed.
+// Packets it does not redirect or drop go on to the interface's next program (a host
+// endpoint's policy): TC_ACT_UNSPEC is TCX_NEXT, and the next filter with clsact.
+SEC("tc")
+int felis_data_in(struct __sk_buff *skb)
+{
+	struct nat *n = nat_scratch();
+	if (!n)
+		return TC_ACT_UNSPEC;
+	int r = nat_in(skb, n, 1);
+	if (r == NAT_CONTINUE)
+		r = nat_out(skb, n, TC_ACT_OK);
+	return r == TC_ACT_OK ? TC_ACT_UNSPEC : r;
+}
