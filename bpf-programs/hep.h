@@ -22,6 +22,9 @@
 //     forwarded:          conntrack, forward egress (no untracked stage: raw output sees only
 //                         the host's own packets).
 //
+// ND and MLD (exempt for workloads) meet the untracked stage and, arriving, the preDNAT stage,
+// then pass: conntrack leaves them untracked and the nftables filter chains accept them.
+//
 // Untracked and preDNAT programs start with the failsafe ports as "return" rules (they end
 // the stage, the packet stays tracked); every stage program ends with "return" (fall through
 // to the next stage). A stage with no policy has length 0 and is skipped.
@@ -78,6 +81,19 @@ static __always_inline int hep_allowed(struct pkt *p, __u32 ifindex, __u8 dir, _
 	return TC_ACT_OK;
 }
 
+// hep_exempt finishes ND and MLD after the untracked stage: conntrack leaves them untracked
+// and the nftables filter chains accept them, but the raw (untracked) and mangle (preDNAT)
+// chains police them first.
+static __always_inline int hep_exempt(struct pkt *p, __u32 ifindex, __u8 dir)
+{
+	if (dir == DIR_FROM_WEP && hep_run(p, ifindex, HS_PREDNAT_IN) == A_DENY) {
+		count(ifindex, dir, C_DENY);
+		return TC_ACT_SHOT;
+	}
+	count(ifindex, dir, C_EXEMPT);
+	return TC_ACT_OK;
+}
+
 // hep_before_ct runs the untracked stage: ingress for every packet, egress for the host's own.
 // Later fragments (no ports) skip it: they follow their first fragment's verdict.
 static __always_inline int hep_before_ct(struct __sk_buff *skb, __u32 ifindex, __u8 dir, struct pkt *p,
@@ -88,13 +104,15 @@ static __always_inline int hep_before_ct(struct __sk_buff *skb, __u32 ifindex, _
 	if (dir == DIR_TO_WEP) { // TC egress
 		hs->local = host_addr(skb, p, 1);
 		if (!hs->local)
-			return HEP_CONTINUE;
+			return exempt(p) ? hep_exempt(p, ifindex, dir) : HEP_CONTINUE;
 	}
 	__u8 v = hep_run(p, ifindex, dir == DIR_TO_WEP ? HS_UNTRACKED_OUT : HS_UNTRACKED_IN);
 	if (v == A_DENY) {
 		count(ifindex, dir, C_DENY);
 		return TC_ACT_SHOT;
 	}
+	if (exempt(p))
+		return hep_exempt(p, ifindex, dir);
 	if (v == A_ALLOW) {
 		hs->untracked = 1;
 		if (dir == DIR_TO_WEP) // nothing after raw output polices an untracked packet

@@ -308,7 +308,7 @@ static __always_inline int police(struct __sk_buff *skb, __u8 dir)
 		count(ifindex, dir, C_DENY);
 		return TC_ACT_SHOT;
 	}
-	if (exempt(&p)) {
+	if (exempt(&p) && !(ep->flags & EP_HOST)) { // host endpoints: see hep_before_ct
 		count(ifindex, dir, C_EXEMPT);
 		return TC_ACT_OK;
 	}

@@ -41,8 +41,8 @@ func tcpRule(a snapshot.Action, dst ...uint16) snapshot.Rule {
 // stageSnapshot is a host endpoint on eth0 with a policy in every stage, tiers as derive
 // makes them (untracked and preDNAT tiers default to Pass, forward and normal to Deny):
 //
-//	untracked in:  deny 7001, deny 22, allow 7000 and 7002   out: deny 9000, deny 9999, allow from port 7000
-//	preDNAT in:    deny 7100, deny from port 7200
+//	untracked in:  deny 7001, deny 22, allow 7000 and 7002, deny ICMPv6 136   out: deny 9000, deny 9999, allow from port 7000, deny ICMPv6 135
+//	preDNAT in:    deny 7100, deny from port 7200, deny ICMPv6 135
 //	forward in:    allow 80, 7000, 7100                       out: allow 443
 //	normal in:     allow 80, 7001, 7100                       out: allow 7200, 9999
 //
@@ -51,16 +51,21 @@ func stageSnapshot() *snapshot.Snapshot {
 	fromPort := func(a snapshot.Action, p uint16) snapshot.Rule {
 		return snapshot.Rule{Action: a, Protocol: u8(6), SrcPorts: []snapshot.PortRange{{Min: p, Max: p}}}
 	}
+	icmp6 := func(a snapshot.Action, typ uint8) snapshot.Rule {
+		return snapshot.Rule{Action: a, Protocol: u8(58), ICMP: &snapshot.ICMPMatch{Type: typ}}
+	}
 	return &snapshot.Snapshot{
 		Node: "n",
 		Config: snapshot.Config{FailsafeInbound: []snapshot.FailsafePort{{Protocol: 6, Port: 22}},
 			FailsafeOutbound: []snapshot.FailsafePort{{Protocol: 6, Port: 9000}}},
 		Policies: []snapshot.Policy{
 			{ID: "raw", Tier: "default", DoNotTrack: true,
-				Inbound:  []snapshot.Rule{tcpRule(snapshot.Deny, 7001), tcpRule(snapshot.Deny, 22), tcpRule(snapshot.Allow, 7000, 7002)},
-				Outbound: []snapshot.Rule{tcpRule(snapshot.Deny, 9000), tcpRule(snapshot.Deny, 9999), fromPort(snapshot.Allow, 7000)}},
+				Inbound: []snapshot.Rule{tcpRule(snapshot.Deny, 7001), tcpRule(snapshot.Deny, 22), tcpRule(snapshot.Allow, 7000, 7002),
+					icmp6(snapshot.Deny, 136)},
+				Outbound: []snapshot.Rule{tcpRule(snapshot.Deny, 9000), tcpRule(snapshot.Deny, 9999), fromPort(snapshot.Allow, 7000),
+					icmp6(snapshot.Deny, 135)}},
 			{ID: "pre", Tier: "default", PreDNAT: true,
-				Inbound: []snapshot.Rule{tcpRule(snapshot.Deny, 7100), fromPort(snapshot.Deny, 7200)}},
+				Inbound: []snapshot.Rule{tcpRule(snapshot.Deny, 7100), fromPort(snapshot.Deny, 7200), icmp6(snapshot.Deny, 135)}},
 			{ID: "fwd", Tier: "default", ApplyOnForward: true,
 				Inbound:  []snapshot.Rule{tcpRule(snapshot.Allow, 80, 7000, 7100)},
 				Outbound: []snapshot.Rule{tcpRule(snapshot.Allow, 443)}},
@@ -88,6 +93,9 @@ func TestHostEndpointStages(t *testing.T) {
 		mustSync(t, d, stageSnapshot(), true)
 		tcp := func(src string, sport uint16, dst string, dport uint16) snapshot.Packet {
 			return snapshot.Packet{Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr(dst), Protocol: 6, SrcPort: sport, DstPort: dport}
+		}
+		nd := func(src, dst string, typ uint8) snapshot.Packet {
+			return snapshot.Packet{Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr(dst), Protocol: 58, ICMPType: u8(typ)}
 		}
 		const in, out, fresh = true, false, true
 		for _, c := range []struct {
@@ -123,6 +131,14 @@ func TestHostEndpointStages(t *testing.T) {
 			{"untracked allow, forwarded: the forward policy still applies (allows 7000), no conntrack", in, tcp("10.1.1.1", 40000, "192.168.5.7", 7000), fresh, tcOK, 0},
 			{"untracked allow, forwarded: the forward policy still applies (denies 7002)", in, tcp("10.1.1.1", 40000, "192.168.5.7", 7002), fresh, tcShot, 0},
 			{"untracked allow 7002 to the host", in, tcp("10.1.1.1", 40000, "192.168.5.1", 7002), fresh, tcOK, 0},
+			// ND and MLD are untracked in nftables: its raw and mangle chains police them, its
+			// filter chains accept them.
+			{"neighbour advertisement in: untracked deny", in, nd("fd00:5::9", "fd00:5::1", 136), fresh, tcShot, 0},
+			{"neighbour solicitation in: preDNAT deny", in, nd("fd00:5::9", "fd00:5::1", 135), fresh, tcShot, 0},
+			{"router solicitation in: exempt from normal policy (which denies ICMPv6)", in, nd("fd00:5::9", "fd00:5::1", 133), fresh, tcOK, 0},
+			{"neighbour solicitation out: untracked egress deny", out, nd("fd00:5::1", "fd00:5::9", 135), fresh, tcShot, 0},
+			{"neighbour advertisement out: exempt from normal egress (which denies ICMPv6)", out, nd("fd00:5::1", "fd00:5::9", 136), fresh, tcOK, 0},
+			{"MLD report from a forwarded source: exempt (no forward egress)", out, nd("fd00:5::9", "ff02::16", 143), fresh, tcOK, 0},
 		} {
 			if c.clearCT {
 				clearCT(t, d.CTMap())
