@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // felis host endpoints: the untracked (doNotTrack), preDNAT and forward (applyOnForward)
 // stages around a host endpoint's normal policy. Included by policy.c after the interpreter
-// (step, struct walk), parse.h and ct.h; police() calls hep_before_ct before the
+// (walk_program), parse.h and ct.h; police() calls hep_before_ct before the
 // conntrack lookup and hep_after_ct after it.
 //
 // The stages follow the nftables dataplane's hooks, so both give the same verdicts:
@@ -44,8 +44,9 @@
 #define HEP_CONTINUE -1
 
 struct hep_progs {
-	__u32 prog[HS_COUNT];
+	__u32 prog[HS_COUNT]; // program IDs, as in struct endpoint
 	__u32 len[HS_COUNT];
+	__u32 base[HS_COUNT]; // first block of each program in fprog_v2
 };
 
 struct {
@@ -53,7 +54,7 @@ struct {
 	__uint(max_entries, 65536);
 	__type(key, __u32);
 	__type(value, struct hep_progs);
-} fhep_v1 SEC(".maps");
+} fhep_v2 SEC(".maps");
 
 // hep_state carries what the first hook learnt to the second.
 struct hep_state {
@@ -64,12 +65,10 @@ struct hep_state {
 // hep_run walks one stage's program; a missing stage falls through (A_RETURN).
 static __always_inline __u8 hep_run(struct pkt *p, __u32 ifindex, int stage)
 {
-	struct hep_progs *hp = bpf_map_lookup_elem(&fhep_v1, &ifindex);
+	struct hep_progs *hp = bpf_map_lookup_elem(&fhep_v2, &ifindex);
 	if (!hp || !hp->len[stage])
 		return A_RETURN;
-	struct walk w = {.p = p, .prog = hp->prog[stage], .len = hp->len[stage], .verdict = A_DENY};
-	bpf_loop(w.len + 1, step, &w, 0);
-	return w.verdict;
+	return walk_program(p, hp->base[stage], hp->len[stage]);
 }
 
 // hep_allowed counts a packet a host endpoint stage let through and, for a first fragment,

@@ -426,7 +426,7 @@ static __always_inline int nat_out(struct __sk_buff *skb, struct nat *n, int ver
 static __always_inline int nat_workload(struct __sk_buff *skb)
 {
 	__u32 ifindex = skb->ifindex;
-	struct endpoint *ep = bpf_map_lookup_elem(&feps_v1, &ifindex);
+	struct endpoint *ep = bpf_map_lookup_elem(&feps_v2, &ifindex);
 	return ep && !(ep->flags & EP_HOST);
 }
 

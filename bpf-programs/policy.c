@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // felis TC policy program: one object attached to both TC hooks of every workload interface
 // (host side of the veth). It interprets each endpoint's policy program from maps: a flat
-// instruction stream (tests in conjunctive normal form, then an action) per direction, walked
-// with bpf_loop. IP sets live in one LPM trie keyed by (set, family, protocol, port, prefix).
+// instruction stream (tests in conjunctive normal form, then an action) per direction, stored
+// in a region of fixed-size blocks of an array map and walked a block per bpf_loop step. IP
+// sets live in one LPM trie keyed by (set, family, protocol, port, prefix).
 // A conntrack map lets established flows and their replies through without policy.
 
 #include <linux/bpf.h>
@@ -78,16 +79,23 @@ struct insn {
 	__u32 next; // tests: pc of the next rule; pass: pc of the next tier or profile
 };
 
-struct insn_key {
-	__u32 prog;
-	__u32 pc;
+// Programs live in fprog_v2 as regions of consecutive blocks: instruction pc of a program
+// starting at block base is insn[pc % BLOCK_INSNS] of block base + pc / BLOCK_INSNS, so one
+// array lookup serves up to BLOCK_INSNS steps.
+#define BLOCK_SHIFT 4
+#define BLOCK_INSNS (1 << BLOCK_SHIFT)
+#define PROG_BLOCKS 32768 // 524,288 instructions, 8 MiB
+
+struct block {
+	struct insn insn[BLOCK_INSNS];
 };
 
 struct endpoint {
-	__u32 prog[2];
+	__u32 prog[2]; // program IDs (content hashes): what the applier wrote, for adoption and inspection
 	__u32 len[2];
 	__u32 spoof_set; // allowed source addresses (anti-spoofing), a set in fsets_v1
 	__u32 flags;
+	__u32 base[2]; // first block of each program in fprog_v2
 };
 
 struct counter_key {
@@ -105,19 +113,18 @@ struct {
 } fsets_v1 SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 1048576);
-	__type(key, struct insn_key);
-	__type(value, struct insn);
-} fprog_v1 SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PROG_BLOCKS);
+	__type(key, __u32);
+	__type(value, struct block);
+} fprog_v2 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u32);
 	__type(value, struct endpoint);
-} feps_v1 SEC(".maps");
+} feps_v2 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -149,10 +156,10 @@ struct pkt {
 
 struct walk {
 	struct pkt *p;
-	__u32 prog;
+	__u32 base; // first block of the program
 	__u32 len;
 	__u32 pc;
-	__u8 acc;
+	__u8 acc; // the open clause has a true test
 	__u8 verdict;
 };
 
@@ -182,80 +189,109 @@ static __always_inline int in_set(__u32 set, struct pkt *p, int src, int withpor
 	return bpf_map_lookup_elem(&fsets_v1, &k) != 0;
 }
 
-static long step(__u64 index, void *data)
+// run_block is one bpf_loop step: it executes the instructions of the block holding w->pc
+// until the walk leaves the block (falls through to the next one or jumps forward) or ends.
+// Jumps only go forward and stay below the program's length, so every step consumes at least
+// one instruction and the walk ends within len steps.
+static long run_block(__u64 index, void *data)
 {
 	struct walk *w = data;
-	if (w->pc >= w->len) {
-		w->verdict = A_DENY;
-		return 1;
-	}
-	struct insn_key k = {.prog = w->prog, .pc = w->pc};
-	struct insn *in = bpf_map_lookup_elem(&fprog_v1, &k);
-	if (!in) {
-		w->verdict = A_DENY;
-		return 1;
-	}
+	__u32 pc = w->pc;
+	__u32 len = w->len;
+	if (pc >= len)
+		goto deny;
+	__u32 blk = w->base + (pc >> BLOCK_SHIFT);
+	struct block *b = bpf_map_lookup_elem(&fprog_v2, &blk);
+	if (!b)
+		goto deny;
 	struct pkt *p = w->p;
-	int r = 0;
-	switch (in->kind) {
-	case K_ACTION:
-		w->acc = 0;
-		switch (in->a) {
-		case A_ALLOW:
-		case A_DENY:
-		case A_RETURN:
-			w->verdict = in->a;
-			return 1;
-		case A_PASS:
-			if (in->next <= w->pc) { // never loop backwards
-				w->verdict = A_DENY;
+	__u8 acc = w->acc;
+	__u32 next_block = (pc | (BLOCK_INSNS - 1)) + 1;
+	// The slot is the loop counter, a constant per iteration for the verifier: indexing by
+	// pc would make pc precise and every path through the block a state of its own. A jump
+	// forward within the block skips the slots before its target.
+#pragma unroll
+	for (__u32 j = 0; j < BLOCK_INSNS; j++) {
+		if (j != (pc & (BLOCK_INSNS - 1)))
+			continue;
+		struct insn *in = &b->insn[j];
+		int r = 0;
+		switch (in->kind) {
+		case K_ACTION:
+			acc = 0;
+			switch (in->a) {
+			case A_ALLOW:
+			case A_DENY:
+			case A_RETURN:
+				w->verdict = in->a;
 				return 1;
+			case A_PASS:
+				if (in->next <= pc) // never loop backwards
+					goto deny;
+				pc = in->next;
+				goto moved;
+			default:
+				pc++;
+				goto moved;
 			}
-			w->pc = in->next;
-			return 0;
+		case K_IPVER:
+			r = p->family == in->a;
+			break;
+		case K_PROTO:
+			r = p->proto == in->a;
+			break;
+		case K_ICMP:
+			r = p->has_icmp && p->icmp_type == in->a &&
+			    (!(in->flags & F_HASCODE) || p->icmp_code == in->b);
+			break;
+		case K_SET:
+			r = in_set(in->set, p, in->flags & F_SRC, in->flags & F_WITHPORT);
+			break;
+		case K_PORT: {
+			__u16 port = (in->flags & F_SRC) ? p->sport : p->dport;
+			r = port >= in->min && port <= in->max;
+			break;
+		}
 		default:
-			w->pc++;
-			return 0;
+			goto deny;
 		}
-	case K_IPVER:
-		r = p->family == in->a;
-		break;
-	case K_PROTO:
-		r = p->proto == in->a;
-		break;
-	case K_ICMP:
-		r = p->has_icmp && p->icmp_type == in->a &&
-		    (!(in->flags & F_HASCODE) || p->icmp_code == in->b);
-		break;
-	case K_SET:
-		r = in_set(in->set, p, in->flags & F_SRC, in->flags & F_WITHPORT);
-		break;
-	case K_PORT: {
-		__u16 port = (in->flags & F_SRC) ? p->sport : p->dport;
-		r = port >= in->min && port <= in->max;
-		break;
-	}
-	default:
-		w->verdict = A_DENY;
-		return 1;
-	}
-	if (in->flags & F_NEG)
-		r = !r;
-	w->acc |= r;
-	if (in->flags & F_END) {
-		if (!w->acc) {
-			if (in->next <= w->pc) {
-				w->verdict = A_DENY;
-				return 1;
+		if (in->flags & F_NEG)
+			r = !r;
+		acc |= r;
+		if (in->flags & F_END) {
+			if (!acc) {
+				if (in->next <= pc)
+					goto deny;
+				pc = in->next;
+				goto moved;
 			}
-			w->acc = 0;
-			w->pc = in->next;
-			return 0;
+			acc = 0;
 		}
-		w->acc = 0;
+		pc++;
+	moved:
+		if (pc >= len)
+			goto deny;
+		if (pc >= next_block)
+			break;
 	}
-	w->pc++;
+	w->pc = pc;
+	w->acc = acc;
 	return 0;
+deny:
+	w->verdict = A_DENY;
+	return 1;
+}
+
+// walk_program runs the program of len instructions starting at block base of fprog_v2 on
+// the packet and returns its verdict. It is a global function so that the verifier checks it
+// (and run_block) once, not at each of its call sites (both hooks, every host endpoint stage).
+__attribute__((noinline)) int walk_program(struct pkt *p, __u32 base, __u32 len)
+{
+	if (!p)
+		return A_DENY;
+	struct walk w = {.p = p, .base = base, .len = len, .verdict = A_DENY};
+	bpf_loop(len + 1, run_block, &w, 0);
+	return w.verdict;
 }
 
 // ND and MLD are exempt from policy and anti-spoofing, as in the other dataplanes (they are
@@ -297,7 +333,7 @@ static __always_inline int host_addr(struct __sk_buff *skb, struct pkt *p, int s
 static __always_inline int police(struct __sk_buff *skb, __u8 dir)
 {
 	__u32 ifindex = skb->ifindex;
-	struct endpoint *ep = bpf_map_lookup_elem(&feps_v1, &ifindex);
+	struct endpoint *ep = bpf_map_lookup_elem(&feps_v2, &ifindex);
 	if (!ep)
 		return TC_ACT_OK; // not a felis endpoint
 	struct pkt p = {};
@@ -342,11 +378,10 @@ static __always_inline int police(struct __sk_buff *skb, __u8 dir)
 			return r;
 	}
 	__u32 d = dir & 1;
-	struct walk w = {.p = &p, .prog = ep->prog[d], .len = ep->len[d], .verdict = A_DENY};
-	bpf_loop(w.len + 1, step, &w, 0);
-	if (w.verdict == A_ALLOW && dir == DIR_FROM_WEP && (ep->flags & EP_TO_HOST_DENY) && host_addr(skb, &p, 0))
-		w.verdict = A_DENY; // allowed by egress policy, but not towards the host
-	if (w.verdict == A_ALLOW) {
+	int verdict = walk_program(&p, ep->base[d], ep->len[d]);
+	if (verdict == A_ALLOW && dir == DIR_FROM_WEP && (ep->flags & EP_TO_HOST_DENY) && host_addr(skb, &p, 0))
+		verdict = A_DENY; // allowed by egress policy, but not towards the host
+	if (verdict == A_ALLOW) {
 		ct_create(&p, ifindex, dir, now);
 		frag_pass(&p, ifindex, dir, now);
 		count(ifindex, dir, C_ALLOW);

@@ -3,9 +3,11 @@
 package bpf
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -57,6 +59,9 @@ type Dataplane struct {
 	clsact    map[string]int // interfaces (and their ifindex) with the clsact filters of this run's programs
 	svc       *services      // service maps as last committed; nil: read them at the next Sync
 	data      dataIfaces     // data interfaces with the service program attached
+	// limbo are the regions of programs endpoints stopped using in the last sync: not reused
+	// before the next one, so a walk that read the old endpoint entry never sees them rewritten.
+	limbo []extent
 }
 
 // attached is one interface's two TCX links and the ifindex they were made on (a workload
@@ -69,10 +74,62 @@ type attached struct {
 // observed is the maps' contents, as read back or last committed.
 type observed struct {
 	sets      map[render.SetKey]struct{}
-	insns     map[render.InsnKey]render.Insn
-	endpoints map[uint32]render.Endpoint
-	hosts     map[uint32]render.HostPrograms // host endpoint stage programs (fhep_v1)
+	endpoints map[uint32]policyEndpoint
+	hosts     map[uint32]policyHepProgs // host endpoint stage programs (fhep_v2)
+	// programs is the content (render.ContentKey) of each region endpoints and host stages
+	// point at; a region that cannot be read (past the array's end) has none.
+	programs map[region]string
 }
+
+// regions calls f for every region the entries point at: endpoints' then host stages', in
+// ifindex order.
+func (o *observed) regions(f func(region)) {
+	for _, idx := range slices.Sorted(maps.Keys(o.endpoints)) {
+		ep := o.endpoints[idx]
+		for dir := range ep.Len {
+			if ep.Len[dir] > 0 {
+				f(region{ep.Base[dir], ep.Len[dir]})
+			}
+		}
+	}
+	for _, idx := range slices.Sorted(maps.Keys(o.hosts)) {
+		hp := o.hosts[idx]
+		for stage := range hp.Len {
+			if hp.Len[stage] > 0 {
+				f(region{hp.Base[stage], hp.Len[stage]})
+			}
+		}
+	}
+}
+
+// wanted is the desired contents of the maps, before programs are placed in the array.
+type wanted struct {
+	sets      map[render.SetKey]struct{}
+	endpoints map[uint32]render.Endpoint
+	hosts     map[uint32]render.HostPrograms
+	programs  map[uint32][]render.Insn
+}
+
+// region is where a program lives: its first block and its length in instructions.
+type region struct {
+	base, len uint32
+}
+
+// extent is the blocks the region occupies.
+func (r region) extent() extent {
+	return extent{r.base, (r.len + blockInsns - 1) / blockInsns}
+}
+
+// blockInsns and progBlocks are BLOCK_INSNS and PROG_BLOCKS in policy.c.
+const (
+	blockInsns = uint32(len(policyBlock{}.Insn))
+	progBlocks = 32768
+)
+
+// retiredMaps are pins of earlier map layouts. An agent upgraded from them removes the pins
+// at start; the maps live on while the previous programs (still attached) use them, and go
+// when the links are switched to this agent's programs.
+var retiredMaps = []string{"fprog_v1", "feps_v1", "fhep_v1"}
 
 // Open loads the program and adopts (or creates and pins) its maps under opts.PinDir.
 func Open(opts Options) (*Dataplane, error) {
@@ -104,9 +161,18 @@ func Open(opts Options) (*Dataplane, error) {
 	for _, m := range spec.Maps {
 		m.Pinning = ebpf.PinByName
 	}
+	if got := spec.Maps["fprog_v2"].MaxEntries; got != progBlocks {
+		return nil, fmt.Errorf("internal: fprog_v2 has %d blocks, the applier assumes %d", got, progBlocks)
+	}
 	d := &Dataplane{opts: opts, links: map[string]attached{}, clsact: map[string]int{}}
 	if err := spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: opts.PinDir}}); err != nil {
 		return nil, fmt.Errorf("loading the bpf policy program (pins in %s): %w", opts.PinDir, err)
+	}
+	for _, name := range retiredMaps {
+		if err := os.Remove(filepath.Join(opts.PinDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			d.Close()
+			return nil, fmt.Errorf("removing the pin of retired map %s: %w", name, err)
+		}
 	}
 	return d, nil
 }
@@ -170,6 +236,7 @@ func (d *Dataplane) Sync(ctx context.Context, desired *snapshot.Snapshot, full b
 	want, warns := d.desired(st)
 	res.Warnings = append(res.Warnings, warns...)
 	var p plan
+	var next *observed
 	if full || d.committed == nil {
 		d.committed, d.members = nil, nil
 		obs, err := d.observe()
@@ -178,20 +245,32 @@ func (d *Dataplane) Sync(ctx context.Context, desired *snapshot.Snapshot, full b
 		}
 		all := *want
 		all.sets = st.AllSets()
-		p = diff(&all, obs)
+		if p, next, err = diff(&all, obs, d.limbo); err != nil {
+			return res, err
+		}
 	} else {
 		// Snapshot sets are diffed set by set against their last committed members (equal
 		// slices cost one comparison), so a one-member change in a million-member set does
 		// not build a million-key map.
-		p = diff(want, d.committed)
+		if p, next, err = diff(want, d.committed, d.limbo); err != nil {
+			return res, err
+		}
 		p.setAdd, p.setDel = memberDelta(d.members, st.MemberSets, p.setAdd, p.setDel)
 	}
+	next.sets = want.sets // the rendered sets' keys; snapshot sets are tracked in d.members
 	prev := d.members
 	d.committed, d.members = nil, nil // unknown until the apply succeeds
 	if err := d.apply(p, &res); err != nil {
+		// Regions written or released by this plan may or may not be in use: keep them all
+		// out of the next allocation.
+		for _, w := range p.progPut {
+			d.limbo = append(d.limbo, w.at.extent())
+		}
+		d.limbo = append(d.limbo, p.progFree...)
 		return res, err
 	}
-	d.committed = want
+	d.limbo = p.progFree
+	d.committed = next
 	d.members = make(map[string]render.MemberSet, len(st.MemberSets))
 	for id, m := range st.MemberSets {
 		if o, ok := prev[id]; ok && o.ID == m.ID && o.Type == m.Type && slices.Equal(o.Members, m.Members) {
@@ -230,16 +309,20 @@ func (d *Dataplane) Pending(_ context.Context, desired *snapshot.Snapshot) ([]st
 	if err != nil {
 		return nil, err
 	}
+	p, _, err := diff(want, obs, d.limbo)
+	if err != nil {
+		return nil, err
+	}
 	svc, err := d.pendingServices(desired)
 	if err != nil {
 		return nil, err
 	}
-	return append(diff(want, obs).strings(), svc...), nil
+	return append(p.strings(), svc...), nil
 }
 
 // desired resolves the rendered state's interfaces to ifindexes.
-func (d *Dataplane) desired(st *render.State) (*observed, []string) {
-	o := &observed{sets: st.Sets, insns: st.Insns, endpoints: map[uint32]render.Endpoint{}}
+func (d *Dataplane) desired(st *render.State) (*wanted, []string) {
+	o := &wanted{sets: st.Sets, programs: st.Programs, endpoints: map[uint32]render.Endpoint{}}
 	var warns []string
 	for name, ep := range st.Endpoints {
 		idx, err := d.opts.Ifindex(name)
@@ -254,7 +337,7 @@ func (d *Dataplane) desired(st *render.State) (*observed, []string) {
 }
 
 func (d *Dataplane) observe() (*observed, error) {
-	o := &observed{sets: map[render.SetKey]struct{}{}, insns: map[render.InsnKey]render.Insn{}, endpoints: map[uint32]render.Endpoint{}}
+	o := &observed{sets: map[render.SetKey]struct{}{}, endpoints: map[uint32]policyEndpoint{}, hosts: map[uint32]policyHepProgs{}, programs: map[region]string{}}
 	var sk policySetKey
 	var one uint8
 	it := d.objs.FsetsV1.Iterate()
@@ -264,46 +347,82 @@ func (d *Dataplane) observe() (*observed, error) {
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("reading map fsets_v1: %w", err)
 	}
-	var ik policyInsnKey
-	var in policyInsn
-	it = d.objs.FprogV1.Iterate()
-	for it.Next(&ik, &in) {
-		o.insns[render.InsnKey{Prog: ik.Prog, PC: ik.Pc}] = fromInsn(in)
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("reading map fprog_v1: %w", err)
-	}
 	var idx uint32
 	var ep policyEndpoint
-	it = d.objs.FepsV1.Iterate()
+	it = d.objs.FepsV2.Iterate()
 	for it.Next(&idx, &ep) {
-		o.endpoints[idx] = render.Endpoint{Prog: ep.Prog, Len: ep.Len, SpoofSet: ep.SpoofSet, Flags: ep.Flags}
+		o.endpoints[idx] = ep
 	}
 	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("reading map feps_v1: %w", err)
+		return nil, fmt.Errorf("reading map feps_v2: %w", err)
 	}
 	if err := d.observeHosts(o); err != nil {
+		return nil, err
+	}
+	// Only the regions endpoints and stages point at hold programs; every other block is free.
+	var err error
+	o.regions(func(r region) {
+		if _, ok := o.programs[r]; ok || err != nil || r.extent().end() > progBlocks || r.extent().end() < r.base {
+			return
+		}
+		var code []render.Insn
+		if code, err = d.readProgram(r); err == nil {
+			o.programs[r] = render.ContentKey(code)
+		}
+	})
+	if err != nil {
 		return nil, err
 	}
 	return o, nil
 }
 
-// plan is the map operations from one state to another, in apply order: additions first,
-// then endpoints (which switch to fully written programs), then deletions.
-type plan struct {
-	setAdd, setDel []render.SetKey
-	insnPut        []render.InsnKey
-	insnVal        []render.Insn
-	insnDel        []render.InsnKey
-	epPut          []uint32
-	epVal          []render.Endpoint
-	epDel          []uint32
-	hostPut        []uint32
-	hostVal        []render.HostPrograms
-	hostDel        []uint32
+// readProgram reads the instructions of one region of fprog_v2.
+func (d *Dataplane) readProgram(r region) ([]render.Insn, error) {
+	code := make([]render.Insn, 0, r.len)
+	var b policyBlock
+	for blk := r.base; uint32(len(code)) < r.len; blk++ {
+		if err := d.objs.FprogV2.Lookup(blk, &b); err != nil {
+			return nil, fmt.Errorf("reading block %d of map fprog_v2: %w", blk, err)
+		}
+		for i := 0; i < len(b.Insn) && uint32(len(code)) < r.len; i++ {
+			code = append(code, fromInsn(b.Insn[i]))
+		}
+	}
+	return code, nil
 }
 
-func diff(want, have *observed) plan {
+// plan is the map operations from one state to another, in apply order: additions first
+// (set members, programs into free regions), then endpoints (which switch to fully written
+// programs), then deletions. Freed regions need no kernel operation.
+type plan struct {
+	setAdd, setDel []render.SetKey
+	progPut        []progWrite
+	epPut          []uint32
+	epVal          []policyEndpoint
+	epDel          []uint32
+	hostPut        []uint32
+	hostVal        []policyHepProgs
+	hostDel        []uint32
+	progFree       []extent
+}
+
+// progWrite is one program written to a fresh region.
+type progWrite struct {
+	id   uint32
+	at   region
+	code []render.Insn
+}
+
+// ErrProgramsFull is returned by Sync when the instruction array has no free run of blocks
+// long enough for a new program.
+var ErrProgramsFull = errors.New("bpf: instruction array fprog_v2 full")
+
+// diff plans the operations from have to want and returns the state they leave. A program
+// already in a region some endpoint points at stays there; every other wanted program is
+// written to blocks no endpoint points at (nor the regions in limbo), endpoints are then
+// switched to their programs' regions, and the regions no endpoint points at any more are
+// freed.
+func diff(want *wanted, have *observed, limbo []extent) (plan, *observed, error) {
 	var p plan
 	for k := range want.sets {
 		if _, ok := have.sets[k]; !ok {
@@ -315,30 +434,96 @@ func diff(want, have *observed) plan {
 			p.setDel = append(p.setDel, k)
 		}
 	}
-	for k, v := range want.insns {
-		if h, ok := have.insns[k]; !ok || h != v {
-			p.insnPut = append(p.insnPut, k)
-			p.insnVal = append(p.insnVal, v)
-		}
+
+	keys := make(map[uint32]string, len(want.programs))
+	byKey := make(map[string]bool, len(want.programs))
+	for id, code := range want.programs {
+		k := render.ContentKey(code)
+		keys[id], byKey[k] = k, true
 	}
-	for k := range have.insns {
-		if _, ok := want.insns[k]; !ok {
-			p.insnDel = append(p.insnDel, k)
+	place := map[string]region{}
+	used := slices.Clone(limbo)
+	before := map[extent]bool{}
+	have.regions(func(r region) {
+		used = append(used, r.extent())
+		before[r.extent()] = true
+		if k, ok := have.programs[r]; ok && byKey[k] {
+			if _, placed := place[k]; !placed {
+				place[k] = r
+			}
 		}
+	})
+	free := newFreeList(progBlocks, used)
+	for _, id := range slices.Sorted(maps.Keys(want.programs)) {
+		k := keys[id]
+		if _, ok := place[k]; ok {
+			continue
+		}
+		code := want.programs[id]
+		r := region{len: uint32(len(code))}
+		base, ok := free.alloc(r.extent().n)
+		if !ok {
+			total, longest := free.blocks()
+			return p, nil, fmt.Errorf("%w: program %08x needs %d blocks, %d free, longest free run %d", ErrProgramsFull, id, r.extent().n, total, longest)
+		}
+		r.base = base
+		place[k] = r
+		p.progPut = append(p.progPut, progWrite{id: id, at: r, code: code})
 	}
-	for k, v := range want.endpoints {
-		if h, ok := have.endpoints[k]; !ok || h != v {
-			p.epPut = append(p.epPut, k)
+
+	next := &observed{endpoints: make(map[uint32]policyEndpoint, len(want.endpoints)), hosts: make(map[uint32]policyHepProgs, len(want.hosts)),
+		programs: map[region]string{}}
+	after := map[extent]bool{}
+	// base places one program: its region's first block (0 for an empty stage).
+	base := func(id, n uint32) uint32 {
+		if n == 0 {
+			return 0
+		}
+		k := keys[id]
+		r := place[k]
+		next.programs[r] = k
+		after[r.extent()] = true
+		return r.base
+	}
+	for idx, e := range want.endpoints {
+		v := policyEndpoint{Prog: e.Prog, Len: e.Len, SpoofSet: e.SpoofSet, Flags: e.Flags}
+		for dir := range v.Len {
+			v.Base[dir] = base(e.Prog[dir], e.Len[dir])
+		}
+		next.endpoints[idx] = v
+		if h, ok := have.endpoints[idx]; !ok || h != v {
+			p.epPut = append(p.epPut, idx)
 			p.epVal = append(p.epVal, v)
 		}
 	}
-	for k := range have.endpoints {
-		if _, ok := want.endpoints[k]; !ok {
-			p.epDel = append(p.epDel, k)
+	for idx := range have.endpoints {
+		if _, ok := want.endpoints[idx]; !ok {
+			p.epDel = append(p.epDel, idx)
 		}
 	}
-	diffHosts(want, have, &p)
-	return p
+	for idx, h := range want.hosts {
+		v := policyHepProgs{Prog: h.Prog, Len: h.Len}
+		for stage := range v.Len {
+			v.Base[stage] = base(h.Prog[stage], h.Len[stage])
+		}
+		next.hosts[idx] = v
+		if o, ok := have.hosts[idx]; !ok || o != v {
+			p.hostPut = append(p.hostPut, idx)
+			p.hostVal = append(p.hostVal, v)
+		}
+	}
+	for idx := range have.hosts {
+		if _, ok := want.hosts[idx]; !ok {
+			p.hostDel = append(p.hostDel, idx)
+		}
+	}
+	for e := range before {
+		if !after[e] && e.n > 0 {
+			p.progFree = append(p.progFree, e)
+		}
+	}
+	slices.SortFunc(p.progFree, func(a, b extent) int { return cmp.Compare(a.start, b.start) })
+	return p, next, nil
 }
 
 // memberDelta appends the member additions and deletions that take the snapshot sets from
@@ -423,20 +608,22 @@ func (p plan) strings() []string {
 	for _, k := range p.setAdd {
 		out = append(out, "set-add "+k.String())
 	}
-	for i, k := range p.insnPut {
-		out = append(out, fmt.Sprintf("insn-put %08x/%d %+v", k.Prog, k.PC, p.insnVal[i]))
+	for _, w := range p.progPut {
+		out = append(out, fmt.Sprintf("prog-put %08x %s (%d instructions)", w.id, w.at.extent(), w.at.len))
 	}
 	hostPut, hostDel := p.hostStrings()
 	out = append(out, hostPut...)
 	for i, k := range p.epPut {
-		out = append(out, fmt.Sprintf("endpoint-put %d %+v", k, p.epVal[i]))
+		v := p.epVal[i]
+		out = append(out, fmt.Sprintf("endpoint-put %d {Prog:%08x/%08x Base:%d/%d Len:%d/%d SpoofSet:%08x Flags:%d}",
+			k, v.Prog[0], v.Prog[1], v.Base[0], v.Base[1], v.Len[0], v.Len[1], v.SpoofSet, v.Flags))
 	}
 	for _, k := range p.epDel {
 		out = append(out, fmt.Sprintf("endpoint-del %d", k))
 	}
 	out = append(out, hostDel...)
-	for _, k := range p.insnDel {
-		out = append(out, fmt.Sprintf("insn-del %08x/%d", k.Prog, k.PC))
+	for _, e := range p.progFree {
+		out = append(out, "prog-free "+e.String())
 	}
 	for _, k := range p.setDel {
 		out = append(out, "set-del "+k.String())
@@ -452,13 +639,6 @@ func (d *Dataplane) apply(p plan, res *appliers.Result) error {
 		}
 		return out
 	}
-	insnKeys := func(ks []render.InsnKey) []policyInsnKey {
-		out := make([]policyInsnKey, len(ks))
-		for i, k := range ks {
-			out[i] = policyInsnKey{Prog: k.Prog, Pc: k.PC}
-		}
-		return out
-	}
 	if len(p.setAdd) > 0 {
 		vals := make([]uint8, len(p.setAdd))
 		if err := update(d.objs.FsetsV1, setKeys(p.setAdd), vals); err != nil {
@@ -466,41 +646,45 @@ func (d *Dataplane) apply(p plan, res *appliers.Result) error {
 		}
 		res.Counts["set-add"] += len(p.setAdd)
 	}
-	if len(p.insnPut) > 0 {
-		vals := make([]policyInsn, len(p.insnVal))
-		for i, v := range p.insnVal {
-			vals[i] = toInsn(v)
+	if len(p.progPut) > 0 {
+		var keys []uint32
+		var vals []policyBlock
+		for _, w := range p.progPut {
+			for i, in := range w.code {
+				if i%int(blockInsns) == 0 {
+					keys = append(keys, w.at.base+uint32(i)/blockInsns)
+					vals = append(vals, policyBlock{})
+				}
+				vals[len(vals)-1].Insn[i%int(blockInsns)] = toInsn(in)
+			}
 		}
-		if err := update(d.objs.FprogV1, insnKeys(p.insnPut), vals); err != nil {
-			return fmt.Errorf("writing %d instructions to map fprog_v1: %w", len(p.insnPut), err)
+		if err := update(d.objs.FprogV2, keys, vals); err != nil {
+			return fmt.Errorf("writing %d programs (%d blocks) to map fprog_v2: %w", len(p.progPut), len(keys), err)
 		}
-		res.Counts["insn-put"] += len(p.insnPut)
+		res.Counts["prog-put"] += len(p.progPut)
+		res.Counts["block-put"] += len(keys)
 	}
 	// Stage programs before endpoint entries: a new host endpoint is never seen without them.
 	if err := d.putHosts(p, res); err != nil {
 		return err
 	}
 	for i, k := range p.epPut {
-		v := p.epVal[i]
-		if err := d.objs.FepsV1.Put(k, policyEndpoint{Prog: v.Prog, Len: v.Len, SpoofSet: v.SpoofSet, Flags: v.Flags}); err != nil {
-			return fmt.Errorf("map feps_v1 ifindex %d: %w", k, err)
+		if err := d.objs.FepsV2.Put(k, p.epVal[i]); err != nil {
+			return fmt.Errorf("map feps_v2 ifindex %d: %w", k, err)
 		}
 		res.Counts["endpoint-put"]++
 	}
 	for _, k := range p.epDel {
-		if err := d.objs.FepsV1.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("map feps_v1 ifindex %d: %w", k, err)
+		if err := d.objs.FepsV2.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("map feps_v2 ifindex %d: %w", k, err)
 		}
 		res.Counts["endpoint-del"]++
 	}
 	if err := d.deleteHosts(p, res); err != nil {
 		return err
 	}
-	if len(p.insnDel) > 0 {
-		if err := del(d.objs.FprogV1, insnKeys(p.insnDel)); err != nil {
-			return fmt.Errorf("deleting %d instructions from map fprog_v1: %w", len(p.insnDel), err)
-		}
-		res.Counts["insn-del"] += len(p.insnDel)
+	if len(p.progFree) > 0 {
+		res.Counts["prog-free"] += len(p.progFree)
 	}
 	if len(p.setDel) > 0 {
 		if err := del(d.objs.FsetsV1, setKeys(p.setDel)); err != nil {

@@ -6,8 +6,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -114,8 +116,8 @@ func isFelisProgram(id ebpf.ProgramID) bool {
 	return err == nil && programNames[info.Name]
 }
 
-// unpinDir removes felis's link pins (the links directory) and map pins from one pin
-// directory.
+// unpinDir removes felis's link pins (the links directory) and map pins, of this layout and
+// retired ones, from one pin directory.
 func unpinDir(dir string) error {
 	var errs []error
 	for _, sub := range []string{"links", dataLinksDir} {
@@ -134,7 +136,7 @@ func unpinDir(dir string) error {
 	if err != nil {
 		return err
 	}
-	for name := range spec.Maps {
+	for _, name := range append(slices.Collect(maps.Keys(spec.Maps)), retiredMaps...) {
 		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}

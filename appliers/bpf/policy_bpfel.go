@@ -43,6 +43,11 @@ type policyBeVal struct {
 	Flags  uint8
 }
 
+type policyBlock struct {
+	_    structs.HostLayout
+	Insn [16]policyInsn
+}
+
 type policyCounterKey struct {
 	_       structs.HostLayout
 	Ifindex uint32
@@ -74,6 +79,7 @@ type policyEndpoint struct {
 	Len      [2]uint32
 	SpoofSet uint32
 	Flags    uint32
+	Base     [2]uint32
 }
 
 type policyFeKey struct {
@@ -118,6 +124,7 @@ type policyHepProgs struct {
 	_    structs.HostLayout
 	Prog [5]uint32
 	Len  [5]uint32
+	Base [5]uint32
 }
 
 type policyInsn struct {
@@ -130,12 +137,6 @@ type policyInsn struct {
 	Max   uint16
 	Set   uint32
 	Next  uint32
-}
-
-type policyInsnKey struct {
-	_    structs.HostLayout
-	Prog uint32
-	Pc   uint32
 }
 
 type policyNat struct {
@@ -208,12 +209,12 @@ const (
 	policyMapFbeV1         = "fbe_v1"
 	policyMapFcntV1        = "fcnt_v1"
 	policyMapFctV1         = "fct_v1"
-	policyMapFepsV1        = "feps_v1"
+	policyMapFepsV2        = "feps_v2"
 	policyMapFfragV1       = "ffrag_v1"
-	policyMapFhepV1        = "fhep_v1"
+	policyMapFhepV2        = "fhep_v2"
 	policyMapFnatV1        = "fnat_v1"
 	policyMapFnatscratchV1 = "fnatscratch_v1"
-	policyMapFprogV1       = "fprog_v1"
+	policyMapFprogV2       = "fprog_v2"
 	policyMapFsetsV1       = "fsets_v1"
 	policyMapFsvcV1        = "fsvc_v1"
 	policyProgFelisDataIn  = "felis_data_in"
@@ -276,12 +277,12 @@ type policyMapSpecs struct {
 	FbeV1         *ebpf.MapSpec `ebpf:"fbe_v1"`
 	FcntV1        *ebpf.MapSpec `ebpf:"fcnt_v1"`
 	FctV1         *ebpf.MapSpec `ebpf:"fct_v1"`
-	FepsV1        *ebpf.MapSpec `ebpf:"feps_v1"`
+	FepsV2        *ebpf.MapSpec `ebpf:"feps_v2"`
 	FfragV1       *ebpf.MapSpec `ebpf:"ffrag_v1"`
-	FhepV1        *ebpf.MapSpec `ebpf:"fhep_v1"`
+	FhepV2        *ebpf.MapSpec `ebpf:"fhep_v2"`
 	FnatV1        *ebpf.MapSpec `ebpf:"fnat_v1"`
 	FnatscratchV1 *ebpf.MapSpec `ebpf:"fnatscratch_v1"`
-	FprogV1       *ebpf.MapSpec `ebpf:"fprog_v1"`
+	FprogV2       *ebpf.MapSpec `ebpf:"fprog_v2"`
 	FsetsV1       *ebpf.MapSpec `ebpf:"fsets_v1"`
 	FsvcV1        *ebpf.MapSpec `ebpf:"fsvc_v1"`
 }
@@ -316,12 +317,12 @@ type policyMaps struct {
 	FbeV1         *ebpf.Map `ebpf:"fbe_v1"`
 	FcntV1        *ebpf.Map `ebpf:"fcnt_v1"`
 	FctV1         *ebpf.Map `ebpf:"fct_v1"`
-	FepsV1        *ebpf.Map `ebpf:"feps_v1"`
+	FepsV2        *ebpf.Map `ebpf:"feps_v2"`
 	FfragV1       *ebpf.Map `ebpf:"ffrag_v1"`
-	FhepV1        *ebpf.Map `ebpf:"fhep_v1"`
+	FhepV2        *ebpf.Map `ebpf:"fhep_v2"`
 	FnatV1        *ebpf.Map `ebpf:"fnat_v1"`
 	FnatscratchV1 *ebpf.Map `ebpf:"fnatscratch_v1"`
-	FprogV1       *ebpf.Map `ebpf:"fprog_v1"`
+	FprogV2       *ebpf.Map `ebpf:"fprog_v2"`
 	FsetsV1       *ebpf.Map `ebpf:"fsets_v1"`
 	FsvcV1        *ebpf.Map `ebpf:"fsvc_v1"`
 }
@@ -332,12 +333,12 @@ func (m *policyMaps) Close() error {
 		m.FbeV1,
 		m.FcntV1,
 		m.FctV1,
-		m.FepsV1,
+		m.FepsV2,
 		m.FfragV1,
-		m.FhepV1,
+		m.FhepV2,
 		m.FnatV1,
 		m.FnatscratchV1,
-		m.FprogV1,
+		m.FprogV2,
 		m.FsetsV1,
 		m.FsvcV1,
 	)

@@ -4,9 +4,13 @@ package bpf
 
 import (
 	"context"
+	"errors"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"testing"
 
+	"github.com/cilium/ebpf"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/felis-dev/felis/appliers/bpf/render"
@@ -60,11 +64,12 @@ func TestMinimalUpdatesDriftAndAdoption(t *testing.T) {
 		t.Fatalf("10.0.0.4 added: verdict %d, want pass", got)
 	}
 
-	// A policy change: the new program (5 instructions: protocol, set, allow, tier default, final deny) is written, the endpoint switched, the
-	// old one deleted.
+	// A policy change: the new program (5 instructions: protocol, set, allow, tier default,
+	// final deny: one block) is written to a fresh region, the endpoint switched, the old
+	// region freed.
 	tcp := uint8(17)
 	s.Policies[0].Inbound[0].Protocol = &tcp
-	if got, want := mustSync(t, d, s, false), map[string]int{"insn-put": 5, "endpoint-put": 1, "insn-del": 4}; !cmp.Equal(got, want) {
+	if got, want := mustSync(t, d, s, false), map[string]int{"prog-put": 1, "block-put": 1, "endpoint-put": 1, "prog-free": 1}; !cmp.Equal(got, want) {
 		t.Errorf("policy change: counts %v, want %v", got, want)
 	}
 	clearCT(t, d.CTMap())
@@ -89,6 +94,38 @@ func TestMinimalUpdatesDriftAndAdoption(t *testing.T) {
 		t.Errorf("full sync after drift: counts %v, want %v", got, want)
 	}
 
+	// Drift in the instruction array: the endpoint's ingress Allow becomes a Deny. A full
+	// sync writes the program to a fresh region, switches the endpoint to it and frees the
+	// damaged one.
+	pkt.SrcPort = 2000
+	ep := mustEndpoint(t, d)
+	var blk policyBlock
+	if err := d.objs.FprogV2.Lookup(ep.Base[render.DirToWorkload], &blk); err != nil {
+		t.Fatal(err)
+	}
+	if blk.Insn[2].Kind != render.KindAction || blk.Insn[2].A != render.ActionAllow {
+		t.Fatalf("instruction 2 of the ingress program: %+v, want the rule's Allow", blk.Insn[2])
+	}
+	blk.Insn[2].A = render.ActionDeny
+	if err := d.objs.FprogV2.Put(ep.Base[render.DirToWorkload], &blk); err != nil {
+		t.Fatal(err)
+	}
+	if got := run(t, toWEP, pkt); got != tcShot {
+		t.Fatalf("damaged program: verdict %d, want drop", got)
+	}
+	if ops, _ := d.Pending(context.Background(), s); len(ops) != 3 {
+		t.Errorf("pending after drift in fprog_v2: %q, want prog-put, endpoint-put, prog-free", ops)
+	}
+	if got, want := mustSync(t, d, s, true), map[string]int{"prog-put": 1, "block-put": 1, "endpoint-put": 1, "prog-free": 1}; !cmp.Equal(got, want) {
+		t.Errorf("full sync after drift in fprog_v2: counts %v, want %v", got, want)
+	}
+	if got := mustEndpoint(t, d).Base[render.DirToWorkload]; got == ep.Base[render.DirToWorkload] {
+		t.Errorf("repaired program written over the damaged region %d, want a fresh one", got)
+	}
+	if got := run(t, toWEP, pkt); got != tcOK {
+		t.Fatalf("repaired program: verdict %d, want pass", got)
+	}
+
 	// Restart: a new Dataplane on the same pins adopts everything; the flow established
 	// above (UDP, allowed) is still in conntrack.
 	ct := countEntries(t, d)
@@ -99,6 +136,88 @@ func TestMinimalUpdatesDriftAndAdoption(t *testing.T) {
 	}
 	if n := countEntries(t, d2); n != ct || n == 0 {
 		t.Errorf("conntrack entries after restart: %d, before %d (want equal, nonzero)", n, ct)
+	}
+}
+
+// mustEndpoint returns the entry of the one endpoint (ifindex 1) in feps_v2.
+func mustEndpoint(t *testing.T, d *Dataplane) policyEndpoint {
+	t.Helper()
+	var ep policyEndpoint
+	if err := d.objs.FepsV2.Lookup(uint32(1), &ep); err != nil {
+		t.Fatal(err)
+	}
+	return ep
+}
+
+// TestUpgradeFromV1Layout: an agent of the _v1 layout left its pins: fprog_v1 (a hash of
+// instructions), feps_v1 and fhep_v1 (program IDs without region bases), beside the maps
+// whose layout did not change. A new agent removes the retired pins, adopts the others (set members and
+// conntrack entries kept) and programs the endpoint in the new maps.
+func TestUpgradeFromV1Layout(t *testing.T) {
+	d, dir := openTest(t)
+	s := syncSnapshot()
+	mustSync(t, d, s, true)
+	toWEP, _ := d.Programs()
+	flow := snapshot.Packet{Src: netip.MustParseAddr("10.0.0.2"), Dst: netip.MustParseAddr("10.0.0.1"), Protocol: 6, SrcPort: 1000, DstPort: 80}
+	if got := run(t, toWEP, flow); got != tcOK {
+		t.Fatalf("flow from a set member: verdict %d, want pass", got)
+	}
+	ct := countEntries(t, d)
+	d.Close()
+
+	// The pin directory as the v1 agent left it: no v2 maps, its own two maps with entries.
+	pins := filepath.Join(dir, "felis")
+	for _, name := range []string{"fprog_v2", "feps_v2", "fhep_v2"} {
+		if err := os.Remove(filepath.Join(pins, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, m := range []struct {
+		name       string
+		key, value uint32
+	}{{"fprog_v1", 8, 16}, {"feps_v1", 4, 24}, {"fhep_v1", 4, 40}} {
+		old, err := ebpf.NewMap(&ebpf.MapSpec{Name: m.name, Type: ebpf.Hash, KeySize: m.key, ValueSize: m.value, MaxEntries: 16})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := old.Put(make([]byte, m.key), make([]byte, m.value)); err != nil {
+			t.Fatal(err)
+		}
+		if err := old.Pin(filepath.Join(pins, m.name)); err != nil {
+			t.Fatal(err)
+		}
+		old.Close()
+	}
+
+	d2 := openAt(t, dir)
+	for _, name := range retiredMaps {
+		if _, err := os.Stat(filepath.Join(pins, name)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("pin %s after the upgrade: %v, want it removed", name, err)
+		}
+	}
+	for _, name := range []string{"fprog_v2", "feps_v2", "fhep_v2", "fsets_v1", "fct_v1", "fcnt_v1"} {
+		if _, err := os.Stat(filepath.Join(pins, name)); err != nil {
+			t.Errorf("pin %s after the upgrade: %v", name, err)
+		}
+	}
+	if n := countEntries(t, d2); n != ct || n == 0 {
+		t.Errorf("conntrack entries after the upgrade: %d, before %d (want equal, nonzero)", n, ct)
+	}
+	// Set members were adopted: only the programs and the endpoint are written.
+	if got, want := mustSync(t, d2, s, true), map[string]int{"prog-put": 2, "block-put": 2, "endpoint-put": 1}; !cmp.Equal(got, want) {
+		t.Errorf("first sync after the upgrade: counts %v, want %v", got, want)
+	}
+	toWEP, _ = d2.Programs()
+	if got := run(t, toWEP, flow); got != tcOK {
+		t.Errorf("established flow after the upgrade: verdict %d, want pass", got)
+	}
+	clearCT(t, d2.CTMap())
+	for src, want := range map[string]uint32{"10.0.0.3": tcOK, "10.0.0.9": tcShot} {
+		p := flow
+		p.Src = netip.MustParseAddr(src)
+		if got := run(t, toWEP, p); got != want {
+			t.Errorf("new flow from %s after the upgrade: verdict %d, want %d", src, got, want)
+		}
 	}
 }
 

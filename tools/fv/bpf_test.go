@@ -44,11 +44,11 @@ var _ = Describe("felis agent against real packets, dataplane bpf", Label("bpf")
 
 		By("deleting every endpoint entry and the client's IPv4 address from every set")
 		dir := filepath.Join(pinRoot, e.node.NodeName)
-		eps, err := ebpf.LoadPinnedMap(filepath.Join(dir, "feps_v1"), nil)
+		eps, err := ebpf.LoadPinnedMap(filepath.Join(dir, "feps_v2"), nil)
 		Expect(err).NotTo(HaveOccurred())
 		defer eps.Close()
 		var idx uint32
-		var val [24]byte
+		var val [32]byte
 		var idxs []uint32
 		for it := eps.Iterate(); it.Next(&idx, &val); {
 			idxs = append(idxs, idx)

@@ -9,11 +9,13 @@ import (
 	"github.com/felis-dev/felis/snapshot"
 )
 
+// insns returns the first n instructions of a program (zero instructions past its end).
 func insns(st *State, prog, n uint32) []Insn {
-	var code []Insn
-	for pc := range n {
-		code = append(code, st.Insns[InsnKey{Prog: prog, PC: pc}])
+	if n == 0 {
+		return nil
 	}
+	code := make([]Insn, n)
+	copy(code, st.Programs[prog])
 	return code
 }
 
@@ -50,8 +52,8 @@ func TestHostStages(t *testing.T) {
 			{Kind: KindProtocol, A: 6, Flags: FlagEnd, Next: 5}, {Kind: KindAction, A: ActionAllow},
 			ret},
 		StageUntrackedOut: {
-			{Kind: KindProtocol, A: 17, Flags: FlagEnd, Next: 4}, {Kind: KindSet, Set: outNet, Flags: FlagEnd, Next: 4},
-			{Kind: KindPort, Min: 53, Max: 53, Flags: FlagEnd, Next: 4}, ret,
+			{Kind: KindProtocol, A: 17, Flags: FlagEnd, Next: 4}, {Kind: KindPort, Min: 53, Max: 53, Flags: FlagEnd, Next: 4},
+			{Kind: KindSet, Set: outNet, Flags: FlagEnd, Next: 4}, ret, // ports before sets
 			{Kind: KindAction, A: ActionDeny},
 			ret},
 		StagePreDNATIn: nil,

@@ -51,11 +51,6 @@ type Insn struct {
 	Next              uint32
 }
 
-// InsnKey locates an instruction: program ID and index.
-type InsnKey struct {
-	Prog, PC uint32
-}
-
 // SetKey is one IP-set member as an LPM-trie key (struct set_key in policy.c). Bits is the
 // member prefix's length; the trie's prefix length is 64 + Bits.
 type SetKey struct {
@@ -91,7 +86,8 @@ func (k SetKey) Prefix() netip.Prefix {
 	return netip.PrefixFrom(netip.AddrFrom16(k.Addr), int(k.Bits))
 }
 
-// Endpoint is the map entry of one workload interface.
+// Endpoint is the map entry of one workload interface, less where its programs live (the
+// applier places programs in the instruction array).
 type Endpoint struct {
 	Prog     [2]uint32
 	Len      [2]uint32
@@ -168,12 +164,12 @@ type State struct {
 	Sets map[SetKey]struct{}
 	// MemberSets are the snapshot's IP sets, by snapshot set ID.
 	MemberSets map[string]MemberSet
-	Insns      map[InsnKey]Insn
 	Endpoints  map[string]Endpoint // by interface name
 	// SetIDs maps each set's key ("set:<snapshot id>", "nets:<prefixes>") to its numeric ID.
 	SetIDs map[string]uint32
-	// Programs maps each program ID to its length.
-	Programs map[uint32]uint32
+	// Programs are the programs by ID (the hash of their content; equal programs are shared
+	// between endpoints and stages).
+	Programs map[uint32][]Insn
 	// Hosts are the host endpoint stage programs, by interface name (host endpoints only).
 	Hosts map[string]HostPrograms
 	// Wildcard is the `*` host endpoint, if any: ExpandWildcard puts it on interfaces.
@@ -246,10 +242,9 @@ func Render(s *snapshot.Snapshot) (*State, error) {
 	st := &State{
 		Sets:       map[SetKey]struct{}{},
 		MemberSets: map[string]MemberSet{},
-		Insns:      map[InsnKey]Insn{},
 		Endpoints:  map[string]Endpoint{},
 		SetIDs:     r.ids,
-		Programs:   map[uint32]uint32{},
+		Programs:   map[uint32][]Insn{},
 		Hosts:      map[string]HostPrograms{},
 	}
 	st.WorkloadPrefixes = s.Config.InterfacePrefixes
@@ -290,7 +285,7 @@ func Render(s *snapshot.Snapshot) (*State, error) {
 		e := epProgs{iface: ep.Interface, spoof: r.ids[netsKey(spoofNets(ep))], flags: flags}
 		for d, dir := range []snapshot.Direction{ep.Ingress, ep.Egress} {
 			code := r.program(dir, d == DirToWorkload, nil)
-			k := encode(code)
+			k := ContentKey(code)
 			progs[k] = code
 			e.code[d] = k
 		}
@@ -318,14 +313,14 @@ func Render(s *snapshot.Snapshot) (*State, error) {
 		e := epProgs{iface: hep.Interface, flags: EndpointFlagHost}
 		// TC egress (DirToWorkload's slot) runs the egress policy, TC ingress the ingress one.
 		for d, prog := range [2][]Insn{r.program(hep.Normal.Egress, false, fsOut), r.program(hep.Normal.Ingress, true, fsIn)} {
-			k := encode(prog)
+			k := ContentKey(prog)
 			progs[k] = prog
 			e.code[d] = k
 		}
 		var stages [Stages]string
 		for i, code := range r.stages(hep, fsIn, fsOut) {
 			if len(code) > 0 {
-				stages[i] = encode(code)
+				stages[i] = ContentKey(code)
 				progs[stages[i]] = code
 			}
 		}
@@ -337,11 +332,7 @@ func Render(s *snapshot.Snapshot) (*State, error) {
 	}
 	progIDs := assignIDs(slices.Sorted(mapKeys(progs)))
 	for k, code := range progs {
-		id := progIDs[k]
-		st.Programs[id] = uint32(len(code))
-		for pc, in := range code {
-			st.Insns[InsnKey{Prog: id, PC: uint32(pc)}] = in
-		}
+		st.Programs[progIDs[k]] = code
 	}
 	for _, e := range eps {
 		ep := Endpoint{
@@ -473,7 +464,22 @@ func (r *renderer) rule(code []Insn, rule *snapshot.Rule, fix *[]int) []Insn {
 	if rule.NotICMP != nil {
 		clause(icmp(rule.NotICMP, FlagNeg))
 	}
-	side := func(src uint8, nets, notNets []netip.Prefix, sets, notSets []string, ports, notPorts []snapshot.PortRange, named, notNamed []string) {
+	// Clauses are a conjunction, so their order is free: port clauses come before set
+	// clauses (LPM lookups), so a rule for another port is skipped at the cost of a compare.
+	side := func(cheap bool, src uint8, nets, notNets []netip.Prefix, sets, notSets []string, ports, notPorts []snapshot.PortRange, named, notNamed []string) {
+		if cheap {
+			if len(ports) > 0 && len(named) == 0 {
+				var or []Insn
+				for _, p := range ports {
+					or = append(or, Insn{Kind: KindPort, Flags: src, Min: p.Min, Max: p.Max})
+				}
+				clause(or...)
+			}
+			for _, p := range notPorts {
+				clause(Insn{Kind: KindPort, Flags: src | FlagNeg, Min: p.Min, Max: p.Max})
+			}
+			return
+		}
 		if len(nets) > 0 {
 			clause(Insn{Kind: KindSet, Flags: src, Set: r.netsID(nets)})
 		}
@@ -486,7 +492,7 @@ func (r *renderer) rule(code []Insn, rule *snapshot.Rule, fix *[]int) []Insn {
 		for _, id := range notSets {
 			clause(Insn{Kind: KindSet, Flags: src | FlagNeg, Set: r.setID(id)})
 		}
-		if len(ports)+len(named) > 0 {
+		if len(named) > 0 {
 			var or []Insn
 			for _, p := range ports {
 				or = append(or, Insn{Kind: KindPort, Flags: src, Min: p.Min, Max: p.Max})
@@ -496,17 +502,16 @@ func (r *renderer) rule(code []Insn, rule *snapshot.Rule, fix *[]int) []Insn {
 			}
 			clause(or...)
 		}
-		for _, p := range notPorts {
-			clause(Insn{Kind: KindPort, Flags: src | FlagNeg, Min: p.Min, Max: p.Max})
-		}
 		for _, id := range notNamed {
 			clause(Insn{Kind: KindSet, Flags: src | FlagNeg | r.withPort(id), Set: r.setID(id)})
 		}
 	}
-	side(FlagSrc, rule.SrcNets, rule.NotSrcNets, rule.SrcIPSets, rule.NotSrcIPSets, rule.SrcPorts, rule.NotSrcPorts,
-		rule.SrcNamedPortIPSets, rule.NotSrcNamedPortIPSets)
-	side(0, rule.DstNets, rule.NotDstNets, rule.DstIPSets, rule.NotDstIPSets, rule.DstPorts, rule.NotDstPorts,
-		rule.DstNamedPortIPSets, rule.NotDstNamedPortIPSets)
+	for _, cheap := range []bool{true, false} {
+		side(cheap, FlagSrc, rule.SrcNets, rule.NotSrcNets, rule.SrcIPSets, rule.NotSrcIPSets, rule.SrcPorts, rule.NotSrcPorts,
+			rule.SrcNamedPortIPSets, rule.NotSrcNamedPortIPSets)
+		side(cheap, 0, rule.DstNets, rule.NotDstNets, rule.DstIPSets, rule.NotDstIPSets, rule.DstPorts, rule.NotDstPorts,
+			rule.DstNamedPortIPSets, rule.NotDstNamedPortIPSets)
+	}
 	for _, id := range rule.DstServiceIPSets {
 		clause(Insn{Kind: KindSet, Flags: r.withPort(id), Set: r.setID(id)})
 	}
@@ -604,8 +609,8 @@ func assignIDs(keys []string) map[string]uint32 {
 	return ids
 }
 
-// encode is a program's content key.
-func encode(code []Insn) string {
+// ContentKey is a program's content as a string: equal keys, equal programs.
+func ContentKey(code []Insn) string {
 	b := make([]byte, 0, len(code)*16)
 	for _, in := range code {
 		b = append(b, in.Kind, in.Flags, in.A, in.B)

@@ -18,9 +18,9 @@ func program(t *testing.T, s *snapshot.Snapshot, dir snapshot.Direction) ([]Insn
 		t.Fatal(err)
 	}
 	ep := st.Endpoints["cali-a"]
-	var code []Insn
-	for pc := range ep.Len[DirToWorkload] {
-		code = append(code, st.Insns[InsnKey{Prog: ep.Prog[DirToWorkload], PC: pc}])
+	code := st.Programs[ep.Prog[DirToWorkload]]
+	if uint32(len(code)) != ep.Len[DirToWorkload] {
+		t.Fatalf("endpoint says %d instructions, program has %d", ep.Len[DirToWorkload], len(code))
 	}
 	return code, st
 }
