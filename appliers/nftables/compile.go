@@ -112,6 +112,10 @@ func (c *compiler) stmt(s render.Stmt) ([]expr.Any, error) {
 	case render.AddrList:
 		off, n := addrOffset(s.Family, s.Dst)
 		load := &expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n}
+		if len(s.Prefixes) == 1 && s.Prefixes[0].IsSingleIP() {
+			// A host address needs no mask: one expression less for the kernel to parse.
+			return []expr.Any{load, &expr.Cmp{Op: cmpOp(s.Neg), Register: reg1, Data: s.Prefixes[0].Addr().AsSlice()}}, nil
+		}
 		if len(s.Prefixes) == 1 {
 			p := s.Prefixes[0]
 			mask := make([]byte, n)
@@ -304,6 +308,10 @@ func elementKey(e render.Element, concat bool) []byte {
 func setElements(set *render.Set, es []render.Element) []gnft.SetElement {
 	var out []gnft.SetElement
 	for _, e := range es {
+		if set.Pair {
+			out = append(out, gnft.SetElement{Key: append(e.Prefix.Addr().AsSlice(), e.Peer.AsSlice()...)})
+			continue
+		}
 		if set.Concat {
 			out = append(out, gnft.SetElement{Key: elementKey(e, true)})
 		} else {
@@ -336,6 +344,9 @@ func nftSet(t *gnft.Table, s *render.Set) *gnft.Set {
 	}
 	if s.Concat {
 		return &gnft.Set{Table: t, Name: s.Name, Concatenation: true, KeyType: gnft.MustConcatSetType(addr, gnft.TypeInetProto, gnft.TypeInetService)}
+	}
+	if s.Pair {
+		return &gnft.Set{Table: t, Name: s.Name, Concatenation: true, KeyType: gnft.MustConcatSetType(addr, addr)}
 	}
 	return &gnft.Set{Table: t, Name: s.Name, Interval: true, KeyType: addr}
 }

@@ -27,6 +27,25 @@ func (c *compiler) serviceStmt(s render.Stmt) (exprs []expr.Any, ok bool, err er
 			&expr.Payload{DestRegister: reg32_0 + n/4 + 1, Base: expr.PayloadBaseTransportHeader, Offset: portOffset(true), Len: 2},
 			l,
 		}, true, nil
+	case render.AddrPairSet:
+		// Source then destination address in consecutive 32-bit registers, as nft lays out a
+		// concatenation.
+		src, n := addrOffset(s.Family, false)
+		dst, _ := addrOffset(s.Family, true)
+		return []expr.Any{
+			&expr.Payload{DestRegister: reg32_0, Base: expr.PayloadBaseNetworkHeader, Offset: src, Len: n},
+			&expr.Payload{DestRegister: reg32_0 + n/4, Base: expr.PayloadBaseNetworkHeader, Offset: dst, Len: n},
+			c.lookup(reg32_0, s.Set, false),
+		}, true, nil
+	case render.CTStatus:
+		if s.Status != "dnat" {
+			return nil, true, fmt.Errorf("ct status %q: %w", s.Status, ErrInvalid)
+		}
+		return []expr.Any{
+			&expr.Ct{Key: expr.CtKeySTATUS, Register: reg1},
+			&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4, Mask: ne32(ctStatusDstNAT), Xor: ne32(0)},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: ne32(0)},
+		}, true, nil
 	case render.Reject:
 		return []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_PORT_UNREACH}}, true, nil
 	case render.RandomOneIn:
@@ -57,6 +76,9 @@ func (c *compiler) serviceStmt(s render.Stmt) (exprs []expr.Any, ok bool, err er
 	}
 	return nil, false, nil
 }
+
+// ctStatusDstNAT is IPS_DST_NAT, the conntrack status bit of a destination-NATed connection.
+const ctStatusDstNAT = 1 << 5
 
 // timeoutSet is the kernel definition of a dynamic affinity set.
 func timeoutSet(t *gnft.Table, s *render.Set) *gnft.Set {

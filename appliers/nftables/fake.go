@@ -151,6 +151,8 @@ func refs(r render.Rule) (sets, maps, chains []string) {
 			maps = append(maps, s.Map)
 		case render.SetUpdate:
 			sets = append(sets, s.Set)
+		case render.AddrPairSet:
+			sets = append(sets, s.Set)
 		case render.Verdict:
 			if s.Chain != "" {
 				chains = append(chains, s.Chain)
@@ -328,14 +330,15 @@ func (s *fakeTable) addElements(name string, es []render.Element) error {
 	c := *set
 	c.Elements = slices.Clone(set.Elements)
 	for _, e := range es {
-		if fam := familyOf(e.Prefix.Addr()); fam != set.Family || (e.Proto != 0 || e.Port != 0) != set.Concat {
+		if fam := familyOf(e.Prefix.Addr()); fam != set.Family || (e.Proto != 0 || e.Port != 0) != set.Concat ||
+			e.Peer.IsValid() != set.Pair || set.Pair && (familyOf(e.Peer) != fam || !e.Prefix.IsSingleIP()) {
 			return fmt.Errorf("element %s does not fit set type %s: %w", e, set.KeyType(), ErrInvalid)
 		}
 		j, found := slices.BinarySearchFunc(c.Elements, e, render.Element.Compare)
 		if found {
 			continue // the kernel ignores re-adding an existing element
 		}
-		if !set.Concat {
+		if !set.Concat && !set.Pair {
 			for _, o := range c.Elements {
 				if o.Prefix.Overlaps(e.Prefix) {
 					return fmt.Errorf("element %s overlaps %s: %w", e, o, ErrExists)

@@ -426,6 +426,22 @@ func observeSet(s *gnft.Set, els []gnft.SetElement) render.Set {
 		var ok bool
 		out.Elements, ok = intervalsToElements(els, int(n))
 		out.Drift = out.Drift || !ok
+	case 8, 32:
+		out.Family, out.Pair = 4, true
+		if n == 32 {
+			out.Family = 6
+		}
+		a := int(n) / 2
+		for _, e := range els {
+			if len(e.Key) != int(n) {
+				out.Drift = true
+				continue
+			}
+			x, _ := netip.AddrFromSlice(e.Key[:a])
+			y, _ := netip.AddrFromSlice(e.Key[a:])
+			out.Elements = append(out.Elements, render.Element{Prefix: netip.PrefixFrom(x, x.BitLen()), Peer: y})
+		}
+		slices.SortFunc(out.Elements, render.Element.Compare)
 	case 12, 24:
 		out.Family, out.Concat = 4, true
 		if n == 24 {

@@ -192,11 +192,20 @@ func equalSet(d, o *render.Set) bool {
 		// Dynamic sets: the packets own the elements.
 		return d.Definition() == o.Definition() && d.Family == o.Family
 	}
-	return !o.Drift && d.Family == o.Family && d.Concat == o.Concat && slices.Equal(d.Elements, o.Elements)
+	return !o.Drift && d.Family == o.Family && d.Concat == o.Concat && d.Pair == o.Pair && sameSetElements(d.Elements, o.Elements)
 }
 
 func equalMap(d, o *render.Map) bool {
 	return d.Family == o.Family && sameElements(d.Elements, o.Elements)
+}
+
+// sameSetElements is slices.Equal, at once when both are the same memory (the Renderer's
+// hairpin sets while no service changes).
+func sameSetElements(a, b []render.Element) bool {
+	if len(a) == len(b) && len(a) > 0 && &a[0] == &b[0] {
+		return true
+	}
+	return slices.Equal(a, b)
 }
 
 // sameElements is slices.Equal, at once when both are the same memory (a Renderer hands out

@@ -95,8 +95,8 @@ func BenchmarkKernelServiceAdd(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if len(ops) != 4 { // 2 endpoint chains, the service chain, the map element
-			b.Fatalf("%d ops, want 4:\n%s", len(ops), Script(ops))
+		if len(ops) != 3 { // the hairpin pairs, the service chain, the map element
+			b.Fatalf("%d ops, want 3:\n%s", len(ops), Script(ops))
 		}
 	}
 	reportMS(b, time.Since(start))

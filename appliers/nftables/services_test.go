@@ -45,8 +45,8 @@ func manyServices(n, backends int) snapshot.Snapshot {
 }
 
 // TestServicesPlanTouchesOnlyChangedService checks the partial-sync property on the fake:
-// one backend going away rewrites that service's chain, deletes its endpoint chain (and its
-// affinity set), and touches no map element and no other chain.
+// one backend going away rewrites that service's chain, deletes its affinity set and hairpin
+// pair, and touches no map element and no other chain.
 func TestServicesPlanTouchesOnlyChangedService(t *testing.T) {
 	f := NewFake()
 	before := manyServices(40, 2)
@@ -61,9 +61,9 @@ func TestServicesPlanTouchesOnlyChangedService(t *testing.T) {
 	obs, _ := f.Observe(t.Context())
 	ops := Plan(mustRender(t, after), obs)
 	want := []string{
+		"delete element inet felis-svc hairpin-4 { " + gone.Addr.String() + " . " + gone.Addr.String() + " }",
 		"replace chain inet felis-svc svc-ns0/svc0/http/tcp/4",
-		"delete chain inet felis-svc sep-ns0/svc0/http/tcp/4/" + gone.Addr.String() + "_8080",
-		"delete set inet felis-svc aff-10800-sep-ns0/svc0/http/tcp/4/" + gone.Addr.String() + "_8080",
+		"delete set inet felis-svc aff-10800-ns0/svc0/http/tcp/4/" + gone.Addr.String() + "_8080",
 	}
 	if len(ops) != len(want) {
 		t.Fatalf("ops:\n%s\nwant %d ops: %q", Script(ops), len(want), want)
@@ -77,8 +77,8 @@ func TestServicesPlanTouchesOnlyChangedService(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// A new service (with affinity) adds its chains, its affinity sets and one map element
-	// per frontend, nothing else.
+	// A new service (with affinity) adds its chain, its affinity sets, its hairpin pairs and
+	// one map element per frontend, nothing else.
 	added := manyServices(41, 2)
 	added.Services[slicesIndex(added.Services, "ns0/svc0")].Backends = svc.Backends
 	added.Finalize()
@@ -88,7 +88,7 @@ func TestServicesPlanTouchesOnlyChangedService(t *testing.T) {
 	for _, o := range ops {
 		counts[o.Verb]++
 	}
-	if want := map[Verb]int{AddSet: 2, AddChain: 3, AddMapElements: 1}; fmt.Sprint(counts) != fmt.Sprint(want) {
+	if want := map[Verb]int{AddSet: 2, AddSetElements: 1, AddChain: 1, AddMapElements: 1}; fmt.Sprint(counts) != fmt.Sprint(want) {
 		t.Errorf("adding a service: ops %v, want %v:\n%s", counts, want, Script(ops))
 	}
 }
@@ -111,7 +111,7 @@ func TestPlanKeepsTablesApart(t *testing.T) {
 	snap.Finalize()
 	before := mustRender(t, snap)
 	for _, c := range before.Chains {
-		svc := strings.HasPrefix(c.Name, "svc-") || strings.HasPrefix(c.Name, "sep-") || c.Name == "nat-prerouting" || c.Name == "nat-output"
+		svc := strings.HasPrefix(c.Name, "svc-") || c.Name == "nat-prerouting" || c.Name == "nat-output" || c.Name == "nat-postrouting-hairpin"
 		if svc != (c.Table == render.ServicesTable) {
 			t.Errorf("chain %s is in table %s", c.Name, c.Table.Name())
 		}

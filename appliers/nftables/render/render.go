@@ -144,6 +144,7 @@ func (r *Renderer) Render(snap snapshot.Snapshot) (Table, error) {
 	}
 	for _, fam := range []int{4, 6} {
 		b.maps[ServiceMap(fam)] = &Map{Table: ServicesTable, Name: ServiceMap(fam), Family: fam}
+		t.Sets = append(t.Sets, Set{Table: ServicesTable, Name: HairpinSet(fam), Family: fam, Pair: true})
 	}
 	if err := r.services(&snap); err != nil {
 		return Table{}, err

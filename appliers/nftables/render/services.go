@@ -14,17 +14,17 @@ import (
 // (felis-svc), which the applier commits in the same transaction as the policy table, so
 // policy and load balancing still change together and the same chain-hash diff applies:
 // static base chains at the dstnat hooks look every packet's destination up in a frontend
-// verdict map; each service port has a chain that picks an endpoint chain at random (after
-// an affinity check) with a cascade of random draws, and each endpoint chain DNATs. DNAT
-// happens at priority -100, after the preDNAT policies (-150) and before every filter chain,
+// verdict map; each service port has a chain that picks an endpoint at random (after an
+// affinity check) with a cascade of random draws and DNATs to it. DNAT happens at priority
+// -100, after the preDNAT policies (-150) and before every filter chain,
 // so policy sees the chosen backend, as in Calico. The masquerade the services ask for with
 // MasqMark stays in the policy table's nat-postrouting, beside NAT-outgoing: a packet mark
 // crosses tables.
 
-// MasqMark is the packet-mark bit that asks nat-postrouting to masquerade: set for hairpin
-// traffic (a backend reaching itself through its service) and for traffic arriving on an
-// external frontend whose service does not keep the client's address (externalTrafficPolicy
-// Cluster), so replies from a backend on another node come back through this one.
+// MasqMark is the packet-mark bit that asks nat-postrouting to masquerade: set for traffic
+// arriving on an external frontend whose service does not keep the client's address
+// (externalTrafficPolicy Cluster), so replies from a backend on another node come back
+// through this one.
 const MasqMark uint32 = 0x02000000
 
 // PriorityDstNAT is the nat hook priority of the service dispatch chains.
@@ -35,6 +35,10 @@ const MapServices = "svc"
 
 // ServiceMap is the frontend verdict map of one family.
 func ServiceMap(family int) string { return fmt.Sprintf("%s-%d", MapServices, family) }
+
+// HairpinSet is the set of one family's backend address pairs "a . a" (every backend,
+// once): a DNATed packet whose source and destination pair is in it is hairpin traffic.
+func HairpinSet(family int) string { return fmt.Sprintf("hairpin-%d", family) }
 
 // servicePort identifies one service port of one family: the unit that owns a service chain.
 type servicePort struct {
@@ -55,10 +59,12 @@ type Renderer struct {
 	chains  []Chain                  // every service's chains, by name
 	sets    []Set                    // every service's affinity sets, by name
 	elems   []frontendElement        // every service's map elements, by key then owner
+	hairpin []ownedAddr              // every service's backend addresses, by address then owner
 	// frontends holds each family's frontend map elements as last handed out, nil after a
 	// change: while no service changes, every Render returns the same (never written) slice,
 	// which lets Plan see an unchanged map at once.
 	frontends map[int][]MapElement
+	hairpins  map[int][]Element // the same for the hairpin sets
 }
 
 // serviceEntry is what one service rendered to.
@@ -68,6 +74,18 @@ type serviceEntry struct {
 	chains     []Chain
 	sets       []Set
 	elems      []frontendElement
+	hairpin    []ownedAddr
+}
+
+// ownedAddr is a backend address with the service that has it: the hairpin sets hold each
+// address once, however many services it backs.
+type ownedAddr struct {
+	addr  netip.Addr
+	owner string
+}
+
+func compareOwnedAddr(a, b ownedAddr) int {
+	return cmp.Or(a.addr.Compare(b.addr), strings.Compare(a.owner, b.owner))
 }
 
 // frontendElement is a frontend map element with the service that wants it: when two
@@ -108,7 +126,7 @@ func (r *Renderer) services(snap *snapshot.Snapshot) error {
 	if len(changed) == 0 && len(gone) == 0 {
 		return nil
 	}
-	r.frontends = nil
+	r.frontends, r.hairpins = nil, nil
 	fresh := make([]*serviceEntry, len(changed))
 	for i, s := range changed {
 		e, err := renderService(s, snap.Node)
@@ -150,15 +168,18 @@ func collect(acc, e *serviceEntry) {
 	acc.chains = append(acc.chains, e.chains...)
 	acc.sets = append(acc.sets, e.sets...)
 	acc.elems = append(acc.elems, e.elems...)
+	acc.hairpin = append(acc.hairpin, e.hairpin...)
 }
 
 func (r *Renderer) rebuild() {
-	r.chains, r.sets, r.elems = r.chains[:0], r.sets[:0], r.elems[:0]
+	r.chains, r.sets, r.elems, r.hairpin = r.chains[:0], r.sets[:0], r.elems[:0], r.hairpin[:0]
 	for _, e := range r.entries {
 		r.chains = append(r.chains, e.chains...)
 		r.sets = append(r.sets, e.sets...)
 		r.elems = append(r.elems, e.elems...)
+		r.hairpin = append(r.hairpin, e.hairpin...)
 	}
+	slices.SortFunc(r.hairpin, compareOwnedAddr)
 	slices.SortFunc(r.chains, func(a, b Chain) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(r.sets, func(a, b Set) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(r.elems, compareFrontendElement)
@@ -170,6 +191,7 @@ func (r *Renderer) patch(old, added *serviceEntry) {
 	r.chains = patchSorted(r.chains, old.chains, added.chains, func(a, b Chain) int { return strings.Compare(a.Name, b.Name) })
 	r.sets = patchSorted(r.sets, old.sets, added.sets, func(a, b Set) int { return strings.Compare(a.Name, b.Name) })
 	r.elems = patchSorted(r.elems, old.elems, added.elems, compareFrontendElement)
+	r.hairpin = patchSorted(r.hairpin, old.hairpin, added.hairpin, compareOwnedAddr)
 }
 
 // patchSorted returns list (sorted by cmp) without the items of del and with those of add.
@@ -197,6 +219,31 @@ func (r *Renderer) mergeInto(t *Table) error {
 	}
 	if t.Sets, err = mergeByName(t.Sets, r.sets, func(s *Set) (TableID, string) { return s.Table, s.Name }); err != nil {
 		return err
+	}
+	for i := range t.Sets {
+		set := &t.Sets[i]
+		if set.Table != ServicesTable || set.Name != HairpinSet(set.Family) {
+			continue
+		}
+		if out, ok := r.hairpins[set.Family]; ok {
+			set.Elements = out
+			continue
+		}
+		var out []Element
+		for _, h := range r.hairpin {
+			if family(h.addr) != set.Family {
+				continue
+			}
+			if n := len(out); n > 0 && out[n-1].Peer == h.addr {
+				continue // a second service with this backend
+			}
+			out = append(out, Element{Prefix: netip.PrefixFrom(h.addr, h.addr.BitLen()), Peer: h.addr})
+		}
+		if r.hairpins == nil {
+			r.hairpins = map[int][]Element{}
+		}
+		r.hairpins[set.Family] = out
+		set.Elements = out
 	}
 	for i := range t.Maps {
 		m := &t.Maps[i]
@@ -288,6 +335,9 @@ func renderService(s *snapshot.Service, node string) (*serviceEntry, error) {
 	sb.out.elems = slices.CompactFunc(sb.out.elems, func(a, b frontendElement) bool { return a.MapElement.Compare(b.MapElement) == 0 })
 	slices.SortFunc(sb.out.chains, func(a, b Chain) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(sb.out.sets, func(a, b Set) int { return strings.Compare(a.Name, b.Name) })
+	sb.out.sets = slices.CompactFunc(sb.out.sets, func(a, b Set) bool { return a.Name == b.Name })
+	slices.SortFunc(sb.out.hairpin, compareOwnedAddr)
+	sb.out.hairpin = slices.Compact(sb.out.hairpin)
 	return &sb.out, nil
 }
 
@@ -343,55 +393,40 @@ func (sb *serviceBuilder) balanceChain(f snapshot.Frontend, sp servicePort, name
 		sb.addChain(c)
 		return nil
 	}
-	chains := make([]string, len(backends))
+	// One chain per service port: no chain per endpoint. The kernel walks every chain of the
+	// netns on every commit (and a table's whole jump graph when a commit adds a jump), so
+	// chains are the unit of cost: 10,000 services were 30,000 chains, now 10,000. Each
+	// endpoint's statements (affinity record, DNAT) are repeated in the rules that pick it;
+	// the hairpin masquerade is a set lookup at postrouting (nat-postrouting-hairpin).
+	picks := make([][]Stmt, len(backends))
 	for i, be := range backends {
-		ep, err := sb.endpointChain(sp, be)
-		if err != nil {
-			return err
+		if !be.Addr.IsValid() || be.Port == 0 {
+			return fmt.Errorf("service %s: backend %s:%d: invalid address or port", sb.s.ID, be.Addr, be.Port)
 		}
-		chains[i] = ep
-		if sb.s.AffinitySeconds > 0 {
-			c.Rules = append(c.Rules, Rule{Stmts: []Stmt{
-				AddrSet{Family: sp.family, Set: affinitySet(ep, sb.s.AffinitySeconds)},
-				Verdict{Kind: "goto", Chain: ep},
-			}})
+		addr := be.Addr.Unmap()
+		sb.out.hairpin = append(sb.out.hairpin, ownedAddr{addr: addr, owner: sb.s.ID})
+		pick := []Stmt{L4Proto{Proto: sp.proto}, DNAT{Addr: addr, Port: be.Port}}
+		if secs := sb.s.AffinitySeconds; secs > 0 {
+			set := affinitySet(sp, addr, be.Port, secs)
+			sb.out.sets = append(sb.out.sets, Set{Table: ServicesTable, Name: set, Family: sp.family, Timeout: int(secs)})
+			pick = slices.Concat([]Stmt{SetUpdate{Family: sp.family, Set: set}}, pick)
+			// A client this endpoint served recently goes back to it.
+			c.Rules = append(c.Rules, Rule{Stmts: slices.Concat([]Stmt{AddrSet{Family: sp.family, Set: set}}, pick)})
 		}
+		picks[i] = pick
 	}
-	n := len(chains)
-	for i, ep := range chains[:n-1] {
-		c.Rules = append(c.Rules, Rule{Stmts: []Stmt{RandomOneIn{Mod: uint32(n - i)}, Verdict{Kind: "goto", Chain: ep}}})
+	n := len(picks)
+	for i, pick := range picks[:n-1] {
+		c.Rules = append(c.Rules, Rule{Stmts: slices.Concat([]Stmt{RandomOneIn{Mod: uint32(n - i)}}, pick)})
 	}
-	c.Rules = append(c.Rules, Rule{Stmts: []Stmt{Verdict{Kind: "goto", Chain: chains[n-1]}}})
+	c.Rules = append(c.Rules, Rule{Stmts: picks[n-1]})
 	sb.addChain(c)
 	return nil
 }
 
-func affinitySet(endpointChain string, seconds int32) string {
-	return safeName(fmt.Sprintf("aff-%d-%s", seconds, endpointChain))
-}
-
-// endpointChain renders (once) the chain that sends a service port's packet to one backend:
-// hairpin masquerade mark, affinity record, DNAT.
-func (sb *serviceBuilder) endpointChain(sp servicePort, be snapshot.Backend) (string, error) {
-	if !be.Addr.IsValid() || be.Port == 0 {
-		return "", fmt.Errorf("service %s: backend %s:%d: invalid address or port", sb.s.ID, be.Addr, be.Port)
-	}
-	addr := be.Addr.Unmap()
-	name := safeName(fmt.Sprintf("sep-%s/%s", sp.name, netip.AddrPortFrom(addr, be.Port)))
-	if sb.chains[name] {
-		return name, nil
-	}
-	c := Chain{Name: name, Level: LevelPolicy, Rules: []Rule{
-		{Stmts: []Stmt{AddrList{Family: sp.family, Prefixes: []netip.Prefix{netip.PrefixFrom(addr, addr.BitLen())}}, MarkSet{Bits: MasqMark}}},
-	}}
-	if sb.s.AffinitySeconds > 0 {
-		set := affinitySet(name, sb.s.AffinitySeconds)
-		sb.out.sets = append(sb.out.sets, Set{Table: ServicesTable, Name: set, Family: sp.family, Timeout: int(sb.s.AffinitySeconds)})
-		c.Rules = append(c.Rules, Rule{Stmts: []Stmt{SetUpdate{Family: sp.family, Set: set}}})
-	}
-	c.Rules = append(c.Rules, Rule{Stmts: []Stmt{L4Proto{Proto: sp.proto}, DNAT{Addr: addr, Port: be.Port}}})
-	sb.addChain(c)
-	return name, nil
+// affinitySet names the ClientIP affinity set of one endpoint of a service port.
+func affinitySet(sp servicePort, addr netip.Addr, port uint16, seconds int32) string {
+	return safeName(fmt.Sprintf("aff-%d-%s/%s", seconds, sp.name, netip.AddrPortFrom(addr, port)))
 }
 
 // serviceBaseChains are the static dispatch chains at the dstnat hooks: packets from
@@ -401,8 +436,15 @@ func serviceBaseChains() []Chain {
 		{Stmts: []Stmt{NfProto{4}, FrontendVmap{Family: 4, Map: ServiceMap(4)}}},
 		{Stmts: []Stmt{NfProto{6}, FrontendVmap{Family: 6, Map: ServiceMap(6)}}},
 	}
+	hairpin := []Rule{
+		{Stmts: []Stmt{NfProto{4}, CTStatus{Status: "dnat"}, AddrPairSet{Family: 4, Set: HairpinSet(4)}, Masquerade{}}},
+		{Stmts: []Stmt{NfProto{6}, CTStatus{Status: "dnat"}, AddrPairSet{Family: 6, Set: HairpinSet(6)}, Masquerade{}}},
+	}
 	return []Chain{
 		{Table: ServicesTable, Name: "nat-prerouting", Base: &BaseChain{Type: "nat", Hook: "prerouting", Priority: PriorityDstNAT}, Rules: dispatch},
 		{Table: ServicesTable, Name: "nat-output", Base: &BaseChain{Type: "nat", Hook: "output", Priority: PriorityDstNAT}, Rules: dispatch},
+		// A backend that reached its own service (source and destination now the same
+		// address) is masqueraded, or its reply would skip the reverse DNAT.
+		{Table: ServicesTable, Name: "nat-postrouting-hairpin", Base: &BaseChain{Type: "nat", Hook: "postrouting", Priority: PrioritySrcNAT}, Rules: hairpin},
 	}
 }

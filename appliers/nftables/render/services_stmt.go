@@ -38,6 +38,27 @@ type SetUpdate struct {
 // Reject answers the packet with an ICMP (ICMPv6) port unreachable and drops it: "reject".
 type Reject struct{}
 
+// AddrPairSet matches when the packet's source and destination address pair is in a pair
+// set: "ip saddr . ip daddr @hairpin-4".
+type AddrPairSet struct {
+	Family int
+	Set    string
+}
+
+// CTStatus matches connections whose conntrack status has the bit: "ct status dnat".
+type CTStatus struct{ Status string } // dnat
+
+func (AddrPairSet) isStmt() {}
+func (CTStatus) isStmt()    {}
+
+// String renders the statement in nft syntax.
+func (s AddrPairSet) String() string {
+	return addrField(s.Family, false) + " . " + addrField(s.Family, true) + " @" + s.Set
+}
+
+// String renders the statement in nft syntax.
+func (s CTStatus) String() string { return "ct status " + s.Status }
+
 func (Reject) isStmt()       {}
 func (FrontendVmap) isStmt() {}
 func (RandomOneIn) isStmt()  {}

@@ -68,7 +68,7 @@ func TestRenderServicesSemantics(t *testing.T) {
 	}{
 		// Ready backends only (the terminating 10.0.2.2 is left out), with affinity checks.
 		{"cluster ip with affinity", 4, "10.96.0.10", 6, 80,
-			[]string{"numgen random mod 2 == 0 goto sep-", "10.0.1.1:8080", "10.0.2.1:8080", "ip saddr @aff-300-"}, []string{"10.0.2.2"}},
+			[]string{"numgen random mod 2 == 0 update @aff-300-", "dnat ip to 10.0.1.1:8080", "dnat ip to 10.0.2.1:8080", "ip saddr @aff-300-"}, []string{"10.0.2.2", "goto"}},
 		// externalTrafficPolicy Local: only the local backend, no masquerade mark.
 		{"nodeport local", 4, "192.168.1.10", 6, 30080, []string{"svc-app/shop//tcp/4-local:", "10.0.1.5:8080"}, []string{"10.0.2.5", "-ext:", "numgen"}},
 		// Cluster policy NodePort: mark for masquerade, then the cluster chain.
@@ -103,6 +103,23 @@ func TestRenderServicesSemantics(t *testing.T) {
 				t.Errorf("%s: %q present in\n%s", tc.name, bad, text)
 			}
 		}
+	}
+
+	// Every backend a service port uses (not the terminating one) is a hairpin pair, once.
+	var hairpin render.Set
+	for _, st := range tbl.Sets {
+		if st.Table == render.ServicesTable && st.Name == render.HairpinSet(4) {
+			hairpin = st
+		}
+	}
+	text := hairpin.String()
+	for _, want := range []string{"type ipv4_addr . ipv4_addr", "10.0.1.1 . 10.0.1.1", "10.0.2.1 . 10.0.2.1", "10.0.1.5 . 10.0.1.5"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("hairpin set: %q missing from\n%s", want, text)
+		}
+	}
+	if strings.Contains(text, "10.0.2.2") || strings.Count(text, "10.0.1.1 . 10.0.1.1") != 1 {
+		t.Errorf("hairpin set: want each used backend once, not the terminating one:\n%s", text)
 	}
 }
 

@@ -86,6 +86,7 @@ type Set struct {
 	Name     string
 	Family   int       // 4 or 6
 	Concat   bool      // address . inet_proto . inet_service (named ports), not an interval set
+	Pair     bool      // address . address (hairpin pairs), not an interval set
 	Elements []Element // sorted by Element.Compare, no duplicates, no overlaps
 	// Drift is set by Observe when the kernel set holds something felis cannot have written
 	// (an interval that is not a prefix): Plan then flushes and refills it.
@@ -96,12 +97,13 @@ type Set struct {
 	Timeout int
 }
 
-// Element is one set element: a prefix (address sets) or a host address with protocol and
-// port (concatenated sets).
+// Element is one set element: a prefix (address sets), a host address with protocol and
+// port (concatenated sets), or a host address and Peer (pair sets).
 type Element struct {
 	Prefix netip.Prefix
 	Proto  uint8
 	Port   uint16
+	Peer   netip.Addr
 }
 
 // Map is a verdict map to a goto into a chain: from an interface name (Family 0), or from
@@ -175,7 +177,7 @@ func (r Rule) String() string {
 
 // Compare orders elements by prefix, then protocol, then port.
 func (e Element) Compare(o Element) int {
-	return cmp.Or(comparePrefix(e.Prefix, o.Prefix), cmp.Compare(e.Proto, o.Proto), cmp.Compare(e.Port, o.Port))
+	return cmp.Or(comparePrefix(e.Prefix, o.Prefix), cmp.Compare(e.Proto, o.Proto), cmp.Compare(e.Port, o.Port), e.Peer.Compare(o.Peer))
 }
 
 func comparePrefix(a, b netip.Prefix) int {
@@ -185,6 +187,9 @@ func comparePrefix(a, b netip.Prefix) int {
 // String renders the element as nft does: "10.0.0.1", "10.0.0.0/24", "10.0.0.1 . tcp . 80".
 func (e Element) String() string {
 	a := prefixString(e.Prefix)
+	if e.Peer.IsValid() {
+		return a + " . " + e.Peer.String()
+	}
 	if e.Proto == 0 && e.Port == 0 {
 		return a
 	}
@@ -207,6 +212,9 @@ func (s Set) KeyType() string {
 	if s.Concat {
 		return addr + " . inet_proto . inet_service"
 	}
+	if s.Pair {
+		return addr + " . " + addr
+	}
 	return addr
 }
 
@@ -216,7 +224,7 @@ func (s Set) Definition() string {
 	if s.Timeout > 0 {
 		return fmt.Sprintf("type %s; flags dynamic,timeout; timeout %ds", s.KeyType(), s.Timeout)
 	}
-	if s.Concat {
+	if s.Concat || s.Pair {
 		return "type " + s.KeyType()
 	}
 	return "type " + s.KeyType() + "; flags interval"
@@ -229,7 +237,7 @@ func (s Set) String() string {
 	switch {
 	case s.Timeout > 0:
 		fmt.Fprintf(&b, "\t\tflags dynamic,timeout\n\t\ttimeout %ds\n", s.Timeout)
-	case !s.Concat:
+	case !s.Concat && !s.Pair:
 		b.WriteString("\t\tflags interval\n")
 	}
 	if s.Drift {
