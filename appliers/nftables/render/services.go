@@ -229,7 +229,7 @@ func (r *Renderer) mergeInto(t *Table) error {
 			set.Elements = out
 			continue
 		}
-		var out []Element
+		out := make([]Element, 0, len(r.hairpin))
 		for _, h := range r.hairpin {
 			if family(h.addr) != set.Family {
 				continue
@@ -260,7 +260,7 @@ func (r *Renderer) mergeInto(t *Table) error {
 			m.Elements = out
 			continue
 		}
-		var out []MapElement
+		out := make([]MapElement, 0, len(r.elems))
 		for _, el := range r.elems {
 			if family(el.Addr) != fam {
 				continue
