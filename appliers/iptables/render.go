@@ -92,7 +92,7 @@ func literalSetName(family int, prefixes []netip.Prefix) string {
 // renderer and translates that table, so both dataplanes share one definition of the
 // semantics; see the README for how each nftables construct maps.
 func Render(snap snapshot.Snapshot) (Ruleset, error) {
-	table, err := nft.Render(snap)
+	table, err := nft.RenderEndpointChains(snap)
 	if err != nil {
 		return Ruleset{}, err
 	}

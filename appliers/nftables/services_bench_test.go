@@ -36,28 +36,49 @@ func plainServices(n, backends int) snapshot.Snapshot {
 
 // BenchmarkKernelServicesFull programs 10,000 services × 2 endpoints into an empty netns:
 // render, plan and one batch (kube-proxy's nftables mode: ~9 minutes before its partial-sync
-// work).
+// work). It reports each phase: render, plan, encode (marshalling the batch, user space) and
+// commit (the kernel processing it, from sendmsg to its answer).
 func BenchmarkKernelServicesFull(b *testing.B) {
 	snap := plainServices(benchServices, benchEndpoints)
-	ctx := context.Background()
-	var total, render time.Duration
-	chains := 0
+	var total, render, plan, encode, commit time.Duration
+	chains, msgs := 0, 0
+	var cpu, sys time.Duration
 	for range b.N {
 		b.StopTimer()
 		k := newKernel(b)
 		b.StartTimer()
-		start := time.Now()
+		c0 := takeCPU()
+		t0 := time.Now()
 		desired := mustRender(b, snap)
-		render += time.Since(start)
-		if err := k.Apply(ctx, Plan(desired, nil)); err != nil {
+		t1 := time.Now()
+		ops := Plan(desired, nil)
+		t2 := time.Now()
+		batch, err := k.encode(ops)
+		if err != nil {
 			b.Fatal(err)
 		}
-		total += time.Since(start)
-		chains = len(desired.Chains)
+		t3 := time.Now()
+		if err := k.commit(batch); err != nil {
+			b.Fatal(err)
+		}
+		t4 := time.Now()
+		c1 := takeCPU()
+		cpu += c1.user + c1.sys - c0.user - c0.sys
+		sys += c1.sys - c0.sys
+		render, plan, encode, commit = render+t1.Sub(t0), plan+t2.Sub(t1), encode+t3.Sub(t2), commit+t4.Sub(t3)
+		total += t4.Sub(t0)
+		chains, msgs = len(desired.Chains), len(batch.msgs)
 	}
 	reportMS(b, total)
-	b.ReportMetric(float64(render.Microseconds())/1000/float64(b.N), "render-ms/op")
+	per := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(b.N) }
+	b.ReportMetric(per(cpu), "cpu-ms/op")
+	b.ReportMetric(per(sys), "sys-ms/op")
+	b.ReportMetric(per(render), "render-ms/op")
+	b.ReportMetric(per(plan), "plan-ms/op")
+	b.ReportMetric(per(encode), "encode-ms/op")
+	b.ReportMetric(per(commit), "commit-ms/op")
 	b.ReportMetric(float64(chains), "chains")
+	b.ReportMetric(float64(msgs), "messages")
 }
 
 // BenchmarkKernelServiceAdd adds one service (2 endpoints) on top of 10,000, and removes it

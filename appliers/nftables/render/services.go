@@ -54,12 +54,14 @@ type servicePort struct {
 // rebuilt, so one changed service among thousands costs about what it costs. Its result is
 // always the same as Render's. A Renderer is not safe for concurrent use.
 type Renderer struct {
-	gen     uint64                   // render count, to find the services that went
-	entries map[string]*serviceEntry // by service ID
-	chains  []Chain                  // every service's chains, by name
-	sets    []Set                    // every service's affinity sets, by name
-	elems   []frontendElement        // every service's map elements, by key then owner
-	hairpin []ownedAddr              // every service's backend addresses, by address then owner
+	// endpointChains selects the per-endpoint layout (RenderEndpointChains).
+	endpointChains bool
+	gen            uint64                   // render count, to find the services that went
+	entries        map[string]*serviceEntry // by service ID
+	chains         []Chain                  // every service's chains, by name
+	sets           []Set                    // every service's affinity sets, by name
+	elems          []frontendElement        // every service's map elements, by key then owner
+	hairpin        []ownedAddr              // every service's backend addresses, by address then owner
 	// frontends holds each family's frontend map elements as last handed out, nil after a
 	// change: while no service changes, every Render returns the same (never written) slice,
 	// which lets Plan see an unchanged map at once.
@@ -102,6 +104,17 @@ func compareFrontendElement(a, b frontendElement) int {
 // NewRenderer returns a Renderer with nothing remembered.
 func NewRenderer() *Renderer { return &Renderer{entries: map[string]*serviceEntry{}} }
 
+// RenderEndpointChains is Render with the service layout kube-proxy's iptables mode uses: a
+// chain per endpoint, which marks hairpin traffic (a backend reaching its own service) for the
+// masquerade in nat-postrouting, records affinity and DNATs, and no hairpin sets. The
+// iptables dataplane translates this table: iptables has no set of address pairs for the
+// nftables layout's hairpin lookup.
+func RenderEndpointChains(snap snapshot.Snapshot) (Table, error) {
+	r := NewRenderer()
+	r.endpointChains = true
+	return r.Render(snap)
+}
+
 // services brings the renderer's service objects up to date with the snapshot.
 func (r *Renderer) services(snap *snapshot.Snapshot) error {
 	r.gen++
@@ -129,7 +142,7 @@ func (r *Renderer) services(snap *snapshot.Snapshot) error {
 	r.frontends, r.hairpins = nil, nil
 	fresh := make([]*serviceEntry, len(changed))
 	for i, s := range changed {
-		e, err := renderService(s, snap.Node)
+		e, err := renderService(s, snap.Node, r.endpointChains)
 		if err != nil {
 			return err
 		}
@@ -308,15 +321,16 @@ func mergeByName[T any](a, b []T, key func(*T) (TableID, string)) ([]T, error) {
 
 // serviceBuilder renders one service.
 type serviceBuilder struct {
-	s      *snapshot.Service
-	node   string
-	chains map[string]bool
-	out    serviceEntry
+	endpointChains bool
+	s              *snapshot.Service
+	node           string
+	chains         map[string]bool
+	out            serviceEntry
 }
 
 // renderService renders one service's chains (hashed), affinity sets and map elements.
-func renderService(s *snapshot.Service, node string) (*serviceEntry, error) {
-	sb := &serviceBuilder{s: s, node: node, chains: map[string]bool{}}
+func renderService(s *snapshot.Service, node string, endpointChains bool) (*serviceEntry, error) {
+	sb := &serviceBuilder{endpointChains: endpointChains, s: s, node: node, chains: map[string]bool{}}
 	sb.out.hash, sb.out.node = s.Hash, node
 	for _, f := range s.Frontends {
 		if !f.Addr.IsValid() || f.Port == 0 {
@@ -393,6 +407,9 @@ func (sb *serviceBuilder) balanceChain(f snapshot.Frontend, sp servicePort, name
 		sb.addChain(c)
 		return nil
 	}
+	if sb.endpointChains {
+		return sb.balanceToChains(c, backends, sp)
+	}
 	// One chain per service port: no chain per endpoint. The kernel walks every chain of the
 	// netns on every commit (and a table's whole jump graph when a commit adds a jump), so
 	// chains are the unit of cost: 10,000 services were 30,000 chains, now 10,000. Each
@@ -424,6 +441,60 @@ func (sb *serviceBuilder) balanceChain(f snapshot.Frontend, sp servicePort, name
 	return nil
 }
 
+// balanceToChains finishes a service port's chain c in the per-endpoint layout: affinity
+// checks and the numgen cascade jump to endpoint chains.
+func (sb *serviceBuilder) balanceToChains(c Chain, backends []snapshot.Backend, sp servicePort) error {
+	chains := make([]string, len(backends))
+	for i, be := range backends {
+		ep, err := sb.endpointChain(sp, be)
+		if err != nil {
+			return err
+		}
+		chains[i] = ep
+		if sb.s.AffinitySeconds > 0 {
+			c.Rules = append(c.Rules, Rule{Stmts: []Stmt{
+				AddrSet{Family: sp.family, Set: chainAffinitySet(ep, sb.s.AffinitySeconds)},
+				Verdict{Kind: "goto", Chain: ep},
+			}})
+		}
+	}
+	n := len(chains)
+	for i, ep := range chains[:n-1] {
+		c.Rules = append(c.Rules, Rule{Stmts: []Stmt{RandomOneIn{Mod: uint32(n - i)}, Verdict{Kind: "goto", Chain: ep}}})
+	}
+	c.Rules = append(c.Rules, Rule{Stmts: []Stmt{Verdict{Kind: "goto", Chain: chains[n-1]}}})
+	sb.addChain(c)
+	return nil
+}
+
+func chainAffinitySet(endpointChain string, seconds int32) string {
+	return safeName(fmt.Sprintf("aff-%d-%s", seconds, endpointChain))
+}
+
+// endpointChain renders (once) the chain that sends a service port's packet to one backend
+// in the per-endpoint layout: hairpin masquerade mark, affinity record, DNAT.
+func (sb *serviceBuilder) endpointChain(sp servicePort, be snapshot.Backend) (string, error) {
+	if !be.Addr.IsValid() || be.Port == 0 {
+		return "", fmt.Errorf("service %s: backend %s:%d: invalid address or port", sb.s.ID, be.Addr, be.Port)
+	}
+	addr := be.Addr.Unmap()
+	name := safeName(fmt.Sprintf("sep-%s/%s", sp.name, netip.AddrPortFrom(addr, be.Port)))
+	if sb.chains[name] {
+		return name, nil
+	}
+	c := Chain{Name: name, Level: LevelPolicy, Rules: []Rule{
+		{Stmts: []Stmt{AddrList{Family: sp.family, Prefixes: []netip.Prefix{netip.PrefixFrom(addr, addr.BitLen())}}, MarkSet{Bits: MasqMark}}},
+	}}
+	if sb.s.AffinitySeconds > 0 {
+		set := chainAffinitySet(name, sb.s.AffinitySeconds)
+		sb.out.sets = append(sb.out.sets, Set{Table: ServicesTable, Name: set, Family: sp.family, Timeout: int(sb.s.AffinitySeconds)})
+		c.Rules = append(c.Rules, Rule{Stmts: []Stmt{SetUpdate{Family: sp.family, Set: set}}})
+	}
+	c.Rules = append(c.Rules, Rule{Stmts: []Stmt{L4Proto{Proto: sp.proto}, DNAT{Addr: addr, Port: be.Port}}})
+	sb.addChain(c)
+	return name, nil
+}
+
 // affinitySet names the ClientIP affinity set of one endpoint of a service port.
 func affinitySet(sp servicePort, addr netip.Addr, port uint16, seconds int32) string {
 	return safeName(fmt.Sprintf("aff-%d-%s/%s", seconds, sp.name, netip.AddrPortFrom(addr, port)))
@@ -431,7 +502,7 @@ func affinitySet(sp servicePort, addr netip.Addr, port uint16, seconds int32) st
 
 // serviceBaseChains are the static dispatch chains at the dstnat hooks: packets from
 // workloads and from outside (prerouting) and from the host itself (output).
-func serviceBaseChains() []Chain {
+func serviceBaseChains(endpointChains bool) []Chain {
 	dispatch := []Rule{
 		{Stmts: []Stmt{NfProto{4}, FrontendVmap{Family: 4, Map: ServiceMap(4)}}},
 		{Stmts: []Stmt{NfProto{6}, FrontendVmap{Family: 6, Map: ServiceMap(6)}}},
@@ -440,11 +511,15 @@ func serviceBaseChains() []Chain {
 		{Stmts: []Stmt{NfProto{4}, CTStatus{Status: "dnat"}, AddrPairSet{Family: 4, Set: HairpinSet(4)}, Masquerade{}}},
 		{Stmts: []Stmt{NfProto{6}, CTStatus{Status: "dnat"}, AddrPairSet{Family: 6, Set: HairpinSet(6)}, Masquerade{}}},
 	}
-	return []Chain{
+	chains := []Chain{
 		{Table: ServicesTable, Name: "nat-prerouting", Base: &BaseChain{Type: "nat", Hook: "prerouting", Priority: PriorityDstNAT}, Rules: dispatch},
 		{Table: ServicesTable, Name: "nat-output", Base: &BaseChain{Type: "nat", Hook: "output", Priority: PriorityDstNAT}, Rules: dispatch},
+	}
+	if endpointChains {
+		return chains
+	}
+	return append(chains,
 		// A backend that reached its own service (source and destination now the same
 		// address) is masqueraded, or its reply would skip the reverse DNAT.
-		{Table: ServicesTable, Name: "nat-postrouting-hairpin", Base: &BaseChain{Type: "nat", Hook: "postrouting", Priority: PrioritySrcNAT}, Rules: hairpin},
-	}
+		Chain{Table: ServicesTable, Name: "nat-postrouting-hairpin", Base: &BaseChain{Type: "nat", Hook: "postrouting", Priority: PrioritySrcNAT}, Rules: hairpin})
 }

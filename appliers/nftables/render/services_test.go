@@ -189,3 +189,23 @@ func TestRendererEqualsRender(t *testing.T) {
 		t.Errorf("only %d of 400 steps were small changes", patched)
 	}
 }
+
+// TestRenderEndpointChains checks the per-endpoint layout the iptables dataplane translates:
+// endpoint chains that mark hairpin traffic, no hairpin set or chain.
+func TestRenderEndpointChains(t *testing.T) {
+	tbl, err := render.RenderEndpointChains(fixture.Services())
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := tbl.String()
+	for _, want := range []string{"chain sep-app/web/http/tcp/4/10.0.1.1_8080 {", "ip saddr 10.0.1.1 meta mark set meta mark | 0x02000000", "goto sep-app/web/http/tcp/4/10.0.1.1_8080"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("per-endpoint layout: %q missing", want)
+		}
+	}
+	for _, bad := range []string{"hairpin"} {
+		if strings.Contains(text, bad) {
+			t.Errorf("per-endpoint layout: %q present", bad)
+		}
+	}
+}
