@@ -758,7 +758,7 @@ func (d *Dataplane) attach(_ context.Context, st *render.State, res *appliers.Re
 			}
 			for i, l := range a.links { // the old interface is gone, and its links with it
 				l.Close()
-				os.Remove(filepath.Join(d.opts.PinDir, "links", name+"_"+suffix[i]))
+				os.Remove(filepath.Join(d.opts.PinDir, "links", pinName(name)+"_"+suffix[i]))
 			}
 			delete(d.links, name)
 		}
@@ -767,7 +767,7 @@ func (d *Dataplane) attach(_ context.Context, st *render.State, res *appliers.Re
 		}
 		var ls [2]link.Link
 		for i := range 2 {
-			pin := filepath.Join(d.opts.PinDir, "links", name+"_"+suffix[i])
+			pin := filepath.Join(d.opts.PinDir, "links", pinName(name)+"_"+suffix[i])
 			if l, err := link.LoadPinnedLink(pin, nil); err == nil && !d.opts.Clsact {
 				if onIfindex(l, idx) && l.Update(progs[i]) == nil {
 					ls[i] = l
@@ -834,7 +834,7 @@ func (d *Dataplane) attach(_ context.Context, st *render.State, res *appliers.Re
 		if i := strings.LastIndex(name, "_"); i > 0 {
 			name = name[:i]
 		}
-		if _, ok := st.Endpoints[name]; !ok {
+		if _, ok := st.Endpoints[ifaceOfPin(name)]; !ok {
 			os.Remove(filepath.Join(d.opts.PinDir, "links", e.Name()))
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -28,6 +29,14 @@ var DefaultDataIfacePattern = regexp.MustCompile(`^((en|wl|ww|sl|ib)[Popsx].*|(e
 
 // dataLinksDir is the pin directory of the data interfaces' links.
 const dataLinksDir = "links-data"
+
+// pinName is the bpffs file name for an interface's link pin: bpffs refuses names with a dot
+// (EPERM for vxlan.calico or a VLAN's eth0.100), and no interface name holds a colon, so
+// swapping the one for the other maps names one to one.
+func pinName(iface string) string { return strings.ReplaceAll(iface, ".", ":") }
+
+// ifaceOfPin is the interface a pin file name stands for (pinName's inverse).
+func ifaceOfPin(pin string) string { return strings.ReplaceAll(pin, ":", ".") }
 
 // clsactDataHandle is the handle of the service program's cls_bpf filter (ingress only).
 const clsactDataHandle = 0xfe12
@@ -85,7 +94,7 @@ func (d *Dataplane) attachData(st *render.State, res *appliers.Result) error {
 		} else if ok && a.link != nil {
 			a.link.Close()
 		}
-		pin := filepath.Join(dir, name)
+		pin := filepath.Join(dir, pinName(name))
 		if !d.opts.Clsact {
 			if l, err := link.LoadPinnedLink(pin, nil); err == nil {
 				if onIfindex(l, idx) && l.Update(d.objs.FelisDataIn) == nil {
@@ -134,7 +143,7 @@ func (d *Dataplane) attachData(st *render.State, res *appliers.Result) error {
 	}
 	ents, _ := os.ReadDir(dir)
 	for _, e := range ents {
-		if _, ok := want[e.Name()]; !ok {
+		if _, ok := want[ifaceOfPin(e.Name())]; !ok {
 			os.Remove(filepath.Join(dir, e.Name()))
 		}
 	}
