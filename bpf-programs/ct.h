@@ -1,13 +1,38 @@
 // SPDX-License-Identifier: Apache-2.0
-// Conntrack for the felis TC programs: the flow map fct_v1 (flows policy allowed, so their
-// packets and replies pass without policy) and the fragment map ffrag_v1 (a fragmented
+// Conntrack for the felis TC programs: the flow map fct_v2 (flows policy allowed, so their
+// packets and replies pass without policy, with TCP state and Felix's per-state timeouts) and the fragment map ffrag_v1 (a fragmented
 // datagram's later fragments follow its first fragment's verdict). Included by policy.c
 // after struct pkt and parse.h.
 
 #ifndef FELIS_CT_H
 #define FELIS_CT_H
 
-#define CT_TIMEOUT_NS (600ULL * 1000000000ULL)
+#define SEC_NS 1000000000ULL
+
+// Idle timeouts: Felix's BPF-mode defaults (BPFConntrackTimeouts, Calico v3.31). An entry
+// younger than the creation grace period never expires.
+#define CT_CREATION_GRACE (10 * SEC_NS)
+#define CT_TCP_SYN_SENT (20 * SEC_NS)
+#define CT_TCP_ESTABLISHED (3600 * SEC_NS)
+#define CT_TCP_FINS_SEEN (30 * SEC_NS)
+#define CT_TCP_RESET_SEEN (40 * SEC_NS)
+#define CT_UDP (60 * SEC_NS)
+#define CT_GENERIC (600 * SEC_NS)
+#define CT_ICMP (5 * SEC_NS)
+
+// Flow flags (ct_val.flags).
+#define CT_F_ESTABLISHED 1 // the reply side answered (TCP: a reply with ACK; picked up mid-flow)
+#define CT_F_FIN_FWD 2     // FIN seen from the side that opened the flow
+#define CT_F_FIN_REV 4     // FIN seen from the other side
+#define CT_F_RST 8         // RST seen
+#define CT_F_FINS (CT_F_FIN_FWD | CT_F_FIN_REV)
+
+// TCP flags.
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_ACK 0x10
+#define TCP_URG 0x20
 
 // A first fragment's verdict is kept this long for the fragments that follow it: the
 // kernel's reassembly timeout (net.ipv4.ipfrag_time, net.ipv6.ip6frag_time).
@@ -26,7 +51,10 @@ struct ct_key {
 };
 
 struct ct_val {
-	__u64 last_seen;
+	__u64 created;   // bpf_ktime_get_ns
+	__u64 last_seen; // bpf_ktime_get_ns
+	__u32 flags;     // CT_F_*
+	__u32 pad;
 };
 
 // frag_key names one fragmented datagram at one hook (RFC 791 / RFC 8200: source,
@@ -55,7 +83,7 @@ struct {
 	__uint(max_entries, 262144);
 	__type(key, struct ct_key);
 	__type(value, struct ct_val);
-} fct_v1 SEC(".maps");
+} fct_v2 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -106,21 +134,80 @@ static __always_inline void ct_fill(struct ct_key *k, struct pkt *p, __u32 ifind
 	}
 }
 
-static __always_inline int ct_fresh(struct ct_key *k, __u64 now)
+// ct_expired applies Felix's expiry rule (felix/bpf/conntrack EntryExpired) to a flow of
+// protocol proto: TCP by state (RST seen, FINs seen both ways, established, else SYN sent),
+// UDP, ICMP and anything else by its own idle timeout.
+static __always_inline int ct_expired(struct ct_val *v, __u8 proto, __u64 now)
 {
-	struct ct_val *v = bpf_map_lookup_elem(&fct_v1, k);
-	if (!v || now - v->last_seen > CT_TIMEOUT_NS)
+	if (now - v->created < CT_CREATION_GRACE)
 		return 0;
-	v->last_seen = now;
-	return 1;
+	__u64 age = now - v->last_seen;
+	switch (proto) {
+	case 6:
+		if ((v->flags & CT_F_RST) && age > CT_TCP_RESET_SEEN)
+			return 1;
+		if ((v->flags & CT_F_FINS) == CT_F_FINS && age > CT_TCP_FINS_SEEN)
+			return 1;
+		if (v->flags & CT_F_ESTABLISHED)
+			return age > CT_TCP_ESTABLISHED;
+		return age > CT_TCP_SYN_SENT;
+	case 17:
+		return age > CT_UDP;
+	case 1:
+	case 58:
+		return age > CT_ICMP;
+	default:
+		return age > CT_GENERIC;
+	}
+}
+
+// ct_get returns the flow k if it is known and not expired.
+static __always_inline struct ct_val *ct_get(struct ct_key *k, __u64 now)
+{
+	struct ct_val *v = bpf_map_lookup_elem(&fct_v2, k);
+	if (!v || ct_expired(v, k->proto, now))
+		return 0;
+	return v;
 }
 
 // ct_alive says whether the flow is known and not expired, without refreshing it (an ICMP
 // error does not keep its flow alive, as in nf_conntrack).
 static __always_inline int ct_alive(struct ct_key *k, __u64 now)
 {
-	struct ct_val *v = bpf_map_lookup_elem(&fct_v1, k);
-	return v && now - v->last_seen <= CT_TIMEOUT_NS;
+	return ct_get(k, now) != 0;
+}
+
+// tcp_valid_flags: nf_conntrack's valid TCP flag combinations (PSH, ECE and CWR ignored);
+// any other combination is INVALID there, with or without a flow, and the netfilter
+// dataplanes drop INVALID packets before policy.
+static __always_inline int tcp_valid_flags(__u8 flags)
+{
+	switch (flags & (TCP_FIN | TCP_SYN | TCP_RST | TCP_ACK | TCP_URG)) {
+	case TCP_SYN:
+	case TCP_SYN | TCP_URG:
+	case TCP_SYN | TCP_ACK:
+	case TCP_RST:
+	case TCP_RST | TCP_ACK:
+	case TCP_FIN | TCP_ACK:
+	case TCP_FIN | TCP_ACK | TCP_URG:
+	case TCP_ACK:
+	case TCP_ACK | TCP_URG:
+		return 1;
+	}
+	return 0;
+}
+
+// tcp_may_open says whether a TCP packet with no flow may start one (then policy decides):
+// a SYN, or — nf_conntrack's loose pickup (nf_conntrack_tcp_loose=1, the default) — an ACK
+// without SYN, FIN or RST, a packet of a connection already under way. nf_conntrack marks a
+// SYN-ACK, FIN or RST with no flow INVALID.
+static __always_inline int tcp_may_open(__u8 flags)
+{
+	if (flags & TCP_RST)
+		return 0;
+	if (flags & TCP_SYN)
+		return !(flags & TCP_ACK);
+	return (flags & (TCP_FIN | TCP_ACK)) == TCP_ACK;
 }
 
 // icmp_error says whether p is an ICMP error, which embeds the header of the packet it reports:
@@ -158,18 +245,54 @@ static __always_inline int ct_related(struct __sk_buff *skb, struct pkt *p, __u3
 #define CT_NEW 0
 #define CT_ESTABLISHED 1
 #define CT_RELATED 2
+#define CT_INVALID 3
 
 // ct_lookup says whether p belongs to a known flow at this hook (a flow allowed here, or the
-// reply of one allowed at the other hook of the same interface; the flow is refreshed) or is
-// an ICMP error related to one. Anything else is new: policy decides.
+// reply of one allowed at the other hook of the same interface), is an ICMP error related to
+// one, is new (policy decides), or is invalid (dropped, as the netfilter dataplanes drop
+// conntrack's INVALID: a TCP flag combination nf_conntrack rejects, or a TCP packet that
+// cannot open a flow and has none). A hit refreshes the flow and records its TCP state. A
+// SYN from the opening side of a flow that was reset or closed by FINs both ways reopens it:
+// it is new again (nf_conntrack: TIME_WAIT/CLOSE -> SYN_SENT).
 static __always_inline int ct_lookup(struct __sk_buff *skb, struct pkt *p, __u32 ifindex, __u8 dir, __u64 now)
 {
 	if (icmp_error(p))
 		return ct_related(skb, p, ifindex, dir, now) ? CT_RELATED : CT_NEW;
+	__u8 f = p->tcp_flags;
+	int tcp = p->proto == 6;
+	if (tcp && !tcp_valid_flags(f))
+		return CT_INVALID;
 	struct ct_key fwd = {}, rev = {};
 	ct_fill(&fwd, p, ifindex, dir, 0);
-	ct_fill(&rev, p, ifindex, dir ^ 1, 1);
-	return ct_fresh(&fwd, now) || ct_fresh(&rev, now) ? CT_ESTABLISHED : CT_NEW;
+	struct ct_val *v = ct_get(&fwd, now);
+	int reply = 0;
+	if (!v) {
+		ct_fill(&rev, p, ifindex, dir ^ 1, 1);
+		v = ct_get(&rev, now);
+		reply = 1;
+	}
+	if (!v)
+		return !tcp || tcp_may_open(f) ? CT_NEW : CT_INVALID;
+	__u32 add = 0;
+	if (tcp) {
+		if (!reply && (f & (TCP_SYN | TCP_ACK)) == TCP_SYN &&
+		    ((v->flags & CT_F_RST) || (v->flags & CT_F_FINS) == CT_F_FINS))
+			return CT_NEW;
+		if (f & TCP_RST)
+			add |= CT_F_RST;
+		if (f & TCP_FIN)
+			add |= reply ? CT_F_FIN_REV : CT_F_FIN_FWD;
+		if (reply && (f & TCP_ACK))
+			add |= CT_F_ESTABLISHED;
+	} else if (reply) {
+		add |= CT_F_ESTABLISHED;
+	}
+	// Plain stores: two CPUs racing on one flow may lose a flag bit, which only leaves the
+	// flow on a longer timeout.
+	if ((v->flags | add) != v->flags)
+		v->flags |= add;
+	v->last_seen = now;
+	return CT_ESTABLISHED;
 }
 
 // ct_create records a flow policy allowed. ICMP errors are not flows: one that policy
@@ -180,8 +303,12 @@ static __always_inline void ct_create(struct pkt *p, __u32 ifindex, __u8 dir, __
 		return;
 	struct ct_key k = {};
 	ct_fill(&k, p, ifindex, dir, 0);
-	struct ct_val v = {.last_seen = now};
-	bpf_map_update_elem(&fct_v1, &k, &v, BPF_ANY);
+	struct ct_val v = {.created = now, .last_seen = now};
+	// A TCP flow opened by a SYN waits for its reply; one picked up mid-flow (an ACK) is
+	// established, as nf_conntrack's loose pickup makes it.
+	if (p->proto == 6 && !(p->tcp_flags & TCP_SYN))
+		v.flags = CT_F_ESTABLISHED;
+	bpf_map_update_elem(&fct_v2, &k, &v, BPF_ANY);
 }
 
 static __always_inline void frag_fill(struct frag_key *k, struct pkt *p, __u32 ifindex, __u8 dir)

@@ -50,6 +50,7 @@
 #define C_EXEMPT 4
 #define C_FRAGMENT 5 // a later fragment that followed its first fragment's pass
 #define C_RELATED 6  // an ICMP error about a known flow
+#define C_INVALID 7  // conntrack INVALID (TCP): dropped before policy
 
 // Endpoint flags.
 #define EP_TO_HOST_DENY 1 // drop allowed traffic to the host itself (DefaultEndpointToHostAction Drop)
@@ -367,6 +368,10 @@ static __always_inline int police(struct __sk_buff *skb, __u8 dir)
 		return TC_ACT_SHOT;
 	}
 	int ct = hs.untracked ? CT_NEW : ct_lookup(skb, &p, ifindex, dir, now); // untracked: never a known flow
+	if (ct == CT_INVALID) {
+		count(ifindex, dir, C_INVALID);
+		return TC_ACT_SHOT;
+	}
 	if (ct != CT_NEW) {
 		frag_pass(&p, ifindex, dir, now);
 		count(ifindex, dir, ct == CT_RELATED ? C_RELATED : C_ESTABLISHED);

@@ -90,7 +90,8 @@ func BenchmarkRender1M(b *testing.B) {
 
 // BenchmarkPacketPath: BPF_PROG_TEST_RUN cost of one packet through the ingress program of an
 // endpoint with n rules that do not match (a source-set test each) before its verdict; the
-// packet is denied, so conntrack never short-cuts it. "ct-hit" is an allowed, established flow.
+// packet is denied, so conntrack never short-cuts it. "ct-hit" is an ACK of an allowed,
+// established TCP flow.
 func BenchmarkPacketPath(b *testing.B) {
 	d, _ := openTest(b)
 	toWEP, _ := d.Programs()
@@ -118,7 +119,8 @@ func BenchmarkPacketPath(b *testing.B) {
 	if _, err := d.Sync(ctx, syncSnapshot(), false); err != nil {
 		b.Fatal(err)
 	}
-	allowed := frame(snapshot.Packet{Src: netip.MustParseAddr("10.0.0.2"), Dst: netip.MustParseAddr("10.0.0.1"), Protocol: 6, SrcPort: 1000, DstPort: 80})
+	// An ACK mid-flow: allowed by policy once (loose pickup), then an established flow.
+	allowed := tcpFrame(netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("10.0.0.1"), 1000, 80, tcpACK)
 	if ret, _, err := toWEP.Test(allowed); err != nil || ret != tcOK {
 		b.Fatalf("establishing the flow: %d %v", ret, err)
 	}

@@ -129,7 +129,7 @@ const (
 // retiredMaps are pins of earlier map layouts. An agent upgraded from them removes the pins
 // at start; the maps live on while the previous programs (still attached) use them, and go
 // when the links are switched to this agent's programs.
-var retiredMaps = []string{"fprog_v1", "feps_v1", "fhep_v1"}
+var retiredMaps = []string{"fprog_v1", "feps_v1", "fhep_v1", "fct_v1"}
 
 // Open loads the program and adopts (or creates and pins) its maps under opts.PinDir.
 func Open(opts Options) (*Dataplane, error) {
@@ -168,6 +168,11 @@ func Open(opts Options) (*Dataplane, error) {
 	if err := spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: opts.PinDir}}); err != nil {
 		return nil, fmt.Errorf("loading the bpf policy program (pins in %s): %w", opts.PinDir, err)
 	}
+	// The old conntrack map's flows are carried over before its pin goes with the others.
+	if err := migrateCT(opts.PinDir, d.objs.FctV2); err != nil {
+		d.Close()
+		return nil, err
+	}
 	for _, name := range retiredMaps {
 		if err := os.Remove(filepath.Join(opts.PinDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			d.Close()
@@ -176,6 +181,41 @@ func Open(opts Options) (*Dataplane, error) {
 	}
 	return d, nil
 }
+
+// migrateCT carries the flows of an older agent's conntrack map (fct_v1: same key, last
+// seen time only) into fct_v2 as established flows, then removes its pin, so an upgrade
+// does not send established connections back to policy (their replies would meet the other
+// direction's policy). Flows already in fct_v2 are kept.
+func migrateCT(pinDir string, to *ebpf.Map) error {
+	path := filepath.Join(pinDir, "fct_v1")
+	old, err := ebpf.LoadPinnedMap(path, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("opening the old conntrack map %s: %w", path, err)
+	}
+	defer old.Close()
+	var k policyCtKey
+	var lastSeen uint64
+	it := old.Iterate()
+	for it.Next(&k, &lastSeen) {
+		v := policyCtVal{Created: lastSeen, LastSeen: lastSeen, Flags: ctEstablished}
+		if err := to.Update(&k, &v, ebpf.UpdateNoExist); err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
+			return fmt.Errorf("migrating conntrack entries from %s: %w", path, err)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("reading the old conntrack map %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("removing the old conntrack map pin: %w", err)
+	}
+	return nil
+}
+
+// ctEstablished is ct.h's CT_F_ESTABLISHED.
+const ctEstablished = 1
 
 // ensureBPFFS mounts bpffs on dir unless it already is one.
 func ensureBPFFS(dir string) error {
@@ -218,7 +258,7 @@ func (d *Dataplane) Programs() (toWorkload, fromWorkload *ebpf.Program) {
 }
 
 // CTMap returns the conntrack map.
-func (d *Dataplane) CTMap() *ebpf.Map { return d.objs.FctV1 }
+func (d *Dataplane) CTMap() *ebpf.Map { return d.objs.FctV2 }
 
 // SetsMap returns the IP-set LPM trie.
 func (d *Dataplane) SetsMap() *ebpf.Map { return d.objs.FsetsV1 }

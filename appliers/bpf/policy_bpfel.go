@@ -70,7 +70,10 @@ type policyCtKey struct {
 
 type policyCtVal struct {
 	_        structs.HostLayout
+	Created  uint64
 	LastSeen uint64
+	Flags    uint32
+	Pad      uint32
 }
 
 type policyEndpoint struct {
@@ -208,7 +211,7 @@ const (
 	policyMapFaffV1        = "faff_v1"
 	policyMapFbeV1         = "fbe_v1"
 	policyMapFcntV1        = "fcnt_v1"
-	policyMapFctV1         = "fct_v1"
+	policyMapFctV2         = "fct_v2"
 	policyMapFepsV2        = "feps_v2"
 	policyMapFfragV1       = "ffrag_v1"
 	policyMapFhepV2        = "fhep_v2"
@@ -276,7 +279,7 @@ type policyMapSpecs struct {
 	FaffV1        *ebpf.MapSpec `ebpf:"faff_v1"`
 	FbeV1         *ebpf.MapSpec `ebpf:"fbe_v1"`
 	FcntV1        *ebpf.MapSpec `ebpf:"fcnt_v1"`
-	FctV1         *ebpf.MapSpec `ebpf:"fct_v1"`
+	FctV2         *ebpf.MapSpec `ebpf:"fct_v2"`
 	FepsV2        *ebpf.MapSpec `ebpf:"feps_v2"`
 	FfragV1       *ebpf.MapSpec `ebpf:"ffrag_v1"`
 	FhepV2        *ebpf.MapSpec `ebpf:"fhep_v2"`
@@ -316,7 +319,7 @@ type policyMaps struct {
 	FaffV1        *ebpf.Map `ebpf:"faff_v1"`
 	FbeV1         *ebpf.Map `ebpf:"fbe_v1"`
 	FcntV1        *ebpf.Map `ebpf:"fcnt_v1"`
-	FctV1         *ebpf.Map `ebpf:"fct_v1"`
+	FctV2         *ebpf.Map `ebpf:"fct_v2"`
 	FepsV2        *ebpf.Map `ebpf:"feps_v2"`
 	FfragV1       *ebpf.Map `ebpf:"ffrag_v1"`
 	FhepV2        *ebpf.Map `ebpf:"fhep_v2"`
@@ -332,7 +335,7 @@ func (m *policyMaps) Close() error {
 		m.FaffV1,
 		m.FbeV1,
 		m.FcntV1,
-		m.FctV1,
+		m.FctV2,
 		m.FepsV2,
 		m.FfragV1,
 		m.FhepV2,

@@ -195,7 +195,7 @@ func TestUpgradeFromV1Layout(t *testing.T) {
 			t.Errorf("pin %s after the upgrade: %v, want it removed", name, err)
 		}
 	}
-	for _, name := range []string{"fprog_v2", "feps_v2", "fhep_v2", "fsets_v1", "fct_v1", "fcnt_v1"} {
+	for _, name := range []string{"fprog_v2", "feps_v2", "fhep_v2", "fsets_v1", "fct_v2", "fcnt_v1"} {
 		if _, err := os.Stat(filepath.Join(pins, name)); err != nil {
 			t.Errorf("pin %s after the upgrade: %v", name, err)
 		}

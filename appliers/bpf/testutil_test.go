@@ -43,7 +43,8 @@ func openAt(t testing.TB, dir string) *Dataplane {
 }
 
 // frame builds an Ethernet frame carrying p (IPv4 or IPv6, then TCP/UDP/SCTP ports or the
-// ICMP type and code).
+// ICMP type and code). A TCP segment is a SYN: a packet that may open a flow
+// (ctstate_test.go crafts the other flags).
 func frame(p snapshot.Packet) []byte {
 	var l4 []byte
 	switch {
@@ -51,6 +52,10 @@ func frame(p snapshot.Packet) []byte {
 		l4 = make([]byte, 20)
 		binary.BigEndian.PutUint16(l4[0:], p.SrcPort)
 		binary.BigEndian.PutUint16(l4[2:], p.DstPort)
+		if p.Protocol == 6 {
+			l4[12] = 5 << 4 // data offset: 20 bytes
+			l4[13] = tcpSYN
+		}
 	case p.ICMPType != nil:
 		l4 = make([]byte, 8)
 		l4[0] = *p.ICMPType
