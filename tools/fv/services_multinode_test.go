@@ -183,10 +183,18 @@ var mnServices = []mnService{
 	{name: "web-internal", clusterIP: mnInternalClusterIP, internalLocal: true},
 }
 
+// endpointState is a backend's conditions in the EndpointSlices; the zero value is ready.
+type endpointState int
+
+const (
+	ready       endpointState = iota
+	notReady                  // neither ready nor serving
+	terminating               // serving and terminating, not ready
+)
+
 // servicesYAML is every service of mnServices (target ports named http and dns) and one
-// EndpointSlice each with every backend; the backends in notReady are neither ready nor
-// serving.
-func (c *mnCluster) servicesYAML(notReady map[string]bool) []string {
+// EndpointSlice each with every backend, in the state states gives it (ready if absent).
+func (c *mnCluster) servicesYAML(states map[string]endpointState) []string {
 	var docs []string
 	for _, s := range mnServices {
 		spec := fmt.Sprintf("  type: ClusterIP\n  selector: {app: web}\n  clusterIP: %s\n  clusterIPs: [%s]\n", s.clusterIP, s.clusterIP)
@@ -231,11 +239,11 @@ ports:
 			if !strings.HasPrefix(p.name, "web-") {
 				continue
 			}
-			ready := !notReady[p.name]
+			st := states[p.name]
 			slice += fmt.Sprintf(`
 - addresses: ["%s"]
-  conditions: {ready: %t, serving: %t}
-  nodeName: node%d`, p.addr, ready, ready, p.node)
+  conditions: {ready: %t, serving: %t, terminating: %t}
+  nodeName: node%d`, p.addr, st == ready, st != notReady, st == terminating, p.node)
 		}
 		docs = append(docs, slice)
 	}
@@ -422,7 +430,7 @@ var _ = Describe("felis agent load-balances services across two nodes", Label("s
 
 				By("node2's backends not ready: its Cluster NodePort reaches node1's backend, its Local one drops (as kube-proxy: no local endpoints)")
 				c.programmed(2, func() {
-					c.write("services.yaml", c.servicesYAML(map[string]bool{"web-2a": true, "web-2b": true})...)
+					c.write("services.yaml", c.servicesYAML(map[string]endpointState{"web-2a": notReady, "web-2b": notReady})...)
 				})
 				expectServed(servedBy(outside, netip.AddrPortFrom(c.nodes[1].IPv4, mnNodePort), 20, c.backends), "web-1a")
 				r := outside.Probe(netns.TCP, local2)
@@ -435,12 +443,38 @@ var _ = Describe("felis agent load-balances services across two nodes", Label("s
 				cip := netip.AddrPortFrom(netip.MustParseAddr(mnClusterIP), 80)
 				expectServed(servedBy(client, cip, 40, c.backends), mnBackends...)
 
-				c.programmed(1, func() { c.write("services.yaml", c.servicesYAML(map[string]bool{"web-2a": true})...) })
+				c.programmed(1, func() { c.write("services.yaml", c.servicesYAML(map[string]endpointState{"web-2a": notReady})...) })
 				expectServed(servedBy(client, cip, 40, c.backends), "web-1a", "web-2b")
 
 				By("web-2a ready again")
 				c.programmed(1, func() { c.write("services.yaml", c.servicesYAML(nil)...) })
 				expectServed(servedBy(client, cip, 40, c.backends), mnBackends...)
+
+				By("no backend ready, web-2b terminating but still serving: it alone gets the connections (kube-proxy's fallback)")
+				c.programmed(1, func() {
+					c.write("services.yaml", c.servicesYAML(map[string]endpointState{"web-1a": notReady, "web-2a": notReady, "web-2b": terminating})...)
+				})
+				expectServed(servedBy(client, cip, 20, c.backends), "web-2b")
+			})
+
+			It("matches Calico's destination.services egress rules on connections to backends on the other node", func() {
+				client := c.pods["client"].Namespace
+				cip := netip.AddrPortFrom(netip.MustParseAddr(mnClusterIP), 80)
+				other, err := c.pods["web-2a"].Listen(netns.TCP, 7000)
+				Expect(err).NotTo(HaveOccurred())
+				elsewhere := netip.AddrPortFrom(c.pods["web-2a"].IPv4, other.Port)
+
+				By("the client pods may reach only the web service")
+				c.programmed(1, func() { c.write("policy.yaml", servicePolicyYAML(true)) })
+				expectServed(servedBy(client, cip, 40, c.backends), mnBackends...)
+				Expect(client.Probe(netns.TCP, elsewhere).Denied()).To(Succeed(), "egress outside the web service got through")
+
+				By("the client pods may reach anything but the web service")
+				c.programmed(1, func() { c.write("policy.yaml", servicePolicyYAML(false)) })
+				Expect(client.Probe(netns.TCP, cip).Denied()).To(Succeed(), "the ClusterIP got through a Deny on its service")
+				Expect(client.Probe(netns.TCP, netip.AddrPortFrom(c.pods["web-2b"].IPv4, svcTarget)).Denied()).To(Succeed(),
+					"web-2b's service port directly got through a Deny on its service")
+				Expect(client.Probe(netns.TCP, elsewhere).Allowed()).To(Succeed())
 			})
 
 			It("pins a client to one backend with sessionAffinity ClientIP, and keeps internalTrafficPolicy Local traffic on the client's node", func() {
