@@ -12,10 +12,15 @@
 //                         (forward policy still applies). Deny: drop.
 //     conntrack           a known flow (tracked packets only) passes.
 //     preDNAT ingress     new flows, to the host or forwarded (mangle prerouting). Deny: drop.
-//     >>> service DNAT (NodePort on data interfaces) belongs here: after the preDNAT stage,
-//         before the local/forwarded decision, which must see the translated destination.
+//     service DNAT        nat.h's nat_in, as on a data interface (felis_data_in leaves host
+//                         endpoint interfaces to this program): the local/forwarded decision
+//                         and the policies after it see the backend (nat prerouting). A known
+//                         NAT flow is rewritten on the conntrack path too; nat_out finishes
+//                         every NATed packet after police() (SNAT, reverse NAT, redirect).
 //     normal ingress      destination is the host (filter input), unless untracked.
 //     forward ingress     forwarded (filter forward), no failsafes.
+//   A flow with a NAT entry (nat.h writes them only for packets policy allowed) is a known
+//   flow at a host endpoint in both directions, like a conntrack entry.
 //   TC egress (packet leaving through the interface):
 //     host-originated:    untracked egress (raw output; Allow passes untracked), conntrack,
 //                         normal egress.
@@ -69,6 +74,56 @@ static __always_inline __u8 hep_run(struct pkt *p, __u32 ifindex, int stage)
 	if (!hp || !hp->len[stage])
 		return A_RETURN;
 	return walk_program(p, hp->base[stage], hp->len[stage]);
+}
+
+// hep_nat_flow says whether the packet, or its reply, belongs to a flow service NAT recorded:
+// nat_out writes the entries only for packets policy allowed, so it is a known flow here (a
+// NodePort flow is recorded under its translated tuple, and leaves SNATed or reverse-NATed).
+static __always_inline int hep_nat_flow(struct pkt *p, __u64 now)
+{
+	if (p->proto != 6 && p->proto != 17)
+		return 0;
+	struct nat_key k = {};
+	nat_key_of(&k, p);
+	if (nat_lookup(&k, now))
+		return 1;
+	struct nat_key r = {.family = p->family, .proto = p->proto, .sport = p->dport, .dport = p->sport};
+	__builtin_memcpy(r.src, p->dst, 16);
+	__builtin_memcpy(r.dst, p->src, 16);
+	return nat_lookup(&r, now) != 0;
+}
+
+// hep_nat_in runs service NAT on a packet arriving at a host endpoint (the entry program's
+// nat_out finishes it) and points p at the translated destination.
+static __always_inline int hep_nat_in(struct __sk_buff *skb, struct pkt *p)
+{
+	__u32 zero = 0;
+	struct nat *n = bpf_map_lookup_elem(&fnatscratch_v1, &zero); // zeroed by the entry program
+	if (!n)
+		return HEP_CONTINUE;
+	int r = nat_in(skb, n, 1);
+	if (r != NAT_CONTINUE)
+		return r;
+	if (n->action == NA_NEW || n->action == NA_FWD) {
+		__builtin_memcpy(p->dst, n->to.dst, 16);
+		p->dport = n->to.dport;
+	}
+	return HEP_CONTINUE;
+}
+
+// hep_known runs after the conntrack lookup: a tracked packet of a NAT flow is known (even
+// one conntrack alone would call invalid), and a known packet arriving is NATed like its flow.
+static __always_inline int hep_known(struct __sk_buff *skb, __u8 dir, struct pkt *p, struct hep_state *hs, int *ct,
+				     __u64 now)
+{
+	if ((*ct == CT_NEW || *ct == CT_INVALID) && !hs->untracked && hep_nat_flow(p, now))
+		*ct = CT_ESTABLISHED; // e.g. a backend's SYN-ACK: conntrack holds the translated tuple
+	if (*ct != CT_ESTABLISHED || dir != DIR_FROM_WEP)
+		return HEP_CONTINUE;
+	int r = hep_nat_in(skb, p);
+	if (r != HEP_CONTINUE)
+		count(skb->ifindex, dir, C_DENY);
+	return r;
 }
 
 // hep_allowed counts a packet a host endpoint stage let through and, for a first fragment,
@@ -133,7 +188,11 @@ static __always_inline int hep_after_ct(struct __sk_buff *skb, __u32 ifindex, __
 			count(ifindex, dir, C_DENY);
 			return TC_ACT_SHOT;
 		}
-		// (service DNAT hook point: see the header comment)
+		int r = hep_nat_in(skb, p); // service DNAT: after preDNAT, before everything else
+		if (r != HEP_CONTINUE) {
+			count(ifindex, dir, C_DENY);
+			return r;
+		}
 		local = host_addr(skb, p, 0);
 	}
 	if (local) {

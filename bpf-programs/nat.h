@@ -475,6 +475,11 @@ static __always_inline int nat_to_wep(struct __sk_buff *skb, struct nat *n)
 SEC("tc")
 int felis_data_in(struct __sk_buff *skb)
 {
+	// A host endpoint's own program NATs, after its untracked and preDNAT stages (hep.h).
+	__u32 ifindex = skb->ifindex;
+	struct endpoint *ep = bpf_map_lookup_elem(&feps_v2, &ifindex);
+	if (ep && (ep->flags & EP_HOST))
+		return TC_ACT_UNSPEC;
 	struct nat *n = nat_scratch();
 	if (!n)
 		return TC_ACT_UNSPEC;

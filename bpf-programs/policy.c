@@ -329,6 +329,7 @@ static __always_inline int host_addr(struct __sk_buff *skb, struct pkt *p, int s
 	return r == BPF_FIB_LKUP_RET_NOT_FWDED || r == BPF_FIB_LKUP_RET_FWD_DISABLED;
 }
 
+#include "nat.h"
 #include "hep.h"
 
 static __always_inline int police(struct __sk_buff *skb, __u8 dir)
@@ -368,6 +369,11 @@ static __always_inline int police(struct __sk_buff *skb, __u8 dir)
 		return TC_ACT_SHOT;
 	}
 	int ct = hs.untracked ? CT_NEW : ct_lookup(skb, &p, ifindex, dir, now); // untracked: never a known flow
+	if (ep->flags & EP_HOST) {
+		r = hep_known(skb, dir, &p, &hs, &ct, now);
+		if (r != HEP_CONTINUE)
+			return r;
+	}
 	if (ct == CT_INVALID) {
 		count(ifindex, dir, C_INVALID);
 		return TC_ACT_SHOT;
@@ -395,8 +401,6 @@ static __always_inline int police(struct __sk_buff *skb, __u8 dir)
 	count(ifindex, dir, C_DENY);
 	return TC_ACT_SHOT;
 }
-
-#include "nat.h"
 
 // to_wep runs on the TC egress hook of the host-side veth: packets going to the workload.
 SEC("tc")

@@ -205,3 +205,160 @@ func hostEndpointStagePackets(t *testing.T, dataplane, pins string) {
 		t.Errorf("through the host endpoint's stages:\n%v", err)
 	}
 }
+
+// TestPacketsHostEndpointNodePort: a host endpoint on eth0 in front of NodePorts (tools/netns:
+// node1 with a backend pod, node2 the outside). preDNAT policy sees the NodePort before
+// service DNAT, forward policy the backend after it, and the normal programs (deny-all both
+// ways) never see the flow:
+//
+//   - preDNAT denies TCP 30090 and TCP 8080: node2 reaches NodePort 30080 (→ pod:8080), not
+//     NodePort 30090 (→ pod:8080), and not pod:8080 directly (routed through node1);
+//   - forward ingress allows TCP 8080 only: NodePort 30070 (→ pod:7070) is dropped;
+//   - failsafe 22 to the node stays open.
+//
+// The same flows run against the nftables dataplane first.
+func TestPacketsHostEndpointNodePort(t *testing.T) {
+	_, dir := openTest(t)
+	for _, dp := range []string{"nftables", "bpf"} {
+		t.Run(dp, func(t *testing.T) { hostEndpointNodePortPackets(t, dp, dir+"/nodeport") })
+	}
+}
+
+func hostEndpointNodePortPackets(t *testing.T, dataplane, pins string) {
+	h := netns.New(t)
+	u, err := h.NewUnderlay("u")
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, err := u.NewNode("node1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := u.NewNode("node2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod, err := node.NewPod(netns.PodOptions{Namespace: "ns", Name: "web", IPv4: netip.MustParseAddr("10.65.0.10")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := peer.AddRoute(netip.MustParsePrefix("10.65.0.0/24"), node.IPv4); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []uint16{7070, 8080} {
+		if _, err := pod.Listen(netns.TCP, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := node.Listen(netns.TCP, 22); err != nil {
+		t.Fatal(err)
+	}
+	type flow struct {
+		what  string
+		dst   netip.AddrPort
+		allow bool
+	}
+	flows := []flow{
+		{"NodePort 30080 → pod:8080 (preDNAT allows the frontend, forward the backend)", netip.AddrPortFrom(node.IPv4, 30080), true},
+		{"NodePort 30090 → pod:8080 (preDNAT denies the frontend port)", netip.AddrPortFrom(node.IPv4, 30090), false},
+		{"NodePort 30070 → pod:7070 (forward tier default deny)", netip.AddrPortFrom(node.IPv4, 30070), false},
+		{"pod:8080 routed through node1 (preDNAT denies 8080)", netip.AddrPortFrom(pod.IPv4, 8080), false},
+		{"node1:22 (failsafe)", netip.AddrPortFrom(node.IPv4, 22), true},
+	}
+	probe := func(flows []flow, want func(flow) bool) error {
+		errs := make([]string, len(flows))
+		var wg sync.WaitGroup
+		for i, f := range flows {
+			wg.Go(func() {
+				r := peer.Probe(netns.TCP, f.dst)
+				check := r.Denied
+				if want(f) {
+					check = r.Allowed
+				}
+				if err := check(); err != nil {
+					errs[i] = fmt.Sprintf("  %s: %v", f.what, err)
+				}
+			})
+		}
+		wg.Wait()
+		var bad []string
+		for _, e := range errs {
+			if e != "" {
+				bad = append(bad, e)
+			}
+		}
+		if len(bad) > 0 {
+			return fmt.Errorf("%s", strings.Join(bad, "\n"))
+		}
+		return nil
+	}
+	if err := probe(flows[3:], func(flow) bool { return true }); err != nil {
+		t.Fatalf("without felis node2 must reach the pod and node1:22 (the test wiring is broken):\n%v", err)
+	}
+
+	tcp := func(a snapshot.Action, dst ...uint16) snapshot.Rule {
+		r := snapshot.Rule{Action: a, Protocol: u8(6)}
+		for _, p := range dst {
+			r.DstPorts = append(r.DstPorts, snapshot.PortRange{Min: p, Max: p})
+		}
+		return r
+	}
+	allowAll := []snapshot.Rule{{Action: snapshot.Allow}}
+	svc := func(id string, port, target uint16) snapshot.Service {
+		return snapshot.Service{ID: id,
+			Frontends: []snapshot.Frontend{{Addr: node.IPv4, Port: port, Protocol: 6, Kind: "NodePort"}},
+			Backends:  []snapshot.Backend{{Addr: pod.IPv4, Port: target, Protocol: 6, Node: node.NodeName, Ready: true, Serving: true}}}
+	}
+	snap := &snapshot.Snapshot{
+		Node: node.NodeName,
+		Config: snapshot.Config{InterfacePrefixes: []string{"cali"}, NodeIPv4: netip.PrefixFrom(node.IPv4, 24),
+			FailsafeInbound: []snapshot.FailsafePort{{Protocol: 6, Port: 22}}},
+		Policies: []snapshot.Policy{
+			{ID: "deny-all", Tier: "default", Inbound: []snapshot.Rule{{Action: snapshot.Deny}}, Outbound: []snapshot.Rule{{Action: snapshot.Deny}}},
+			{ID: "pre", Tier: "default", PreDNAT: true, Inbound: []snapshot.Rule{tcp(snapshot.Deny, 30090, 8080)}},
+			{ID: "fwd", Tier: "default", ApplyOnForward: true, Inbound: []snapshot.Rule{tcp(snapshot.Allow, 8080)}},
+		},
+		Profiles: []snapshot.Profile{{ID: "kns.ns", Inbound: allowAll, Outbound: allowAll}},
+		Endpoints: []snapshot.Endpoint{{ID: "ns/web", Namespace: "ns", Workload: "web", Name: "eth0", Interface: pod.HostInterface,
+			Addrs:   []netip.Prefix{netip.PrefixFrom(pod.IPv4, 32)},
+			Ingress: snapshot.Direction{Profiles: []string{"kns.ns"}}, Egress: snapshot.Direction{Profiles: []string{"kns.ns"}}}},
+		HostEndpoints: []snapshot.HostEndpoint{{ID: "node1-eth0", Interface: "eth0",
+			Normal:  snapshot.HostDirections{Ingress: tier("default", snapshot.Deny, "deny-all"), Egress: tier("default", snapshot.Deny, "deny-all")},
+			PreDNAT: snapshot.HostDirections{Ingress: tier("default", snapshot.Pass, "pre")},
+			Forward: snapshot.HostDirections{Ingress: tier("default", snapshot.Deny, "fwd")},
+		}},
+		Services: []snapshot.Service{svc("ns/a", 30080, 8080), svc("ns/b", 30090, 8080), svc("ns/c", 30070, 7070)},
+	}
+	snap.Finalize()
+	if dataplane == "nftables" {
+		tbl, err := nftrender.Render(*snap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, err := nftables.NewKernel(nftables.WithNetNSFd(int(node.Handle())))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer k.Close()
+		if _, err := nftables.NewApplier(k).Sync(context.Background(), tbl); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		var d *Dataplane
+		if err := node.Do(func() error {
+			var err error
+			if d, err = Open(Options{PinDir: pins}); err != nil {
+				return err
+			}
+			_, err = d.Sync(context.Background(), snap, true)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		defer node.Do(func() error { return Cleanup(context.Background(), pins) })
+	}
+	if err := probe(flows, func(f flow) bool { return f.allow }); err != nil {
+		t.Errorf("through the host endpoint and the NodePorts (%s):\n%v", dataplane, err)
+	}
+}
