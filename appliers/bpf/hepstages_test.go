@@ -154,6 +154,18 @@ func TestHostEndpointStages(t *testing.T) {
 				t.Errorf("%s: %d conntrack entries, want %d", c.name, n, c.ct)
 			}
 		}
+		// The SYN-ACK of an untracked flow that untracked egress does not allow is invalid to
+		// conntrack (no flow) and dropped although normal egress allows its port, as nftables
+		// drops it (ct state invalid).
+		clearCT(t, d.CTMap())
+		synAck := tcpFrame(netip.MustParseAddr("192.168.5.1"), netip.MustParseAddr("10.1.1.1"), 7002, 7200, tcpSYN|tcpACK)
+		if got := runFrame(t, toWEP, synAck); got != tcShot {
+			t.Errorf("SYN-ACK of an untracked flow without an untracked egress allow: verdict %d, want drop", got)
+		}
+		syn := tcpFrame(netip.MustParseAddr("192.168.5.1"), netip.MustParseAddr("10.1.1.1"), 7002, 7200, tcpSYN)
+		if got := runFrame(t, toWEP, syn); got != tcOK {
+			t.Errorf("a SYN on the same ports (normal egress allows 7200): verdict %d, want pass", got)
+		}
 	})
 }
 
