@@ -242,7 +242,8 @@ func setOps(d diff.Op[string, *render.Set]) []Op {
 		}
 		return ops
 	}
-	adds, dels := diff.Members(want.Elements, have.Elements, render.Element.Compare)
+	w, h := trimCommon(want.Elements, have.Elements)
+	adds, dels := diff.Members(w, h, render.Element.Compare)
 	var ops []Op
 	// Deletes first: in an interval set a new prefix may only fit once an old one is gone.
 	if len(dels) > 0 {
@@ -252,6 +253,22 @@ func setOps(d diff.Op[string, *render.Set]) []Op {
 		ops = append(ops, Op{Verb: AddSetElements, Name: want.Name, Set: want, Elements: adds})
 	}
 	return ops
+}
+
+// trimCommon returns two sorted element lists without their common head and tail: a few
+// changed elements among thousands (a service added) then cost a scan of == comparisons
+// instead of a merge with Compare. What it trims is in both lists, so the diff is the same.
+func trimCommon[T comparable](a, b []T) ([]T, []T) {
+	i := 0
+	for i < len(a) && i < len(b) && a[i] == b[i] {
+		i++
+	}
+	a, b = a[i:], b[i:]
+	j := 0
+	for j < len(a) && j < len(b) && a[len(a)-1-j] == b[len(b)-1-j] {
+		j++
+	}
+	return a[:len(a)-j], b[:len(b)-j]
 }
 
 func compareMapElement(a, b render.MapElement) int {
@@ -269,7 +286,8 @@ func mapOps(d diff.Op[string, *render.Map]) []Op {
 		// A key type cannot change in place; only someone else's edit can cause this.
 		return []Op{{Verb: DeleteMap, Name: d.Old.Name}, {Verb: AddMap, Name: d.New.Name, Map: d.New}}
 	}
-	adds, dels := diff.Members(d.New.Elements, d.Old.Elements, compareMapElement)
+	w, h := trimCommon(d.New.Elements, d.Old.Elements)
+	adds, dels := diff.Members(w, h, compareMapElement)
 	var ops []Op
 	// Deletes first: an interface whose target chain changed is deleted and re-added.
 	if len(dels) > 0 {

@@ -139,11 +139,11 @@ func (r *Renderer) services(snap *snapshot.Snapshot) error {
 	if len(changed) == 0 && len(gone) == 0 {
 		return nil
 	}
-	r.frontends, r.hairpins = nil, nil
 	fresh := make([]*serviceEntry, len(changed))
 	for i, s := range changed {
 		e, err := renderService(s, snap.Node, r.endpointChains)
 		if err != nil {
+			r.frontends, r.hairpins = nil, nil
 			return err
 		}
 		e.gen = r.gen
@@ -158,6 +158,7 @@ func (r *Renderer) services(snap *snapshot.Snapshot) error {
 			r.entries[s.ID] = fresh[i]
 		}
 		r.rebuild()
+		r.frontends, r.hairpins = nil, nil
 		return nil
 	}
 	var old, added serviceEntry
@@ -173,7 +174,51 @@ func (r *Renderer) services(snap *snapshot.Snapshot) error {
 		collect(&added, fresh[i])
 	}
 	r.patch(&old, &added)
+	r.patchDerived(&old, &added)
 	return nil
+}
+
+// patchDerived brings the handed-out frontend and hairpin lists up to date with a patch of
+// a few services: each key those services had or have gets its winner (the first owner in
+// the patched lists) or goes. The lists are copied first: the previous render's table still
+// holds them.
+func (r *Renderer) patchDerived(old, added *serviceEntry) {
+	if r.frontends != nil {
+		next := map[int][]MapElement{4: slices.Clone(r.frontends[4]), 6: slices.Clone(r.frontends[6])}
+		for _, e := range slices.Concat(old.elems, added.elems) {
+			key := e.MapElement
+			list := next[family(key.Addr)]
+			j, have := slices.BinarySearchFunc(list, key, MapElement.Compare)
+			i, ok := slices.BinarySearchFunc(r.elems, key, func(x frontendElement, k MapElement) int { return x.MapElement.Compare(k) })
+			switch {
+			case ok && have:
+				list[j] = r.elems[i].MapElement
+			case ok:
+				list = slices.Insert(list, j, r.elems[i].MapElement)
+			case have:
+				list = slices.Delete(list, j, j+1)
+			}
+			next[family(key.Addr)] = list
+		}
+		r.frontends = next
+	}
+	if r.hairpins != nil {
+		next := map[int][]Element{4: slices.Clone(r.hairpins[4]), 6: slices.Clone(r.hairpins[6])}
+		for _, h := range slices.Concat(old.hairpin, added.hairpin) {
+			el := Element{Prefix: netip.PrefixFrom(h.addr, h.addr.BitLen()), Peer: h.addr}
+			list := next[family(h.addr)]
+			j, have := slices.BinarySearchFunc(list, el, Element.Compare)
+			_, ok := slices.BinarySearchFunc(r.hairpin, h.addr, func(x ownedAddr, a netip.Addr) int { return x.addr.Compare(a) })
+			switch {
+			case ok && !have:
+				list = slices.Insert(list, j, el)
+			case !ok && have:
+				list = slices.Delete(list, j, j+1)
+			}
+			next[family(h.addr)] = list
+		}
+		r.hairpins = next
+	}
 }
 
 // collect appends one entry's objects to acc.
