@@ -56,12 +56,17 @@ type servicePort struct {
 type Renderer struct {
 	// endpointChains selects the per-endpoint layout (RenderEndpointChains).
 	endpointChains bool
-	gen            uint64                   // render count, to find the services that went
-	entries        map[string]*serviceEntry // by service ID
-	chains         []Chain                  // every service's chains, by name
-	sets           []Set                    // every service's affinity sets, by name
-	elems          []frontendElement        // every service's map elements, by key then owner
-	hairpin        []ownedAddr              // every service's backend addresses, by address then owner
+	gen            uint64 // map diffs run, to find the services that went
+	// last lists the services the last Render had, sorted by ID, for diffSorted; valid
+	// (lastOK) only after a Render that succeeded, for lastNode.
+	last     []renderedService
+	lastNode string
+	lastOK   bool
+	entries  map[string]*serviceEntry // by service ID
+	chains   []Chain                  // every service's chains, by name
+	sets     []Set                    // every service's affinity sets, by name
+	elems    []frontendElement        // every service's map elements, by key then owner
+	hairpin  []ownedAddr              // every service's backend addresses, by address then owner
 	// frontends holds each family's frontend map elements as last handed out, nil after a
 	// change: while no service changes, every Render returns the same (never written) slice,
 	// which lets Plan see an unchanged map at once.
@@ -117,8 +122,61 @@ func RenderEndpointChains(snap snapshot.Snapshot) (Table, error) {
 
 // services brings the renderer's service objects up to date with the snapshot.
 func (r *Renderer) services(snap *snapshot.Snapshot) error {
+	changed, gone, ok := r.diffSorted(snap)
+	if !ok {
+		changed, gone = r.diffByMap(snap)
+	}
+	r.lastOK = false // until the entries hold this snapshot
+	if len(changed) > 0 || len(gone) > 0 {
+		if err := r.apply(snap, changed, gone); err != nil {
+			return err
+		}
+	}
+	r.last = r.last[:0]
+	for i := range snap.Services {
+		r.last = append(r.last, renderedService{snap.Services[i].ID, snap.Services[i].Hash})
+	}
+	r.lastNode, r.lastOK = snap.Node, true
+	return nil
+}
+
+// renderedService is a service the last Render had: its ID and content hash.
+type renderedService struct{ id, hash string }
+
+// diffSorted finds the changed and gone services by a merge join of the snapshot's services
+// with the last Render's (both sorted by ID, as Finalize sorts them), without a map lookup
+// per service; ok is false when it cannot (another node, an unsorted snapshot, no last).
+func (r *Renderer) diffSorted(snap *snapshot.Snapshot) (changed []*snapshot.Service, gone []string, ok bool) {
+	if !r.lastOK || snap.Node != r.lastNode {
+		return nil, nil, false
+	}
+	svcs, last := snap.Services, r.last
+	i, j := 0, 0
+	for i < len(svcs) || j < len(last) {
+		if i > 0 && i < len(svcs) && svcs[i-1].ID >= svcs[i].ID {
+			return nil, nil, false
+		}
+		switch {
+		case j == len(last) || i < len(svcs) && svcs[i].ID < last[j].id:
+			changed = append(changed, &svcs[i])
+			i++
+		case i == len(svcs) || svcs[i].ID > last[j].id:
+			gone = append(gone, last[j].id)
+			j++
+		default:
+			if svcs[i].Hash != last[j].hash || svcs[i].Hash == "" {
+				changed = append(changed, &svcs[i])
+			}
+			i++
+			j++
+		}
+	}
+	return changed, gone, true
+}
+
+// diffByMap finds the changed and gone services through the entries map.
+func (r *Renderer) diffByMap(snap *snapshot.Snapshot) (changed []*snapshot.Service, gone []string) {
 	r.gen++
-	var changed []*snapshot.Service
 	for i := range snap.Services {
 		s := &snap.Services[i]
 		e := r.entries[s.ID]
@@ -128,7 +186,6 @@ func (r *Renderer) services(snap *snapshot.Snapshot) error {
 			e.gen = r.gen
 		}
 	}
-	var gone []string
 	if len(r.entries) > len(snap.Services)-len(changed) {
 		for id, e := range r.entries {
 			if e.gen != r.gen {
@@ -136,9 +193,11 @@ func (r *Renderer) services(snap *snapshot.Snapshot) error {
 			}
 		}
 	}
-	if len(changed) == 0 && len(gone) == 0 {
-		return nil
-	}
+	return changed, gone
+}
+
+// apply renders the changed services and updates the entries and sorted lists.
+func (r *Renderer) apply(snap *snapshot.Snapshot, changed []*snapshot.Service, gone []string) error {
 	fresh := make([]*serviceEntry, len(changed))
 	for i, s := range changed {
 		e, err := renderService(s, snap.Node, r.endpointChains)
@@ -146,7 +205,6 @@ func (r *Renderer) services(snap *snapshot.Snapshot) error {
 			r.frontends, r.hairpins = nil, nil
 			return err
 		}
-		e.gen = r.gen
 		fresh[i] = e
 	}
 	// Many changes: rebuild the sorted lists; few: patch them.
