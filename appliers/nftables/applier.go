@@ -9,7 +9,7 @@ import (
 
 // Dataplane is what an Applier drives: the kernel (Kernel) or the in-memory Fake.
 type Dataplane interface {
-	// Observe reads the felis table back: nil when it does not exist.
+	// Observe reads the felis tables back: nil when neither exists (Missing lists an absent one).
 	Observe(ctx context.Context) (*render.Table, error)
 	// Apply commits ops as one atomic batch: all or nothing.
 	Apply(ctx context.Context, ops []Op) error

@@ -35,7 +35,7 @@ type fakeTable struct {
 	chains map[string]*render.Chain
 }
 
-// NewFake returns a fake with no felis table.
+// NewFake returns a fake with no felis tables.
 func NewFake() *Fake { return &Fake{} }
 
 // FailNextApply makes the next Apply fail with err and change nothing.

@@ -30,7 +30,7 @@ const socketBuffer = 128 << 20
 // elementChunk bounds the elements per netlink message.
 const elementChunk = 2048
 
-// Kernel is the real dataplane: the felis inet table through nftables netlink.
+// Kernel is the real dataplane: the felis inet tables through nftables netlink.
 type Kernel struct {
 	mu     sync.Mutex
 	opts   kernelOptions

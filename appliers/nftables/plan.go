@@ -8,7 +8,7 @@ import (
 	"github.com/felis-dev/felis/diff"
 )
 
-// Plan returns the ops that turn observed (nil: no felis table) into desired, in an order the
+// Plan returns the ops that turn observed (nil: no felis tables) into desired, in an order the
 // kernel accepts within one batch. Each felis table is planned on its own (nothing references
 // across tables), the policy table first: its sets, then chains by level, then maps and base
 // chains are created or rewritten; deletions follow in reverse. Sets and maps change element
