@@ -199,10 +199,10 @@ func diffServices(want, have *services) servicePlan {
 }
 
 // update renders the services that changed since s was committed and returns the new state
-// and the operations between the two. s itself is left as it was.
+// (s, updated in place) and the operations between the two.
 func (s *services) update(snap *snapshot.Snapshot, res *appliers.Result) (*services, servicePlan, error) {
 	var p servicePlan
-	next := &services{node: s.node, addrs: s.addrs, rendered: s.rendered, claims: s.claims, fronts: s.fronts}
+	next := s
 	var changed []string
 	seen := 0
 	for i := range snap.Services {
@@ -230,19 +230,8 @@ func (s *services) update(snap *snapshot.Snapshot, res *appliers.Result) (*servi
 	if len(changed) == 0 && len(gone) == 0 {
 		return next, p, nil
 	}
-	// Copy on write: the committed maps stay intact if the apply fails.
-	next.rendered = make(map[string]renderedService, len(s.rendered)+len(changed))
-	for id, r := range s.rendered {
-		next.rendered[id] = r
-	}
-	next.claims = make(map[render.FrontendKey][]string, len(s.claims))
-	for k, v := range s.claims {
-		next.claims[k] = v
-	}
-	next.fronts = make(map[render.FrontendKey]render.Frontend, len(s.fronts))
-	for k, v := range s.fronts {
-		next.fronts[k] = v
-	}
+	// Updated in place: syncServices forgets the state until the apply succeeds, so a failure
+	// leads to a full sync.
 	addrs := render.NodeAddrsOf(snap)
 	touched := map[render.FrontendKey]bool{}
 	byID := make(map[string]*snapshot.Service, len(changed))
@@ -281,7 +270,7 @@ func (s *services) update(snap *snapshot.Snapshot, res *appliers.Result) (*servi
 		}
 		for k := range prev.Frontends {
 			if _, ok := cur.Frontends[k]; !ok {
-				next.claims[k] = slices.DeleteFunc(slices.Clone(next.claims[k]), func(c string) bool { return c == id })
+				next.claims[k] = slices.DeleteFunc(next.claims[k], func(c string) bool { return c == id })
 				if len(next.claims[k]) == 0 {
 					delete(next.claims, k)
 				}
@@ -290,7 +279,7 @@ func (s *services) update(snap *snapshot.Snapshot, res *appliers.Result) (*servi
 		}
 		for k := range cur.Frontends {
 			if _, ok := prev.Frontends[k]; !ok {
-				c := slices.Clone(next.claims[k])
+				c := next.claims[k]
 				i, _ := slices.BinarySearch(c, id)
 				next.claims[k] = slices.Insert(c, i, id)
 			}

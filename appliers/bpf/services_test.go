@@ -5,11 +5,13 @@ package bpf
 import (
 	"encoding/binary"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
 
 	"github.com/felis-dev/felis/snapshot"
 )
@@ -459,4 +461,61 @@ func equalCounts(got, want map[string]int) bool {
 		}
 	}
 	return true
+}
+
+// TestServiceNATOnHostEndpoint: on a host endpoint's interface the NodePort NAT runs inside
+// the host endpoint's TC ingress program, after its preDNAT stage: a source the preDNAT
+// policy denies is dropped before DNAT, another is DNATed and, forwarded to the backend,
+// skips the normal ingress policy (deny-all) as in the nftables dataplane; a remote backend
+// gets the node's address as source and its reply is rewritten back; the reply of a local
+// backend leaving through the interface passes its deny-all normal egress policy as the
+// established flow it is; felis_data_in leaves the interface to the host endpoint program.
+func TestServiceNATOnHostEndpoint(t *testing.T) {
+	d, _ := openTest(t)
+	toWEP, fromWEP := d.Programs()
+	s := serviceSnapshot()
+	s.Endpoints = nil
+	s.Policies = []snapshot.Policy{
+		{ID: "pre", Tier: "default", PreDNAT: true, Inbound: []snapshot.Rule{{Action: snapshot.Deny, SrcNets: []netip.Prefix{netip.MustParsePrefix("192.168.5.3/32")}}}},
+		{ID: "host", Tier: "default"},
+	}
+	s.HostEndpoints = []snapshot.HostEndpoint{{ID: "h", Interface: "eth0",
+		Normal:  snapshot.HostDirections{Ingress: tier("default", snapshot.Deny, "host"), Egress: tier("default", snapshot.Deny, "host")},
+		PreDNAT: snapshot.HostDirections{Ingress: tier("default", snapshot.Pass, "pre")}}}
+	s.Finalize()
+	inNetNS(t, func(func(bool)) {
+		d0, err := netlink.LinkByName("d0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: d0.Attrs().Index, Dst: &net.IPNet{IP: net.IP{10, 0, 0, 0}, Mask: net.CIDRMask(8, 32)}, Gw: net.IP{192, 168, 5, 2}}); err != nil {
+			t.Fatal(err)
+		}
+		mustSync(t, d, s, true)
+		if v, out := send(t, fromWEP, segment{Src: ap("192.168.5.3:5555"), Dst: ap("192.168.5.1:30080"), Proto: 6}); v != tcShot {
+			t.Errorf("NodePort from a source preDNAT denies: verdict %d (sent as %s), want drop", v, out)
+		}
+		client := ap("192.168.5.2:5555")
+		c := segment{Src: client, Dst: ap("192.168.5.1:30080"), Proto: 6}
+		if v, out := send(t, d.objs.FelisDataIn, c); v != tcNext || out.Dst != c.Dst {
+			t.Errorf("felis_data_in on a host endpoint: verdict %d, sent as %s; want it untouched and passed on", v, out)
+		}
+		v, out := send(t, fromWEP, c)
+		if v != tcOK || out.Src != client || out.Dst != ap("10.0.0.1:8080") {
+			t.Fatalf("NodePort, local backend, through a host endpoint: verdict %d, sent as %s; want pass to 10.0.0.1:8080 from the client", v, out)
+		}
+		if v, back := send(t, toWEP, segment{Src: c.Dst, Dst: client, Proto: 6}); v != tcOK || back.Src != c.Dst {
+			t.Errorf("the backend's reply leaving through the host endpoint: verdict %d as %s; want pass", v, back)
+		}
+
+		c = segment{Src: ap("192.168.5.2:5556"), Dst: ap("192.168.5.1:30081"), Proto: 6}
+		v, out = send(t, fromWEP, c)
+		if v == tcShot || out.Src.Addr() != netip.MustParseAddr("192.168.5.1") || out.Dst != ap("10.1.0.9:8080") {
+			t.Fatalf("NodePort, remote backend, through a host endpoint: verdict %d, sent as %s; want from the node to 10.1.0.9:8080", v, out)
+		}
+		v, back := send(t, fromWEP, segment{Src: out.Dst, Dst: out.Src, Proto: 6})
+		if v == tcShot || back.Src != c.Dst || back.Dst != c.Src {
+			t.Fatalf("reply from the remote backend: verdict %d, sent as %s; want from %s to %s", v, back, c.Dst, c.Src)
+		}
+	})
 }
