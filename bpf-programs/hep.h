@@ -94,9 +94,13 @@ static __always_inline int hep_nat_flow(struct pkt *p, __u64 now)
 }
 
 // hep_nat_in runs service NAT on a packet arriving at a host endpoint (the entry program's
-// nat_out finishes it) and points p at the translated destination.
-static __always_inline int hep_nat_in(struct __sk_buff *skb, struct pkt *p)
+// nat_out finishes it) and points p at the translated destination. Not on lo (a `*` host
+// endpoint's): the host's own traffic to a service is not translated there (nftables does it
+// in nat output, which the bpf dataplane has no equivalent of yet).
+static __always_inline int hep_nat_in(struct __sk_buff *skb, struct endpoint *ep, struct pkt *p)
 {
+	if (ep->flags & EP_HOST_NO_NORMAL)
+		return HEP_CONTINUE;
 	__u32 zero = 0;
 	struct nat *n = bpf_map_lookup_elem(&fnatscratch_v1, &zero); // zeroed by the entry program
 	if (!n)
@@ -113,14 +117,14 @@ static __always_inline int hep_nat_in(struct __sk_buff *skb, struct pkt *p)
 
 // hep_known runs after the conntrack lookup: a tracked packet of a NAT flow is known (even
 // one conntrack alone would call invalid), and a known packet arriving is NATed like its flow.
-static __always_inline int hep_known(struct __sk_buff *skb, __u8 dir, struct pkt *p, struct hep_state *hs, int *ct,
-				     __u64 now)
+static __always_inline int hep_known(struct __sk_buff *skb, struct endpoint *ep, __u8 dir, struct pkt *p,
+				     struct hep_state *hs, int *ct, __u64 now)
 {
 	if ((*ct == CT_NEW || *ct == CT_INVALID) && !hs->untracked && hep_nat_flow(p, now))
 		*ct = CT_ESTABLISHED; // e.g. a backend's SYN-ACK: conntrack holds the translated tuple
 	if (*ct != CT_ESTABLISHED || dir != DIR_FROM_WEP)
 		return HEP_CONTINUE;
-	int r = hep_nat_in(skb, p);
+	int r = hep_nat_in(skb, ep, p);
 	if (r != HEP_CONTINUE)
 		count(skb->ifindex, dir, C_DENY);
 	return r;
@@ -188,7 +192,7 @@ static __always_inline int hep_after_ct(struct __sk_buff *skb, __u32 ifindex, __
 			count(ifindex, dir, C_DENY);
 			return TC_ACT_SHOT;
 		}
-		int r = hep_nat_in(skb, p); // service DNAT: after preDNAT, before everything else
+		int r = hep_nat_in(skb, ep, p); // service DNAT: after preDNAT, before everything else
 		if (r != HEP_CONTINUE) {
 			count(ifindex, dir, C_DENY);
 			return r;

@@ -370,7 +370,7 @@ static __always_inline int police(struct __sk_buff *skb, __u8 dir)
 	}
 	int ct = hs.untracked ? CT_NEW : ct_lookup(skb, &p, ifindex, dir, now); // untracked: never a known flow
 	if (ep->flags & EP_HOST) {
-		r = hep_known(skb, dir, &p, &hs, &ct, now);
+		r = hep_known(skb, ep, dir, &p, &hs, &ct, now);
 		if (r != HEP_CONTINUE)
 			return r;
 	}
