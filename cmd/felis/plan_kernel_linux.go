@@ -14,7 +14,7 @@ import (
 	"github.com/felis-dev/felis/appliers/nftables/render"
 )
 
-// observeNftables reads the felis nftables table of the current network namespace.
+// observeNftables reads the felis nftables tables of the current network namespace.
 func observeNftables(ctx context.Context) (*render.Table, error) {
 	k, err := nftables.NewKernel()
 	if err != nil {

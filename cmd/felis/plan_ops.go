@@ -32,7 +32,7 @@ func kernelOps(cmd *cobra.Command, againstKernel bool, dataplane string, before,
 		var current *nftrender.Table
 		if againstKernel {
 			if current, err = observeNftables(ctx); err != nil {
-				return nil, fmt.Errorf("--against kernel: reading the felis nftables table: %w", err)
+				return nil, fmt.Errorf("--against kernel: reading the felis nftables tables: %w", err)
 			}
 		} else {
 			t, err := nftrender.Render(*before)
