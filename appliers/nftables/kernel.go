@@ -32,14 +32,15 @@ const elementChunk = 2048
 
 // Kernel is the real dataplane: the felis inet tables through nftables netlink.
 type Kernel struct {
-	mu     sync.Mutex
-	opts   kernelOptions
-	conn   *gnft.Conn     // reads (and dumps) through go-nftables
-	raw    *netlink.Conn  // batches, sent by sendBatch
-	seq    uint32         // last sequence number used on raw
-	rec    *recorder      // captures what enc marshals
-	enc    *gnft.Conn     // go-nftables as a marshaller only
-	tables [2]*gnft.Table // by render.TableID
+	mu      sync.Mutex
+	opts    kernelOptions
+	conn    *gnft.Conn     // reads (and dumps) through go-nftables
+	raw     *netlink.Conn  // batches, sent by sendBatch
+	seq     uint32         // last sequence number used on raw
+	rec     *recorder      // captures what enc marshals
+	enc     *gnft.Conn     // go-nftables as a marshaller only
+	tables  [2]*gnft.Table // by render.TableID
+	replies []byte         // sendBatch's reply buffer
 }
 
 // KernelOption configures NewKernel.
@@ -174,7 +175,10 @@ func (k *Kernel) commit(b batch) error {
 	}
 	seq := k.seq + 1
 	k.seq += uint32(len(b.msgs)) + 3
-	errs, err := sendBatch(k.raw, b.msgs, b.opOf, seq)
+	if k.replies == nil {
+		k.replies = make([]byte, replyBuffer)
+	}
+	errs, err := sendBatch(k.raw, b.msgs, b.opOf, seq, k.replies)
 	if err != nil {
 		return fmt.Errorf("nftables batch of %d ops: %w", len(b.ops), err)
 	}
