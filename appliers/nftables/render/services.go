@@ -126,19 +126,40 @@ func (r *Renderer) services(snap *snapshot.Snapshot) error {
 	if !ok {
 		changed, gone = r.diffByMap(snap)
 	}
+	wasOK := r.lastOK
 	r.lastOK = false // until the entries hold this snapshot
 	if len(changed) > 0 || len(gone) > 0 {
 		if err := r.apply(snap, changed, gone); err != nil {
 			return err
 		}
 	}
-	r.last = r.last[:0]
-	for i := range snap.Services {
-		r.last = append(r.last, renderedService{snap.Services[i].ID, snap.Services[i].Hash})
+	if ok && wasOK && len(changed)+len(gone) <= 64 {
+		// A few changes: patch the list (rewriting 10,000 entries cost more than the rest
+		// of the diff).
+		for _, id := range gone {
+			if i, found := slices.BinarySearchFunc(r.last, id, compareRendered); found {
+				r.last = slices.Delete(r.last, i, i+1)
+			}
+		}
+		for _, svc := range changed {
+			i, found := slices.BinarySearchFunc(r.last, svc.ID, compareRendered)
+			if found {
+				r.last[i].hash = svc.Hash
+			} else {
+				r.last = slices.Insert(r.last, i, renderedService{svc.ID, svc.Hash})
+			}
+		}
+	} else {
+		r.last = r.last[:0]
+		for i := range snap.Services {
+			r.last = append(r.last, renderedService{snap.Services[i].ID, snap.Services[i].Hash})
+		}
 	}
 	r.lastNode, r.lastOK = snap.Node, true
 	return nil
 }
+
+func compareRendered(s renderedService, id string) int { return strings.Compare(s.id, id) }
 
 // renderedService is a service the last Render had: its ID and content hash.
 type renderedService struct{ id, hash string }
