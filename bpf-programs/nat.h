@@ -27,6 +27,7 @@
 // Frontend flags.
 #define FE_AFFINITY 1 // ClientIP session affinity (timeout in affinity)
 #define FE_SNAT 2     // from outside to a remote backend: source becomes snat (the node)
+#define FE_REJECT 4   // no backend: answer a new flow with ICMP port unreachable (else drop)
 
 // Backend flags.
 #define BE_LOCAL 1 // the backend runs on this node
@@ -137,6 +138,8 @@ struct nat {
 	__u8 redirect;       // forward the rewritten packet by fib lookup
 	struct nat_val to;   // the rewrite (dst before policy, src after; or both after: replies)
 	struct nat_val back; // new flows: the reply entry to record
+	__u8 buf[96];        // an ICMP error being built (reject)
+	__u8 tail[8];        // the ICMPv6 pseudo-header's length and next header
 };
 
 // Actions on a packet.
@@ -330,6 +333,84 @@ static __always_inline int choose(struct nat *n, struct fe_val *fe, __u64 now)
 	return be->flags & BE_LOCAL;
 }
 
+static __always_inline __u16 csum_fold(__s64 sum)
+{
+	__u32 x = (__u32)sum;
+	x = (x & 0xffff) + (x >> 16);
+	x = (x & 0xffff) + (x >> 16);
+	return (__u16)~x;
+}
+
+// nat_reject turns a packet to a frontend without backends into an ICMP port unreachable
+// (ICMPv6 destination unreachable, port unreachable) quoting its IP header and 8 bytes of
+// L4 header, from the frontend to the client, and sends it back: into the pod (the peer of
+// its veth) or out of the interface it came in on. This is the nftables renderer's reject.
+// An IPv4 header with options or an IPv6 extension header is dropped instead.
+static __always_inline int nat_reject(struct __sk_buff *skb, struct nat *n, int external)
+{
+	__u8 mac[12];
+	if (bpf_skb_load_bytes(skb, 0, mac, 12) < 0)
+		return TC_ACT_SHOT;
+	__u32 size;
+	__u8 *b = n->buf;
+	if (n->p.family == FAMILY_V4) {
+		if (n->l4off != ETH_HLEN + 20)
+			return TC_ACT_SHOT;
+		size = 56; // IPv4 20, ICMP 8, quoted IPv4 20 + 8
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, b + 28, 28) < 0)
+			return TC_ACT_SHOT;
+		__builtin_memset(b, 0, 28);
+		b[0] = 0x45;
+		b[3] = 56;
+		b[8] = 64;
+		b[9] = 1;
+		__builtin_memcpy(b + 12, n->p.dst, 4);
+		__builtin_memcpy(b + 16, n->p.src, 4);
+		b[20] = 3; // destination unreachable
+		b[21] = 3; // port unreachable
+		__u16 c = csum_fold(bpf_csum_diff(0, 0, (__be32 *)(b + 20), 36, 0));
+		__builtin_memcpy(b + 22, &c, 2);
+		c = csum_fold(bpf_csum_diff(0, 0, (__be32 *)b, 20, 0));
+		__builtin_memcpy(b + 10, &c, 2);
+	} else {
+		if (n->l4off != ETH_HLEN + 40)
+			return TC_ACT_SHOT;
+		size = 96; // IPv6 40, ICMPv6 8, quoted IPv6 40 + 8
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, b + 48, 48) < 0)
+			return TC_ACT_SHOT;
+		__builtin_memset(b, 0, 48);
+		b[0] = 0x60;
+		b[5] = 56; // payload length
+		b[6] = 58;
+		b[7] = 64;
+		__builtin_memcpy(b + 8, n->p.dst, 16);
+		__builtin_memcpy(b + 24, n->p.src, 16);
+		b[40] = 1; // destination unreachable
+		b[41] = 4; // port unreachable
+		__builtin_memset(n->tail, 0, 8);
+		n->tail[3] = 56;
+		n->tail[7] = 58;
+		__s64 sum = bpf_csum_diff(0, 0, (__be32 *)(b + 8), 32, 0);
+		sum = bpf_csum_diff(0, 0, (__be32 *)n->tail, 8, (__u32)sum);
+		__u16 c = csum_fold(bpf_csum_diff(0, 0, (__be32 *)(b + 40), 56, (__u32)sum));
+		__builtin_memcpy(b + 42, &c, 2);
+	}
+	if (bpf_skb_change_tail(skb, ETH_HLEN + size, 0) < 0)
+		return TC_ACT_SHOT;
+	__u8 swapped[12];
+	__builtin_memcpy(swapped, mac + 6, 6);
+	__builtin_memcpy(swapped + 6, mac, 6);
+	if (bpf_skb_store_bytes(skb, 0, swapped, 12, 0) < 0)
+		return TC_ACT_SHOT;
+	if (size == 56) {
+		if (bpf_skb_store_bytes(skb, ETH_HLEN, b, 56, 0) < 0)
+			return TC_ACT_SHOT;
+	} else if (bpf_skb_store_bytes(skb, ETH_HLEN, b, 96, 0) < 0) {
+		return TC_ACT_SHOT;
+	}
+	return external ? bpf_redirect(skb->ifindex, 0) : bpf_redirect_peer(skb->ifindex, 0);
+}
+
 // nat_in looks a packet up: a reply (NA_REPLY), a known flow (DNATed, NA_FWD), a new flow to a
 // frontend (backend chosen, DNATed, NA_NEW), or nothing. It returns NAT_CONTINUE, or a
 // verdict: TC_ACT_SHOT for a frontend without backends (and a packet that fails to rewrite).
@@ -357,8 +438,8 @@ static __always_inline int nat_in(struct __sk_buff *skb, struct nat *n, int exte
 	struct fe_val *fe = bpf_map_lookup_elem(&fsvc_v1, &fk);
 	if (!fe)
 		return NAT_CONTINUE;
-	if (fe->count == 0)
-		return TC_ACT_SHOT; // no backend serves the frontend
+	if (fe->count == 0) // no backend serves the frontend
+		return (fe->flags & FE_REJECT) ? nat_reject(skb, n, external) : TC_ACT_SHOT;
 	int local = choose(n, fe, now);
 	if (local < 0)
 		return TC_ACT_SHOT;

@@ -171,6 +171,8 @@ type policyNat struct {
 	_        [6]byte
 	To       policyNatVal
 	Back     policyNatVal
+	Buf      [96]uint8
+	Tail     [8]uint8
 }
 
 type policyNatKey struct {

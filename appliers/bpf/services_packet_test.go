@@ -21,7 +21,8 @@ import (
 // The client reaches both backends through the ClusterIP (every exchange completes, so the
 // replies came back from the ClusterIP: the client's socket accepts nothing else), a backend
 // reaches itself (hairpin), and node2 reaches both backends through the NodePort (TCP and
-// UDP). Then the felis state is removed with Cleanup.
+// UDP); a service without endpoints refuses connections from a pod and from outside (ICMP
+// port unreachable). Then the felis state is removed with Cleanup.
 func TestPacketsServices(t *testing.T) {
 	_, dir := openTest(t) // root check and a private bpffs
 	h := netns.New(t)
@@ -78,7 +79,10 @@ func TestPacketsServices(t *testing.T) {
 			}
 		}
 	}
-	snap.Services = []snapshot.Service{svc}
+	none := snapshot.Service{ID: "app/none", Frontends: []snapshot.Frontend{
+		{Addr: netip.MustParseAddr("10.96.0.60"), Port: 80, Protocol: 6, Kind: "ClusterIP"},
+		{Addr: node.IPv4, Port: 30090, Protocol: 6, Kind: "NodePort"}}}
+	snap.Services = []snapshot.Service{svc, none}
 	snap.Finalize()
 
 	var d *Dataplane
@@ -132,6 +136,17 @@ func TestPacketsServices(t *testing.T) {
 	for _, proto := range []netns.Protocol{netns.TCP, netns.UDP} {
 		if got := probe(outside.Namespace, proto, np, 20); got["web-a"] == 0 || got["web-b"] == 0 {
 			t.Errorf("node2 to node1's NodePort over %s: served %v; want both backends", proto, got)
+		}
+	}
+
+	// A service without endpoints rejects: the connection is refused at once (ICMP port
+	// unreachable), from a pod and from outside.
+	for _, c := range []struct {
+		from *netns.Namespace
+		dst  netip.AddrPort
+	}{{pods["client"].Namespace, netip.MustParseAddrPort("10.96.0.60:80")}, {outside.Namespace, netip.AddrPortFrom(node.IPv4, 30090)}} {
+		if r := c.from.Probe(netns.TCP, c.dst); r.Outcome != netns.Refused {
+			t.Errorf("%s to %s (a service without endpoints): %s; want refused", c.from.Name, c.dst, r)
 		}
 	}
 

@@ -150,6 +150,47 @@ func send(t *testing.T, prog *ebpf.Program, s segment) (uint32, segment) {
 	return ret, parseSegment(t, opts.DataOut)
 }
 
+// tcRedirect is TC_ACT_REDIRECT.
+const tcRedirect = 7
+
+// checkUnreachable checks that out is the ICMP (v6) port unreachable rejecting in (sent as
+// c): MAC addresses swapped, from c's destination to its source, valid checksums, quoting
+// in's IP header and the first 8 bytes of its L4 header.
+func checkUnreachable(t *testing.T, c segment, in, out []byte) {
+	t.Helper()
+	if !slices.Equal(out[0:6], in[6:12]) || !slices.Equal(out[6:12], in[0:6]) {
+		t.Errorf("%s: reject MACs %x, want swapped %x", c, out[:12], in[:12])
+	}
+	var src, dst netip.Addr
+	var icmp, quoted []byte
+	wantType, wantCode := byte(3), byte(3)
+	if c.Src.Addr().Is4() {
+		h := out[14:34]
+		if csum(0, h) != 0xffff || h[9] != 1 || int(binary.BigEndian.Uint16(h[2:])) != len(out)-14 {
+			t.Errorf("%s: reject IPv4 header %x (checksum, protocol 1, length %d)", c, h, len(out)-14)
+		}
+		src, _ = netip.AddrFromSlice(h[12:16])
+		dst, _ = netip.AddrFromSlice(h[16:20])
+		icmp, quoted = out[34:], in[14:14+28]
+		if csum(0, icmp) != 0xffff {
+			t.Errorf("%s: ICMP checksum invalid", c)
+		}
+	} else {
+		h := out[14:54]
+		src, _ = netip.AddrFromSlice(h[8:24])
+		dst, _ = netip.AddrFromSlice(h[24:40])
+		icmp, quoted = out[54:], in[14:14+48]
+		wantType, wantCode = 1, 4
+		if h[6] != 58 || int(binary.BigEndian.Uint16(h[4:])) != len(icmp) || csum(pseudo(src, dst, 58, len(icmp)), icmp) != 0xffff {
+			t.Errorf("%s: reject IPv6 header %x or ICMPv6 checksum invalid", c, h)
+		}
+	}
+	if src != c.Dst.Addr() || dst != c.Src.Addr() || icmp[0] != wantType || icmp[1] != wantCode || !slices.Equal(icmp[8:], quoted) {
+		t.Errorf("%s: reject %s -> %s type %d code %d quoting %x; want %s -> %s type %d code %d quoting %x",
+			c, src, dst, icmp[0], icmp[1], icmp[8:], c.Dst.Addr(), c.Src.Addr(), wantType, wantCode, quoted)
+	}
+}
+
 // tcNext is TC_ACT_UNSPEC (TCX_NEXT): the packet goes on to the hook's next program.
 const tcNext = 0xffffffff
 
@@ -159,7 +200,8 @@ func ap(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
 // everything, on node n (192.168.5.1), and services: web (ClusterIP 10.96.0.10:80 and
 // [fd00:96::10]:80, TCP, backends 10.0.0.5 and 10.0.0.6 :8080 and fd00::5 :8080), dns (UDP
 // 10.96.0.53:53 → 10.0.0.7:5353), self (10.96.0.11:80 → the workload itself, 10.0.0.1:8080),
-// empty (10.96.0.12:80, no backend), sticky (10.96.0.13:80 with ClientIP affinity over
+// empty (10.96.0.12:80 TCP and UDP, [fd00:96::12]:80, no backend), local-elsewhere (a Local
+// NodePort 192.168.5.1:30082 whose only backend is on another node), sticky (10.96.0.13:80 with ClientIP affinity over
 // 10.0.0.5, 10.0.0.6, 10.0.0.8) and np (NodePort 192.168.5.1:30080 with one local backend,
 // the workload at 10.0.0.1:8080, and, for 192.168.5.1:30081, one backend 10.1.0.9:8080 on another node).
 func serviceSnapshot() *snapshot.Snapshot {
@@ -185,7 +227,9 @@ func serviceSnapshot() *snapshot.Snapshot {
 				Backends: []snapshot.Backend{be("10.0.0.7", 5353, 17, "n")}},
 			{ID: "ns/self", Frontends: []snapshot.Frontend{fe("10.96.0.11", 80, 6, "ClusterIP")},
 				Backends: []snapshot.Backend{be("10.0.0.1", 8080, 6, "n")}},
-			{ID: "ns/empty", Frontends: []snapshot.Frontend{fe("10.96.0.12", 80, 6, "ClusterIP")}},
+			{ID: "ns/empty", Frontends: []snapshot.Frontend{fe("10.96.0.12", 80, 6, "ClusterIP"), fe("fd00:96::12", 80, 6, "ClusterIP"), fe("10.96.0.12", 80, 17, "ClusterIP")}},
+			{ID: "ns/local-elsewhere", Frontends: []snapshot.Frontend{{Addr: netip.MustParseAddr("192.168.5.1"), Port: 30082, Protocol: 6, Kind: "NodePort", LocalOnly: true}},
+				Backends: []snapshot.Backend{be("10.1.0.9", 8080, 6, "other")}},
 			{ID: "ns/sticky", AffinitySeconds: 60, Frontends: []snapshot.Frontend{fe("10.96.0.13", 80, 6, "ClusterIP")},
 				Backends: []snapshot.Backend{be("10.0.0.5", 8080, 6, "n"), be("10.0.0.6", 8080, 6, "n"), be("10.0.0.8", 8080, 6, "n")}},
 			{ID: "ns/np", Frontends: []snapshot.Frontend{fe("192.168.5.1", 30080, 6, "NodePort")},
@@ -202,7 +246,8 @@ func serviceSnapshot() *snapshot.Snapshot {
 // ClusterIP is DNATed to a backend (valid checksums; TCP, UDP, UDP without checksum, IPv6),
 // the flow keeps its backend, new flows reach every backend, the reply is reverse-NATed to
 // come from the ClusterIP; hairpin gets the frontend as source and its reply is rewritten
-// back; a frontend without backends drops; ClientIP affinity pins a client to one backend.
+// back; a frontend without backends answers with an ICMP (v6) port unreachable sent back
+// into the pod (TCP, UDP, IPv6); ClientIP affinity pins a client to one backend.
 func TestServiceNATFromWorkload(t *testing.T) {
 	d, _ := openTest(t)
 	toWEP, fromWEP := d.Programs()
@@ -265,8 +310,24 @@ func TestServiceNATFromWorkload(t *testing.T) {
 		t.Fatalf("hairpin reply into the workload: verdict %d, as %s", v, in)
 	}
 
-	if v, _ := send(t, fromWEP, segment{Src: ap("10.0.0.1:42000"), Dst: ap("10.96.0.12:80"), Proto: 6}); v != tcShot {
-		t.Errorf("frontend without backends: verdict %d, want drop", v)
+	// No backend: an ICMP port unreachable from the frontend goes back into the pod.
+	for _, c := range []segment{
+		{Src: ap("10.0.0.1:42000"), Dst: ap("10.96.0.12:80"), Proto: 6},
+		{Src: ap("[fd00::1]:42001"), Dst: ap("[fd00:96::12]:80"), Proto: 6},
+		{Src: ap("10.0.0.1:42002"), Dst: ap("10.96.0.12:80"), Proto: 17},
+	} {
+		in := c.build()
+		out := make([]byte, len(in)+128)
+		opts := &ebpf.RunOptions{Data: in, DataOut: out}
+		v, err := fromWEP.Run(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v != tcRedirect {
+			t.Errorf("%s, frontend without backends: verdict %d, want redirect (reject)", c, v)
+			continue
+		}
+		checkUnreachable(t, c, in, opts.DataOut)
 	}
 
 	sticky := map[netip.AddrPort]int{}
@@ -361,6 +422,17 @@ func TestServiceNATFromOutside(t *testing.T) {
 		v, back = send(t, dataIn, segment{Src: out.Dst, Dst: out.Src, Proto: 6})
 		if v == tcShot || back.Src != c.Dst || back.Dst != client {
 			t.Fatalf("reply from the remote backend: verdict %d, sent as %s; want from %s to %s", v, back, c.Dst, client)
+		}
+		if v, _ := send(t, dataIn, segment{Src: client, Dst: ap("192.168.5.1:30082"), Proto: 6}); v != tcShot {
+			t.Errorf("Local NodePort without local backends (the service has one elsewhere): verdict %d, want drop", v)
+		}
+		c = segment{Src: client, Dst: ap("10.96.0.12:80"), Proto: 6}
+		in := c.build()
+		opts := &ebpf.RunOptions{Data: in, DataOut: make([]byte, len(in)+128)}
+		if v, err := dataIn.Run(opts); err != nil || v != tcRedirect {
+			t.Errorf("from outside to a frontend without backends: verdict %d (%v), want redirect (reject)", v, err)
+		} else {
+			checkUnreachable(t, c, in, opts.DataOut)
 		}
 		if v, out := send(t, dataIn, segment{Src: client, Dst: ap("192.168.5.1:22"), Proto: 6}); v != tcNext || out.Dst != ap("192.168.5.1:22") {
 			t.Errorf("not a frontend: verdict %d, sent as %s; want untouched", v, out)

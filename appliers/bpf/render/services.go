@@ -13,6 +13,7 @@ import (
 const (
 	FrontendAffinity uint32 = 1 // ClientIP session affinity
 	FrontendSNAT     uint32 = 2 // from outside to a remote backend: the node's address becomes the source
+	FrontendReject   uint32 = 4 // no backend: new flows get an ICMP port unreachable (else they are dropped)
 	BackendLocal     uint8  = 1 // the backend runs on this node
 )
 
@@ -112,6 +113,15 @@ func Service(s *snapshot.Service, node string, addrs NodeAddrs) (ServiceEntries,
 			groups[group] = n
 		}
 		fe := Frontend{Group: group, Count: n}
+		if n == 0 {
+			// As the nftables renderer (and kube-proxy): reject, but drop for a Local
+			// frontend without local backends while the service has some elsewhere.
+			cluster := f
+			cluster.LocalOnly = false
+			if !f.LocalOnly || len(s.BackendsFor(cluster, node)) == 0 {
+				fe.Flags |= FrontendReject
+			}
+		}
 		if s.AffinitySeconds > 0 {
 			fe.Flags |= FrontendAffinity
 			fe.Affinity = uint32(s.AffinitySeconds)
