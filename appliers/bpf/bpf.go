@@ -200,7 +200,7 @@ func migrateCT(pinDir string, to *ebpf.Map) error {
 	var lastSeen uint64
 	it := old.Iterate()
 	for it.Next(&k, &lastSeen) {
-		v := policyCtVal{Created: lastSeen, LastSeen: lastSeen, Flags: ctEstablished}
+		v := policyCtVal{Created: lastSeen, LastSeen: lastSeen, Flags: ctFlagEstablished}
 		if err := to.Update(&k, &v, ebpf.UpdateNoExist); err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
 			return fmt.Errorf("migrating conntrack entries from %s: %w", path, err)
 		}
@@ -213,9 +213,6 @@ func migrateCT(pinDir string, to *ebpf.Map) error {
 	}
 	return nil
 }
-
-// ctEstablished is ct.h's CT_F_ESTABLISHED.
-const ctEstablished = 1
 
 // ensureBPFFS mounts bpffs on dir unless it already is one.
 func ensureBPFFS(dir string) error {
@@ -322,6 +319,13 @@ func (d *Dataplane) Sync(ctx context.Context, desired *snapshot.Snapshot, full b
 	}
 	if err := d.syncServices(desired, full, &res); err != nil {
 		return res, err
+	}
+	// The periodic resync also sweeps expired conntrack entries. They are not counted as
+	// operations: the program already treats them as gone, so the dataplane does not change.
+	if full {
+		if _, err := d.sweepConntrack(); err != nil {
+			return res, err
+		}
 	}
 	if !d.opts.NoAttach {
 		if err := d.attach(ctx, st, &res); err != nil {

@@ -3,6 +3,7 @@
 package bpf
 
 import (
+	"context"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -28,7 +29,6 @@ const (
 const (
 	ctFinFwd = 2
 	ctFinRev = 4
-	ctRST    = 8
 )
 
 // tcpFrame is an IPv4 TCP segment with the given flags.
@@ -112,22 +112,22 @@ func TestTCPState(t *testing.T) {
 
 		{"SYN out", fromWEP, out(40000, tcpSYN), tcOK, 40000, 0},
 		{"SYN retransmitted", fromWEP, out(40000, tcpSYN), tcOK, 40000, 0},
-		{"SYN+ACK back", toWEP, back(40000, tcpSYN|tcpACK), tcOK, 40000, ctEstablished},
-		{"ACK out", fromWEP, out(40000, tcpACK), tcOK, 40000, ctEstablished},
-		{"PSH+ACK back", toWEP, back(40000, tcpPSH|tcpACK), tcOK, 40000, ctEstablished},
-		{"NULL back on the flow", toWEP, back(40000, 0), tcShot, 40000, ctEstablished},
-		{"FIN+ACK out", fromWEP, out(40000, tcpFIN|tcpACK), tcOK, 40000, ctEstablished | ctFinFwd},
-		{"FIN+ACK back", toWEP, back(40000, tcpFIN|tcpACK), tcOK, 40000, ctEstablished | ctFinFwd | ctFinRev},
-		{"last ACK out", fromWEP, out(40000, tcpACK), tcOK, 40000, ctEstablished | ctFinFwd | ctFinRev},
+		{"SYN+ACK back", toWEP, back(40000, tcpSYN|tcpACK), tcOK, 40000, ctFlagEstablished},
+		{"ACK out", fromWEP, out(40000, tcpACK), tcOK, 40000, ctFlagEstablished},
+		{"PSH+ACK back", toWEP, back(40000, tcpPSH|tcpACK), tcOK, 40000, ctFlagEstablished},
+		{"NULL back on the flow", toWEP, back(40000, 0), tcShot, 40000, ctFlagEstablished},
+		{"FIN+ACK out", fromWEP, out(40000, tcpFIN|tcpACK), tcOK, 40000, ctFlagEstablished | ctFinFwd},
+		{"FIN+ACK back", toWEP, back(40000, tcpFIN|tcpACK), tcOK, 40000, ctFlagEstablished | ctFinFwd | ctFinRev},
+		{"last ACK out", fromWEP, out(40000, tcpACK), tcOK, 40000, ctFlagEstablished | ctFinFwd | ctFinRev},
 		{"SYN out reopens the closed flow (policy, new entry)", fromWEP, out(40000, tcpSYN), tcOK, 40000, 0},
-		{"SYN+ACK back", toWEP, back(40000, tcpSYN|tcpACK), tcOK, 40000, ctEstablished},
-		{"RST back", toWEP, back(40000, tcpRST), tcOK, 40000, ctEstablished | ctRST},
+		{"SYN+ACK back", toWEP, back(40000, tcpSYN|tcpACK), tcOK, 40000, ctFlagEstablished},
+		{"RST back", toWEP, back(40000, tcpRST), tcOK, 40000, ctFlagEstablished | ctFlagRST},
 		{"SYN out after the RST (policy, new entry)", fromWEP, out(40000, tcpSYN), tcOK, 40000, 0},
 
 		// Loose pickup: a mid-flow ACK with no flow goes to policy and, allowed, is tracked
 		// as established.
-		{"ACK out, no flow (picked up)", fromWEP, out(40001, tcpACK), tcOK, 40001, ctEstablished},
-		{"ACK back", toWEP, back(40001, tcpACK), tcOK, 40001, ctEstablished},
+		{"ACK out, no flow (picked up)", fromWEP, out(40001, tcpACK), tcOK, 40001, ctFlagEstablished},
+		{"ACK back", toWEP, back(40001, tcpACK), tcOK, 40001, ctFlagEstablished},
 		{"ACK in from a source policy denies, no flow", toWEP, tcpFrame(ctPeer, ctEP, 5000, 80, tcpACK), tcShot, n, 0},
 		{"ACK in from a source policy allows, no flow", toWEP, tcpFrame(ctClient, ctEP, 5000, 80, tcpACK), tcOK, n, 0},
 		{"its reply", fromWEP, tcpFrame(ctEP, ctClient, 80, 5000, tcpPSH|tcpACK), tcOK, n, 0},
@@ -147,11 +147,11 @@ func TestTCPState(t *testing.T) {
 
 // monotonicNow is bpf_ktime_get_ns's clock.
 func monotonicNow(t *testing.T) uint64 {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+	now, err := monotonicNanos()
+	if err != nil {
 		t.Fatal(err)
 	}
-	return uint64(ts.Nano())
+	return now
 }
 
 // age rewrites a flow's times to idle and age before now (unsigned arithmetic wraps like the
@@ -169,15 +169,35 @@ func age(t *testing.T, d *Dataplane, k policyCtKey, idle, created time.Duration)
 	}
 }
 
-// TestConntrackTimeouts: each kind of flow expires after Felix's default idle timeout for
-// its state (checked one second either side by ageing the entry), and no flow expires within
-// the creation grace period. An expired flow's next packet is new again: its reply meets
-// the ingress policy, which denies the peer (for TCP a reply that cannot open a flow is
-// dropped as invalid).
-func TestConntrackTimeouts(t *testing.T) {
-	d, _ := openTest(t)
+// timeoutCase is a flow in one conntrack state, its idle timeout and a reply to test it.
+type timeoutCase struct {
+	name    string
+	open    [][2][]byte // frames (fromWEP, then toWEP if any) that put the flow in its state
+	key     policyCtKey
+	reply   []byte
+	timeout time.Duration
+	created time.Duration // 0: long ago
+}
+
+// openFresh empties the conntrack map and puts the case's flow in its state.
+func (c timeoutCase) openFresh(t *testing.T, d *Dataplane) {
+	t.Helper()
 	toWEP, fromWEP := d.Programs()
-	mustSync(t, d, ctStateSnapshot(), true)
+	clearCT(t, d.CTMap())
+	for _, pair := range c.open {
+		if got := runFrame(t, fromWEP, pair[0]); got != tcOK {
+			t.Fatalf("%s: opening packet out: %d", c.name, got)
+		}
+		if pair[1] != nil {
+			if got := runFrame(t, toWEP, pair[1]); got != tcOK {
+				t.Fatalf("%s: opening packet back: %d", c.name, got)
+			}
+		}
+	}
+}
+
+// timeoutCases: one flow per state and protocol, with Felix's default timeouts.
+func timeoutCases() []timeoutCase {
 	icmp := func(src, dst netip.Addr, typ uint8) []byte {
 		return v4frag(src, dst, 1, 1, 0, false, []byte{typ, 0, 0, 0, 0x00, 0x07, 0, 1})
 	}
@@ -186,14 +206,7 @@ func TestConntrackTimeouts(t *testing.T) {
 		return v4frag(src, dst, 17, 1, 0, false, l4ports(17, sport, dport).body)
 	}
 	const s = time.Second
-	cases := []struct {
-		name    string
-		open    [][2][]byte // frames (fromWEP, then toWEP if any) that put the flow in its state
-		key     policyCtKey
-		reply   []byte
-		timeout time.Duration
-		created time.Duration // 0: long ago
-	}{
+	return []timeoutCase{
 		{"TCP SYN sent", [][2][]byte{{tcpFrame(ctEP, ctPeer, 41000, 443, tcpSYN)}},
 			flowOut(6, 41000, 443), tcpFrame(ctPeer, ctEP, 443, 41000, tcpSYN|tcpACK), 20 * s, 0},
 		{"TCP established", [][2][]byte{{tcpFrame(ctEP, ctPeer, 41001, 443, tcpSYN), tcpFrame(ctPeer, ctEP, 443, 41001, tcpSYN|tcpACK)}},
@@ -211,7 +224,18 @@ func TestConntrackTimeouts(t *testing.T) {
 		{"ICMP echo within the creation grace period", [][2][]byte{{icmp(ctEP, ctPeer, 8)}}, flowOut(1, 7, 7), icmp(ctPeer, ctEP, 0), 9 * s, 9*s + s/2},
 		{"generic (GRE)", [][2][]byte{{gre(ctEP, ctPeer)}}, flowOut(47, 0, 0), gre(ctPeer, ctEP), 10 * time.Minute, 0},
 	}
-	for _, c := range cases {
+}
+
+// TestConntrackTimeouts: each kind of flow expires after Felix's default idle timeout for
+// its state (checked one second either side by ageing the entry), and no flow expires within
+// the creation grace period. An expired flow's next packet is new again: its reply meets
+// the ingress policy, which denies the peer (for TCP a reply that cannot open a flow is
+// dropped as invalid).
+func TestConntrackTimeouts(t *testing.T) {
+	d, _ := openTest(t)
+	toWEP, _ := d.Programs()
+	mustSync(t, d, ctStateSnapshot(), true)
+	for _, c := range timeoutCases() {
 		created := c.created
 		if created == 0 {
 			created = 2 * time.Hour
@@ -219,33 +243,16 @@ func TestConntrackTimeouts(t *testing.T) {
 		// Each check starts from a fresh flow: a passing reply may move it on (a SYN-ACK
 		// establishes it).
 		check := func(idle time.Duration, want uint32) {
-			clearCT(t, d.CTMap())
-			for _, pair := range c.open {
-				if got := runFrame(t, fromWEP, pair[0]); got != tcOK {
-					t.Fatalf("%s: opening packet out: %d", c.name, got)
-				}
-				if pair[1] != nil {
-					if got := runFrame(t, toWEP, pair[1]); got != tcOK {
-						t.Fatalf("%s: opening packet back: %d", c.name, got)
-					}
-				}
-			}
+			c.openFresh(t, d)
 			age(t, d, c.key, idle, created)
 			if got := runFrame(t, toWEP, c.reply); got != want {
 				t.Errorf("%s: reply after %v idle (created %v ago): %d, want %d", c.name, idle, created, got, want)
 			}
 		}
-		check(c.timeout-s, tcOK)
+		check(c.timeout-time.Second, tcOK)
 		if c.created == 0 { // (inside the grace period only the first check applies)
-			check(c.timeout+s, tcShot)
+			check(c.timeout+time.Second, tcShot)
 		}
-	}
-	// Past the grace period the ICMP timeout applies again.
-	clearCT(t, d.CTMap())
-	runFrame(t, fromWEP, icmp(ctEP, ctPeer, 8))
-	age(t, d, flowOut(1, 7, 7), 6*s, 11*s)
-	if got := runFrame(t, toWEP, icmp(ctPeer, ctEP, 0)); got != tcShot {
-		t.Errorf("ICMP echo idle 6 s, created 11 s ago: %d, want drop", got)
 	}
 }
 
@@ -286,12 +293,94 @@ func TestConntrackMigratesV1(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(pins, "fct_v1")); !os.IsNotExist(err) {
 		t.Errorf("old conntrack pin after Open: %v, want it removed", err)
 	}
-	if got := ctFlags(t, d, k); got != ctEstablished {
+	if got := ctFlags(t, d, k); got != ctFlagEstablished {
 		t.Errorf("migrated flow flags %#x, want established", got)
 	}
 	toWEP, _ := d.Programs()
 	mustSync(t, d, ctStateSnapshot(), true)
 	if got := runFrame(t, toWEP, tcpFrame(ctPeer, ctEP, 443, 42000, tcpPSH|tcpACK)); got != tcOK {
 		t.Errorf("reply of a flow opened before the upgrade: %d, want pass", got)
+	}
+}
+
+// TestConntrackSweep: a full Sync deletes the flows the program treats as expired (the same
+// boundaries as TestConntrackTimeouts: the Go mirror of ct_expired agrees with ct.h) and
+// fragment records past the reassembly timeout, and keeps the rest.
+func TestConntrackSweep(t *testing.T) {
+	d, _ := openTest(t)
+	s := ctStateSnapshot()
+	mustSync(t, d, s, true)
+	present := func(k policyCtKey) bool {
+		var v policyCtVal
+		return d.CTMap().Lookup(&k, &v) == nil
+	}
+	for _, c := range timeoutCases() {
+		created := c.created
+		if created == 0 {
+			created = 2 * time.Hour
+		}
+		c.openFresh(t, d)
+		age(t, d, c.key, c.timeout-time.Second, created)
+		if _, err := d.Sync(context.Background(), s, true); err != nil || !present(c.key) {
+			t.Errorf("%s: sweep %v short of the timeout: err %v, flow kept %v; want it kept", c.name, c.timeout-time.Second, err, present(c.key))
+		}
+		if c.created != 0 {
+			continue
+		}
+		age(t, d, c.key, c.timeout+time.Second, created)
+		if _, err := d.Sync(context.Background(), s, true); err != nil || present(c.key) {
+			t.Errorf("%s: sweep %v past the timeout: err %v, flow kept %v; want it deleted", c.name, c.timeout+time.Second, err, present(c.key))
+		}
+	}
+
+	// Fragment records: a first fragment that passed is recorded, and swept 30 s later.
+	clearCT(t, d.CTMap())
+	toWEP, _ := d.Programs()
+	if got := runFrame(t, toWEP, v4frag(ctClient, ctEP, 17, 5, 0, true, l4ports(17, 1000, 53).body)); got != tcOK {
+		t.Fatalf("first fragment from an allowed source: %d", got)
+	}
+	var fk policyFragKey
+	var fv policyFragVal
+	if !d.objs.FfragV1.Iterate().Next(&fk, &fv) {
+		t.Fatal("no fragment record")
+	}
+	if _, err := d.Sync(context.Background(), s, true); err != nil || !d.objs.FfragV1.Iterate().Next(&fk, &fv) {
+		t.Errorf("sweep of a fresh fragment record: err %v, want it kept", err)
+	}
+	fv.Seen = monotonicNow(t) - uint64(31*time.Second)
+	if err := d.objs.FfragV1.Update(&fk, &fv, ebpf.UpdateExist); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Sync(context.Background(), s, true); err != nil {
+		t.Fatal(err)
+	}
+	if d.objs.FfragV1.Iterate().Next(&fk, &fv) {
+		t.Errorf("fragment record left after the sweep: %+v", fk)
+	}
+	// The UDP flow the fragment opened is fresh: it stays.
+	if !present(flowKey(17, ctClient, ctEP, 1000, 53, 0)) {
+		t.Error("the fresh UDP flow of the fragmented datagram was swept")
+	}
+}
+
+// BenchmarkConntrackSweep: one sweep of fct_v2 holding 100,000 live flows (nothing to delete:
+// the cost every full resync pays to find expired entries).
+func BenchmarkConntrackSweep(b *testing.B) {
+	d, _ := openTest(b)
+	now, err := monotonicNanos()
+	if err != nil {
+		b.Fatal(err)
+	}
+	v := policyCtVal{Created: now, LastSeen: now, Flags: ctFlagEstablished}
+	for i := range 100_000 {
+		k := flowKey(6, ctEP, ctPeer, uint16(i), uint16(i>>16)+1, 1)
+		if err := d.CTMap().Put(&k, &v); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for b.Loop() {
+		if n, err := d.sweepConntrack(); err != nil || n != 0 {
+			b.Fatalf("sweep: %d deleted, %v", n, err)
+		}
 	}
 }
