@@ -192,7 +192,9 @@ static __always_inline int hep_after_ct(struct __sk_buff *skb, __u32 ifindex, __
 			count(ifindex, dir, C_DENY);
 			return TC_ACT_SHOT;
 		}
-		int r = hep_nat_in(skb, ep, p); // service DNAT: after preDNAT, before everything else
+		// Service DNAT: after preDNAT, before everything else; never for an untracked packet
+		// (NAT needs conntrack: nftables leaves a notrack packet's destination alone).
+		int r = hs->untracked ? HEP_CONTINUE : hep_nat_in(skb, ep, p);
 		if (r != HEP_CONTINUE) {
 			count(ifindex, dir, C_DENY);
 			return r;

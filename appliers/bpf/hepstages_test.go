@@ -4,6 +4,7 @@ package bpf
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"testing"
 
@@ -268,6 +269,72 @@ func BenchmarkHostEndpointPacket(b *testing.B) {
 			}
 			clearCT(b, d.CTMap())
 			b.Run(c.name, func(b *testing.B) { benchProg(b, fromWEP, c.pkt, c.want) })
+		}
+	})
+}
+
+// TestHostEndpointServiceNAT: at a host endpoint, service DNAT runs after the preDNAT stage
+// and before the forward/normal decision, and never for a packet an untracked policy allowed
+// (NAT needs conntrack: nftables leaves a notrack packet's destination alone).
+func TestHostEndpointServiceNAT(t *testing.T) {
+	d, _ := openTest(t)
+	_, fromWEP := d.Programs()
+	inNetNS(t, func(func(bool)) {
+		np := func(port uint16) snapshot.Service {
+			return snapshot.Service{ID: fmt.Sprintf("ns/np-%d", port),
+				Frontends: []snapshot.Frontend{{Addr: netip.MustParseAddr("192.168.5.1"), Port: port, Protocol: 6, Kind: "NodePort"}},
+				Backends:  []snapshot.Backend{{Addr: netip.MustParseAddr("192.168.5.7"), Port: 8080, Protocol: 6, Node: "n", Ready: true, Serving: true}}}
+		}
+		s := &snapshot.Snapshot{
+			Node:   "n",
+			Config: snapshot.Config{NodeIPv4: netip.MustParsePrefix("192.168.5.1/24")},
+			Policies: []snapshot.Policy{
+				{ID: "raw", Tier: "default", DoNotTrack: true, Inbound: []snapshot.Rule{tcpRule(snapshot.Allow, 30080)}},
+				{ID: "host", Tier: "default", Inbound: []snapshot.Rule{tcpRule(snapshot.Allow, 30081)}},
+				{ID: "pre", Tier: "default", PreDNAT: true, Inbound: []snapshot.Rule{tcpRule(snapshot.Deny, 8080)}},
+			},
+			HostEndpoints: []snapshot.HostEndpoint{{ID: "h", Interface: "eth0",
+				Normal:    snapshot.HostDirections{Ingress: tier("default", snapshot.Deny, "host")},
+				Untracked: snapshot.HostDirections{Ingress: tier("default", snapshot.Pass, "raw")},
+				PreDNAT:   snapshot.HostDirections{Ingress: tier("default", snapshot.Pass, "pre")},
+				Forward:   snapshot.HostDirections{Ingress: tier("default", snapshot.Deny)},
+			}},
+			Services: []snapshot.Service{np(30080), np(30081), np(30082)},
+		}
+		s.Finalize()
+		mustSync(t, d, s, true)
+		natEntries := func() int {
+			n := 0
+			var k policyNatKey
+			var v policyNatVal
+			for it := d.objs.FnatV1.Iterate(); it.Next(&k, &v); {
+				n++
+			}
+			return n
+		}
+		tcp := func(dport uint16) snapshot.Packet {
+			return snapshot.Packet{Src: netip.MustParseAddr("10.1.1.1"), Dst: netip.MustParseAddr("192.168.5.1"), Protocol: 6, SrcPort: 40000, DstPort: dport}
+		}
+		for _, c := range []struct {
+			name string
+			port uint16
+			want uint32
+		}{
+			// Untracked: not translated, so it stays host traffic, which untracked lets through.
+			// Translated it would be forwarded to 192.168.5.7 and meet the forward deny.
+			{"untracked NodePort: not translated, passes as host traffic", 30080, tcOK},
+			// Tracked: translated to the forwarded backend, so the forward policy (deny)
+			// decides, not the normal one (which allows 30081); preDNAT saw 30081, not 8080.
+			{"tracked NodePort: translated, the forward policy decides", 30081, tcShot},
+			{"tracked NodePort, normal policy would deny too", 30082, tcShot},
+		} {
+			clearCT(t, d.CTMap())
+			if got := run(t, fromWEP, tcp(c.port)); got != c.want {
+				t.Errorf("%s: verdict %d, want %d", c.name, got, c.want)
+			}
+			if n := natEntries(); n != 0 {
+				t.Errorf("%s: %d NAT entries, want none (nothing allowed was translated)", c.name, n)
+			}
 		}
 	})
 }
