@@ -168,6 +168,98 @@ func hostEndpointStages(dp string) {
 		WithTimeout(agreeTimeout).WithPolling(100 * time.Millisecond).Should(Succeed())
 }
 
+// nodePortPolicies select role=node: a normal deny-all, a preDNAT deny of the backend port
+// 9376 (and, when denyNodePort, of the NodePort 30080), and an applyOnForward allow of 9376.
+func nodePortPolicies(denyNodePort bool) string {
+	ports := "[9376]"
+	if denyNodePort {
+		ports = "[9376, 30080]"
+	}
+	return `
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: deny-all-hosts}
+spec:
+  selector: role == 'node'
+  types: [Ingress, Egress]
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: prednat}
+spec:
+  selector: role == 'node'
+  preDNAT: true
+  applyOnForward: true
+  types: [Ingress]
+  ingress: [{action: Deny, protocol: TCP, destination: {ports: ` + ports + `}}]
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: forward-backend}
+spec:
+  selector: role == 'node'
+  applyOnForward: true
+  types: [Ingress]
+  ingress: [{action: Allow, protocol: TCP, destination: {ports: [9376]}}]`
+}
+
+// hostEndpointNodePort: node1's eth0 under a host endpoint, the web Service's NodePort 30080
+// (backends on 9376) reached from node2. preDNAT policy sees the NodePort (a deny of the
+// backend port 9376 does not stop it, a deny of 30080 does), forward policy the backend
+// (allowing 9376 lets it through), the normal deny-all never sees the flow; node2 reaching a
+// backend's 9376 directly, routed through node1, meets the preDNAT deny.
+func hostEndpointNodePort(dp string) {
+	e := newEnv(dp, true)
+	e.addPods(nil, svcPods...)
+	for _, p := range []string{"web-a", "web-b", "web-c"} {
+		_, err := e.pod("app/"+p).Listen(netns.TCP, svcTarget)
+		Expect(err).NotTo(HaveOccurred())
+	}
+	Expect(e.peer.AddRoute(netip.MustParsePrefix("10.65.0.0/24"), e.node.IPv4)).To(Succeed())
+	e.writeCluster(map[string]map[string]string{"app": nil})
+	e.writePods()
+	e.write("service.yaml", serviceYAML, sliceYAML(map[string]bool{"web-a": true, "web-b": true, "web-c": true}))
+	e.startAgent()
+	np := netip.AddrPortFrom(e.node.IPv4, svcNodePort)
+	direct := netip.AddrPortFrom(e.pod("app/web-a").IPv4, svcTarget)
+	expect := func(nodePort, directly bool) {
+		Eventually(func() error {
+			var bad []string
+			for _, c := range []struct {
+				dst   netip.AddrPort
+				allow bool
+			}{{np, nodePort}, {direct, directly}} {
+				r := e.peer.Probe(netns.TCP, c.dst)
+				check := r.Denied
+				if c.allow {
+					check = r.Allowed
+				}
+				if err := check(); err != nil {
+					bad = append(bad, fmt.Sprintf("  node2 → %s: %v", c.dst, err))
+				}
+			}
+			if len(bad) > 0 {
+				return fmt.Errorf("%s", strings.Join(bad, "\n"))
+			}
+			return nil
+		}).WithTimeout(agreeTimeout).WithPolling(100 * time.Millisecond).Should(Succeed())
+	}
+	By("without a host endpoint: the NodePort and the backend directly")
+	expect(true, true)
+
+	By("preDNAT denies the backend port: the NodePort still works, the backend directly does not")
+	n := len(e.cycles())
+	e.write("hostendpoint.yaml", strings.ReplaceAll(hostEndpointOn, "{{.}}", netns.UplinkName), nodePortPolicies(false))
+	e.waitCycle(n, func(c cycle) bool { return c.Ops > 0 })
+	expect(true, false)
+
+	By("preDNAT denies the NodePort too")
+	n = len(e.cycles())
+	e.write("hostendpoint.yaml", strings.ReplaceAll(hostEndpointOn, "{{.}}", netns.UplinkName), nodePortPolicies(true))
+	e.waitCycle(n, func(c cycle) bool { return c.Ops > 0 })
+	expect(false, false)
+}
+
 // Host endpoints on the BPF dataplane: the lifecycle spec's failsafe check, and every kind of
 // host endpoint policy on a `*` and a named host endpoint, run against nftables too so both
 // dataplanes are seen to give the same verdicts.
@@ -182,8 +274,10 @@ var _ = Describe("host endpoints against real packets", func() {
 		})
 		It("keeps failsafe SSH open on a host endpoint under a deny-all", func() { failsafeUnderDenyAll("bpf") })
 		It("applies untracked, preDNAT, forward and normal host endpoint policy (* and eth0)", func() { hostEndpointStages("bpf") })
+		It("applies preDNAT policy before NodePort DNAT, forward policy after it", func() { hostEndpointNodePort("bpf") })
 	})
 	Describe("dataplane nftables", Label("nftables"), func() {
 		It("applies untracked, preDNAT, forward and normal host endpoint policy (* and eth0)", func() { hostEndpointStages("nftables") })
+		It("applies preDNAT policy before NodePort DNAT, forward policy after it", func() { hostEndpointNodePort("nftables") })
 	})
 })
