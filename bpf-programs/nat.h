@@ -136,6 +136,7 @@ struct nat {
 	__u32 l3off, l4off;  // offsets of the IP and L4 headers
 	__u8 action;         // NA_*
 	__u8 redirect;       // forward the rewritten packet by fib lookup
+	__u8 parsed;         // parse() read p from this packet: police() reuses it (nat_reuse)
 	struct nat_val to;   // the rewrite (dst before policy, src after; or both after: replies)
 	struct nat_val back; // new flows: the reply entry to record
 	__u8 buf[96];        // an ICMP error being built (reject)
@@ -160,9 +161,32 @@ static __always_inline struct nat *nat_scratch(void)
 {
 	__u32 zero = 0;
 	struct nat *n = bpf_map_lookup_elem(&fnatscratch_v1, &zero);
-	if (n)
-		__builtin_memset(n, 0, sizeof(*n));
+	if (n) {
+		// parse() fills only some of p's fields; every other field is written before it
+		// is read (to, back, the offsets, the reject buffers).
+		__builtin_memset(&n->p, 0, sizeof(n->p));
+		n->action = NA_NONE;
+		n->redirect = 0;
+		n->parsed = 0;
+	}
 	return n;
+}
+
+// nat_reuse gives police() the packet nat_parse already read for this run of the program,
+// with a DNAT done before policy applied, sparing it a second parse. Returns 1 when p was
+// filled.
+static __always_inline int nat_reuse(struct pkt *p)
+{
+	__u32 zero = 0;
+	struct nat *n = bpf_map_lookup_elem(&fnatscratch_v1, &zero);
+	if (!n || !n->parsed)
+		return 0;
+	*p = n->p;
+	if (n->action == NA_NEW || n->action == NA_FWD) {
+		__builtin_memcpy(p->dst, n->to.dst, 16);
+		p->dport = n->to.dport;
+	}
+	return 1;
 }
 
 static __always_inline int addr_eq(const __u8 *a, const __u8 *b)
@@ -179,6 +203,7 @@ static __always_inline int nat_parse(struct __sk_buff *skb, struct nat *n)
 {
 	if (parse(skb, &n->p) != 0)
 		return -1;
+	n->parsed = 1;
 	if (n->p.proto != 6 && n->p.proto != 17)
 		return -1;
 	if (n->p.frag != FRAG_NONE)

@@ -339,7 +339,7 @@ static __always_inline int police(struct __sk_buff *skb, __u8 dir)
 	if (!ep)
 		return TC_ACT_OK; // not a felis endpoint
 	struct pkt p = {};
-	int r = parse(skb, &p);
+	int r = nat_reuse(&p) ? 0 : parse(skb, &p); // nat.h may have parsed it already
 	if (r > 0)
 		return TC_ACT_OK;
 	if (r < 0) {

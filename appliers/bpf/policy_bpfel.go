@@ -168,7 +168,8 @@ type policyNat struct {
 	L4off    uint32
 	Action   uint8
 	Redirect uint8
-	_        [6]byte
+	Parsed   uint8
+	_        [5]byte
 	To       policyNatVal
 	Back     policyNatVal
 	Buf      [96]uint8
