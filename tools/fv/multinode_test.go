@@ -64,7 +64,7 @@ func TestMultiNode(t *testing.T) {
 		}
 	}
 	nodeYAML := func(n *nodeInfo) string {
-		return vxlanNodeYAML(n.node, netip.MustParsePrefix(n.block), netip.MustParseAddr(n.tunnel), n.mac)
+		return vxlanNodeYAML(n.node, netip.MustParsePrefix(n.block), netip.MustParseAddr(n.tunnel), n.mac, netip.Prefix{})
 	}
 	podDoc := func(n *nodeInfo) string {
 		return podYAML(podSpec{Namespace: "mn", Name: n.pod.PodName, Labels: labels("app", n.pod.PodName)}, n.pod, n.node.NodeName)
@@ -226,27 +226,39 @@ spec:
 const multiNodePool = "10.66.0.0/16"
 
 // vxlanNodeYAML is the Kubernetes Node of an underlay node with the address and VXLAN tunnel
-// annotations Calico writes, and the IPAM block affine to it (as a Kubernetes datastore stores it).
-func vxlanNodeYAML(n *netns.Node, block netip.Prefix, tunnel netip.Addr, mac string) string {
+// annotations Calico writes, and the IPAM block affine to it (as a Kubernetes datastore stores it);
+// with a valid block6 also its IPv6 address and that IPv6 block.
+func vxlanNodeYAML(n *netns.Node, block netip.Prefix, tunnel netip.Addr, mac string, block6 netip.Prefix) string {
+	blocks := []netip.Prefix{block}
+	ann := map[string]string{
+		"projectcalico.org/IPv4Address":         fmt.Sprintf("%s/%d", n.IPv4, n.Subnet4.Bits()),
+		"projectcalico.org/IPv4VXLANTunnelAddr": tunnel.String(),
+		"projectcalico.org/VXLANTunnelMACAddr":  mac,
+	}
+	addrs := []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: n.IPv4.String()}}
+	if block6.IsValid() {
+		blocks = append(blocks, block6)
+		ann["projectcalico.org/IPv6Address"] = fmt.Sprintf("%s/%d", n.IPv6, n.Subnet6.Bits())
+		addrs = append(addrs, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: n.IPv6.String()})
+	}
 	node := toYAML(&corev1.Node{
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Node"},
 		ObjectMeta: metav1.ObjectMeta{
-			Name:   n.NodeName,
-			Labels: map[string]string{"kubernetes.io/hostname": n.NodeName},
-			Annotations: map[string]string{
-				"projectcalico.org/IPv4Address":         fmt.Sprintf("%s/%d", n.IPv4, n.Subnet4.Bits()),
-				"projectcalico.org/IPv4VXLANTunnelAddr": tunnel.String(),
-				"projectcalico.org/VXLANTunnelMACAddr":  mac,
-			},
+			Name:        n.NodeName,
+			Labels:      map[string]string{"kubernetes.io/hostname": n.NodeName},
+			Annotations: ann,
 		},
-		Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: n.IPv4.String()}}},
+		Status: corev1.NodeStatus{Addresses: addrs},
 	})
-	return node + fmt.Sprintf(`---
+	for _, b := range blocks {
+		node += fmt.Sprintf(`---
 apiVersion: crd.projectcalico.org/v1
 kind: IPAMBlock
 metadata: {name: %s}
-spec: {cidr: %s, affinity: "host:%s", allocations: [], unallocated: [], attributes: [], strictAffinity: false}
-`, strings.NewReplacer(".", "-", "/", "-").Replace(block.String()), block, n.NodeName)
+spec: {cidr: "%s", affinity: "host:%s", allocations: [], unallocated: [], attributes: [], strictAffinity: false}
+`, strings.NewReplacer(".", "-", "/", "-", ":", "-").Replace(b.String()), b, n.NodeName)
+	}
+	return node
 }
 
 // ipPoolYAML is a Calico IPv4 pool with the given vxlanMode (Always, CrossSubnet, Never), no
@@ -257,6 +269,16 @@ kind: IPPool
 metadata: {name: pool}
 spec: {cidr: %s, vxlanMode: %s, ipipMode: Never, blockSize: 26, natOutgoing: false, nodeSelector: all()}
 `, cidr, vxlanMode)
+}
+
+// ipPool6YAML is a Calico IPv6 pool without encapsulation (routes via the nodes' IPv6
+// addresses) and no NAT outgoing.
+func ipPool6YAML(cidr string) string {
+	return fmt.Sprintf(`apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: pool6}
+spec: {cidr: "%s", vxlanMode: Never, ipipMode: Never, blockSize: 122, natOutgoing: false, nodeSelector: all()}
+`, cidr)
 }
 
 // writeAtomic writes a datastore file under a temporary name and renames it, so a watching

@@ -29,6 +29,8 @@ const (
 	mnInternalClusterIP = "10.96.0.63" // web-internal: internalTrafficPolicy Local
 	// Addresses the outside host routes to node1: web's external IP and load-balancer IP, and
 	// web-local's load-balancer IP.
+	mnClusterIP6          = "fd00:96::60" // web's IPv6 cluster IP
+	multiNodePool6        = "fd00:66::/32"
 	mnExternalIP          = "192.0.2.60"
 	mnLoadBalancerIP      = "192.0.2.61"
 	mnLocalLoadBalancerIP = "192.0.2.62"
@@ -42,6 +44,12 @@ type mnPod struct {
 	name string
 	node int
 	addr netip.Addr
+}
+
+// addr6 is the pod's IPv6 address: fd00:66:NODE::HOST for 10.66.NODE.HOST.
+func (p mnPod) addr6() netip.Addr {
+	b := p.addr.As4()
+	return netip.MustParseAddr(fmt.Sprintf("fd00:66:%d::%d", b[2], b[3]))
 }
 
 var mnPods = []mnPod{
@@ -87,7 +95,7 @@ func newMNCluster(dataplane string) *mnCluster {
 	c.outside, err = u.NewNode("outside")
 	Expect(err).NotTo(HaveOccurred())
 	for _, p := range mnPods {
-		pod, err := c.nodes[p.node-1].NewPod(netns.PodOptions{Namespace: "app", Name: p.name, IPv4: p.addr, SkipHostWiring: true})
+		pod, err := c.nodes[p.node-1].NewPod(netns.PodOptions{Namespace: "app", Name: p.name, IPv4: p.addr, IPv6: p.addr6(), SkipHostWiring: true})
 		Expect(err).NotTo(HaveOccurred())
 		c.pods[p.name] = pod
 	}
@@ -102,7 +110,7 @@ func newMNCluster(dataplane string) *mnCluster {
 
 	c.writePool("Always")
 	for i, n := range c.nodes {
-		docs := []string{vxlanNodeYAML(n, c.block(i+1), c.block(i+1).Addr(), fmt.Sprintf("66:00:00:00:00:%02x", i+1))}
+		docs := []string{vxlanNodeYAML(n, c.block(i+1), c.block(i+1).Addr(), fmt.Sprintf("66:00:00:00:00:%02x", i+1), c.block6(i+1))}
 		for _, p := range mnPods {
 			if p.node == i+1 {
 				app := "client"
@@ -152,6 +160,11 @@ func (c *mnCluster) block(i int) netip.Prefix {
 	return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 66, byte(i), 0}), 26)
 }
 
+// block6 is node i's IPv6 IPAM block, fd00:66:i::/122 (the IPv6 pool does not encapsulate).
+func (c *mnCluster) block6(i int) netip.Prefix {
+	return netip.MustParsePrefix(fmt.Sprintf("fd00:66:%d::/122", i))
+}
+
 // write replaces datastore file name with the YAML documents, atomically.
 func (c *mnCluster) write(name string, docs ...string) {
 	Expect(writeAtomic(c.dir, name, "---\n"+strings.Join(docs, "\n---\n"))).To(Succeed())
@@ -159,7 +172,7 @@ func (c *mnCluster) write(name string, docs ...string) {
 
 // writePool writes the IP pool with vxlanMode mode, and namespace app.
 func (c *mnCluster) writePool(mode string) {
-	c.write("cluster.yaml", ipPoolYAML(multiNodePool, mode), namespaceYAML("app", nil), serviceAccountYAML("app", "default"))
+	c.write("cluster.yaml", ipPoolYAML(multiNodePool, mode), ipPool6YAML(multiNodePool6), namespaceYAML("app", nil), serviceAccountYAML("app", "default"))
 }
 
 // mnService is a service of the multi-node specs; every one selects the web pods.
@@ -170,12 +183,13 @@ type mnService struct {
 	internalLocal   bool   // internalTrafficPolicy Local
 	affinity        bool   // sessionAffinity ClientIP
 	udp             bool   // a second port: dns, 53/UDP to the pods' 9376/UDP
+	dualStack       bool   // also mnClusterIP6, with an IPv6 EndpointSlice
 	externalIP      string // spec.externalIPs
 	loadBalancerIP  string // type LoadBalancer with this status.loadBalancer.ingress IP
 }
 
 var mnServices = []mnService{
-	{name: "web", clusterIP: mnClusterIP, nodePort: mnNodePort, externalPolicy: "Cluster", udp: true,
+	{name: "web", clusterIP: mnClusterIP, nodePort: mnNodePort, externalPolicy: "Cluster", udp: true, dualStack: true,
 		externalIP: mnExternalIP, loadBalancerIP: mnLoadBalancerIP},
 	{name: "web-local", clusterIP: mnLocalClusterIP, nodePort: mnLocalNodePort, externalPolicy: "Local",
 		loadBalancerIP: mnLocalLoadBalancerIP},
@@ -197,7 +211,14 @@ const (
 func (c *mnCluster) servicesYAML(states map[string]endpointState) []string {
 	var docs []string
 	for _, s := range mnServices {
-		spec := fmt.Sprintf("  type: ClusterIP\n  selector: {app: web}\n  clusterIP: %s\n  clusterIPs: [%s]\n", s.clusterIP, s.clusterIP)
+		ips := s.clusterIP
+		if s.dualStack {
+			ips += ", " + mnClusterIP6
+		}
+		spec := fmt.Sprintf("  type: ClusterIP\n  selector: {app: web}\n  clusterIP: %s\n  clusterIPs: [%s]\n", s.clusterIP, ips)
+		if s.dualStack {
+			spec += "  ipFamilyPolicy: PreferDualStack\n  ipFamilies: [IPv4, IPv6]\n"
+		}
 		httpPort := "  - {name: http, port: 80, targetPort: http, protocol: TCP}\n"
 		if s.nodePort != 0 {
 			spec = strings.Replace(spec, "ClusterIP", "NodePort", 1) + "  externalTrafficPolicy: " + s.externalPolicy + "\n"
@@ -226,26 +247,35 @@ func (c *mnCluster) servicesYAML(states map[string]endpointState) []string {
 			svc += "status: {loadBalancer: {ingress: [{ip: " + s.loadBalancerIP + "}]}}\n"
 		}
 		docs = append(docs, svc)
-		slice := fmt.Sprintf(`apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: %s-x1
-  namespace: app
-  labels: {kubernetes.io/service-name: %s}
-addressType: IPv4
-ports:
-%sendpoints:`, s.name, s.name, slicePorts)
-		for _, p := range mnPods {
-			if !strings.HasPrefix(p.name, "web-") {
+		for _, fam := range []int{4, 6} {
+			if fam == 6 && !s.dualStack {
 				continue
 			}
-			st := states[p.name]
-			slice += fmt.Sprintf(`
+			slice := fmt.Sprintf(`apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: %s-v%d
+  namespace: app
+  labels: {kubernetes.io/service-name: %s}
+addressType: IPv%d
+ports:
+%sendpoints:`, s.name, fam, s.name, fam, slicePorts)
+			for _, p := range mnPods {
+				if !strings.HasPrefix(p.name, "web-") {
+					continue
+				}
+				addr := p.addr
+				if fam == 6 {
+					addr = p.addr6()
+				}
+				st := states[p.name]
+				slice += fmt.Sprintf(`
 - addresses: ["%s"]
   conditions: {ready: %t, serving: %t, terminating: %t}
-  nodeName: node%d`, p.addr, st == ready, st != notReady, st == terminating, p.node)
+  nodeName: node%d`, addr, st == ready, st != notReady, st == terminating, p.node)
+			}
+			docs = append(docs, slice)
 		}
-		docs = append(docs, slice)
 	}
 	return docs
 }
@@ -520,6 +550,18 @@ var _ = Describe("felis agent load-balances services across two nodes", Label("s
 				expectServed(servedBy(c.outside.Namespace, netip.AddrPortFrom(c.nodes[0].IPv4, mnNodePort), 40, c.backends), mnBackends...)
 				for _, b := range []string{"web-2a", "web-2b"} {
 					c.expectSNATedBy(c.sourcesSince(before, b), 1, b)
+				}
+			})
+
+			It("reaches backends on both nodes over IPv6 (a pool without encapsulation): the ClusterIP from a pod, node1's NodePort from the underlay", func() {
+				cip6 := netip.AddrPortFrom(netip.MustParseAddr(mnClusterIP6), 80)
+				expectServed(servedBy(c.pods["client"].Namespace, cip6, 40, c.backends), mnBackends...)
+				before := c.sources()
+				expectServed(servedBy(c.outside.Namespace, netip.AddrPortFrom(c.nodes[0].IPv6, mnNodePort), 40, c.backends), mnBackends...)
+				for _, b := range []string{"web-2a", "web-2b"} {
+					from := c.sourcesSince(before, b)
+					Expect(from).To(HaveLen(1), "sources seen by %s", b)
+					Expect(from).To(HaveKey(c.nodes[0].IPv6), "sources seen by %s: node1's IPv6 address (SNAT)", b)
 				}
 			})
 		})
