@@ -298,6 +298,24 @@ static __always_inline int rewrite_dst(struct __sk_buff *skb, struct nat *n)
 	return rewrite_port(skb, n, 0, n->p.dport, n->to.dport);
 }
 
+// dec_ttl does what forwarding does to the IPv4 TTL (and header checksum) or the IPv6 hop
+// limit; -1 when it has run out.
+static __always_inline int dec_ttl(struct __sk_buff *skb, struct nat *n)
+{
+	__u32 off = n->l3off + (n->p.family == FAMILY_V4 ? 8 : 7);
+	__u8 ttl;
+	if (bpf_skb_load_bytes(skb, off, &ttl, 1) < 0 || ttl <= 1)
+		return -1;
+	__u8 next = ttl - 1;
+	if (n->p.family == FAMILY_V4) {
+		// The TTL is the high byte of the 16-bit word it shares with the protocol.
+		__u16 o = bpf_htons((__u16)ttl << 8), w = bpf_htons((__u16)next << 8);
+		if (bpf_l3_csum_replace(skb, n->l3off + 10, o, w, 2) < 0)
+			return -1;
+	}
+	return bpf_skb_store_bytes(skb, off, &next, 1, 0);
+}
+
 // nat_redirect forwards a rewritten packet by a fib lookup (bypassing the input route check,
 // which drops packets arriving with a local source address).
 static __always_inline int nat_redirect(struct __sk_buff *skb, struct nat *n)
@@ -318,14 +336,15 @@ static __always_inline int nat_redirect(struct __sk_buff *skb, struct nat *n)
 		__builtin_memcpy(f.ipv6_dst, n->to.dst, 16);
 	}
 	long r = bpf_fib_lookup(skb, &f, sizeof(f), 0);
-	if (r == BPF_FIB_LKUP_RET_SUCCESS) {
-		if (bpf_skb_store_bytes(skb, 0, f.dmac, 6, 0) < 0 || bpf_skb_store_bytes(skb, 6, f.smac, 6, 0) < 0)
-			return TC_ACT_SHOT;
-		return bpf_redirect(f.ifindex, 0);
-	}
+	if (r != BPF_FIB_LKUP_RET_SUCCESS && r != BPF_FIB_LKUP_RET_NO_NEIGH)
+		return TC_ACT_OK; // the stack decides (a local destination, say)
+	if (dec_ttl(skb, n) < 0)
+		return TC_ACT_SHOT; // the stack would drop it too (with a time exceeded, not sent here)
 	if (r == BPF_FIB_LKUP_RET_NO_NEIGH)
 		return bpf_redirect_neigh(f.ifindex, 0, 0, 0);
-	return TC_ACT_OK; // the stack decides (a local destination, say)
+	if (bpf_skb_store_bytes(skb, 0, f.dmac, 6, 0) < 0 || bpf_skb_store_bytes(skb, 6, f.smac, 6, 0) < 0)
+		return TC_ACT_SHOT;
+	return bpf_redirect(f.ifindex, 0);
 }
 
 // choose picks the backend of a new flow into n->to.dst/dport: the client's affinity entry

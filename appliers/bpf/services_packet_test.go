@@ -18,7 +18,9 @@ import (
 // TestPacketsServices: real packets between namespaces (tools/netns). node1 runs a client
 // pod and two backend pods (TCP and UDP echo on 8080) behind the ClusterIP 10.96.0.50:80 and
 // the NodePort 30080 of node1's address; node2 on the same underlay is the outside world.
-// The client reaches both backends through the ClusterIP (every exchange completes, so the
+// Pods and nodes are dual-stack, the service too (10.96.0.50 and fd00:96::50, the NodePort on
+// both node addresses). The client reaches both backends through the ClusterIP (every
+// exchange completes, so the
 // replies came back from the ClusterIP: the client's socket accepts nothing else), a backend
 // reaches itself (hairpin), and node2 reaches both backends through the NodePort (TCP and
 // UDP); a service without endpoints refuses connections from a pod and from outside (ICMP
@@ -40,7 +42,8 @@ func TestPacketsServices(t *testing.T) {
 	}
 	pods := map[string]*netns.Pod{}
 	for i, name := range []string{"client", "web-a", "web-b"} {
-		p, err := node.NewPod(netns.PodOptions{Namespace: "app", Name: name, IPv4: netip.AddrFrom4([4]byte{10, 65, 0, byte(10 + i)})})
+		p, err := node.NewPod(netns.PodOptions{Namespace: "app", Name: name, IPv4: netip.AddrFrom4([4]byte{10, 65, 0, byte(10 + i)}),
+			IPv6: netip.MustParseAddr(fmt.Sprintf("fd00:65::%d", 10+i))})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -61,21 +64,26 @@ func TestPacketsServices(t *testing.T) {
 
 	all := []snapshot.Rule{{Action: snapshot.Allow}}
 	snap := &snapshot.Snapshot{Node: "node1",
-		Config:   snapshot.Config{DefaultEndpointToHostAction: snapshot.Allow, NodeIPv4: netip.PrefixFrom(node.IPv4, 24)},
+		Config: snapshot.Config{DefaultEndpointToHostAction: snapshot.Allow, NodeIPv4: netip.PrefixFrom(node.IPv4, 24),
+			NodeIPv6: netip.PrefixFrom(node.IPv6, 64)},
 		Profiles: []snapshot.Profile{{ID: "all", Inbound: all, Outbound: all}}}
 	svc := snapshot.Service{ID: "app/web"}
 	for _, proto := range []uint8{6, 17} {
 		svc.Frontends = append(svc.Frontends,
 			snapshot.Frontend{Addr: netip.MustParseAddr("10.96.0.50"), Port: 80, Protocol: proto, Kind: "ClusterIP"},
-			snapshot.Frontend{Addr: node.IPv4, Port: 30080, Protocol: proto, Kind: "NodePort"})
+			snapshot.Frontend{Addr: node.IPv4, Port: 30080, Protocol: proto, Kind: "NodePort"},
+			snapshot.Frontend{Addr: netip.MustParseAddr("fd00:96::50"), Port: 80, Protocol: proto, Kind: "ClusterIP"},
+			snapshot.Frontend{Addr: node.IPv6, Port: 30080, Protocol: proto, Kind: "NodePort"})
 	}
 	for name, p := range pods {
 		snap.Endpoints = append(snap.Endpoints, snapshot.Endpoint{ID: "app/" + name, Interface: p.HostInterface,
-			Addrs:   []netip.Prefix{netip.PrefixFrom(p.IPv4, 32)},
+			Addrs:   []netip.Prefix{netip.PrefixFrom(p.IPv4, 32), netip.PrefixFrom(p.IPv6, 128)},
 			Ingress: snapshot.Direction{Profiles: []string{"all"}}, Egress: snapshot.Direction{Profiles: []string{"all"}}})
 		if name != "client" {
 			for _, proto := range []uint8{6, 17} {
-				svc.Backends = append(svc.Backends, snapshot.Backend{Addr: p.IPv4, Port: 8080, Protocol: proto, Node: "node1", Ready: true, Serving: true})
+				for _, a := range p.Addrs() {
+					svc.Backends = append(svc.Backends, snapshot.Backend{Addr: a, Port: 8080, Protocol: proto, Node: "node1", Ready: true, Serving: true})
+				}
 			}
 		}
 	}
@@ -124,18 +132,21 @@ func TestPacketsServices(t *testing.T) {
 		return after
 	}
 	cip := netip.MustParseAddrPort("10.96.0.50:80")
-	for _, proto := range []netns.Protocol{netns.TCP, netns.UDP} {
-		if got := probe(pods["client"].Namespace, proto, cip, 20); got["web-a"] == 0 || got["web-b"] == 0 {
-			t.Errorf("client to the ClusterIP over %s: served %v; want both backends", proto, got)
+	for _, dst := range []netip.AddrPort{cip, netip.MustParseAddrPort("[fd00:96::50]:80")} {
+		for _, proto := range []netns.Protocol{netns.TCP, netns.UDP} {
+			if got := probe(pods["client"].Namespace, proto, dst, 20); got["web-a"] == 0 || got["web-b"] == 0 {
+				t.Errorf("client to the ClusterIP %s over %s: served %v; want both backends", dst, proto, got)
+			}
 		}
 	}
 	if got := probe(pods["web-a"].Namespace, netns.TCP, cip, 20); got["web-a"] == 0 {
 		t.Errorf("web-a to its own service: served %v; want web-a among them (hairpin)", got)
 	}
-	np := netip.AddrPortFrom(node.IPv4, 30080)
-	for _, proto := range []netns.Protocol{netns.TCP, netns.UDP} {
-		if got := probe(outside.Namespace, proto, np, 20); got["web-a"] == 0 || got["web-b"] == 0 {
-			t.Errorf("node2 to node1's NodePort over %s: served %v; want both backends", proto, got)
+	for _, np := range []netip.AddrPort{netip.AddrPortFrom(node.IPv4, 30080), netip.AddrPortFrom(node.IPv6, 30080)} {
+		for _, proto := range []netns.Protocol{netns.TCP, netns.UDP} {
+			if got := probe(outside.Namespace, proto, np, 20); got["web-a"] == 0 || got["web-b"] == 0 {
+				t.Errorf("node2 to node1's NodePort %s over %s: served %v; want both backends", np, proto, got)
+			}
 		}
 	}
 

@@ -20,7 +20,8 @@ import (
 type segment struct {
 	Src, Dst         netip.AddrPort
 	Proto            uint8
-	ZeroUDPChecksum  bool // send a UDP datagram without checksum (IPv4 only)
+	TTL              uint8 // as read back (sent: 64)
+	ZeroUDPChecksum  bool  // send a UDP datagram without checksum (IPv4 only)
 	checksumsChecked bool
 }
 
@@ -113,13 +114,13 @@ func parseSegment(t *testing.T, b []byte) segment {
 		if c := csum(0, h); c != 0xffff {
 			t.Errorf("IPv4 header checksum invalid (sum %#x) in %x", c, b)
 		}
-		s.Proto = h[9]
+		s.Proto, s.TTL = h[9], h[8]
 		src, _ = netip.AddrFromSlice(h[12:16])
 		dst, _ = netip.AddrFromSlice(h[16:20])
 		l4 = b[34:]
 	case 0x86dd:
 		h := b[14:54]
-		s.Proto = h[6]
+		s.Proto, s.TTL = h[6], h[7]
 		src, _ = netip.AddrFromSlice(h[8:24])
 		dst, _ = netip.AddrFromSlice(h[24:40])
 		l4 = b[54:]
@@ -410,8 +411,8 @@ func TestServiceNATFromOutside(t *testing.T) {
 			t.Fatalf("NodePort into the backend's workload: verdict %d, as %s", v, in)
 		}
 		v, back := send(t, fromWEP, segment{Src: out.Dst, Dst: client, Proto: 6})
-		if v == tcShot || back.Src != c.Dst || back.Dst != client {
-			t.Fatalf("reply from the local backend: verdict %d, sent as %s; want from %s to %s", v, back, c.Dst, client)
+		if v != tcRedirect || back.Src != c.Dst || back.Dst != client || back.TTL != 63 {
+			t.Fatalf("reply from the local backend: verdict %d, sent as %s TTL %d; want redirected (forwarded: TTL 63) from %s to %s", v, back, back.TTL, c.Dst, client)
 		}
 
 		c = segment{Src: client, Dst: ap("192.168.5.1:30081"), Proto: 6}
