@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
-	"slices"
 
 	"github.com/felis-dev/felis/appliers/nftables/render"
 	gnft "github.com/google/nftables"
@@ -388,10 +387,3 @@ func ruleUserData(c *render.Chain, i int) []byte {
 }
 
 // chunks splits elements so no single netlink message grows past the kernel's limits.
-func chunks[T any](s []T, n int) [][]T {
-	var out [][]T
-	for c := range slices.Chunk(s, n) {
-		out = append(out, c)
-	}
-	return out
-}

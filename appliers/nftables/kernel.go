@@ -27,20 +27,51 @@ import (
 // resync is several MB, and the kernel acks every message of it.
 const socketBuffer = 128 << 20
 
-// elementChunk bounds the elements per netlink message.
-const elementChunk = 2048
+// elementBytes bounds the encoded size of the elements of one netlink message. The element
+// list is one attribute, whose length field is 16 bits: past 64 KiB it wrapped, and the
+// kernel read a truncated list without complaint (10,000 frontend map elements sent in
+// chunks of 2,048 arrived as 1,805).
+const elementBytes = 32 << 10
+
+// elementSize is an upper bound of one element's encoded size (attribute headers, padding,
+// key, data, flags).
+func elementSize(e gnft.SetElement) int {
+	n := 64 + len(e.Key) + len(e.KeyEnd) + len(e.Val)
+	if e.VerdictData != nil {
+		n += 32 + len(e.VerdictData.Chain)
+	}
+	return n
+}
+
+// chunkElements splits elements into lists that each fit one netlink attribute.
+func chunkElements(els []gnft.SetElement) [][]gnft.SetElement {
+	var out [][]gnft.SetElement
+	start, size := 0, 0
+	for i, e := range els {
+		n := elementSize(e)
+		if i > start && size+n > elementBytes {
+			out = append(out, els[start:i])
+			start, size = i, 0
+		}
+		size += n
+	}
+	if start < len(els) {
+		out = append(out, els[start:])
+	}
+	return out
+}
 
 // Kernel is the real dataplane: the felis inet tables through nftables netlink.
 type Kernel struct {
 	mu      sync.Mutex
 	opts    kernelOptions
-	conn    *gnft.Conn     // reads (and dumps) through go-nftables
-	raw     *netlink.Conn  // batches, sent by sendBatch
-	seq     uint32         // last sequence number used on raw
-	rec     *recorder      // captures what enc marshals
-	enc     *gnft.Conn     // go-nftables as a marshaller only
-	tables  [2]*gnft.Table // by render.TableID
-	replies []byte         // sendBatch's reply buffer
+	conn    *gnft.Conn    // reads (and dumps) through go-nftables
+	raw     *netlink.Conn // batches, sent by sendBatch
+	seq     uint32        // last sequence number used on raw
+	rec     *recorder     // captures what enc marshals
+	enc     *gnft.Conn    // go-nftables as a marshaller only
+	tables  []*gnft.Table // by render.TableID
+	replies []byte        // sendBatch's reply buffer
 }
 
 // KernelOption configures NewKernel.
@@ -84,7 +115,7 @@ func NewKernel(opts ...KernelOption) (*Kernel, error) {
 		_ = raw.Close()
 		return nil, err
 	}
-	k := &Kernel{opts: o, conn: conn, raw: raw, rec: rec, enc: enc}
+	k := &Kernel{opts: o, conn: conn, raw: raw, rec: rec, enc: enc, tables: make([]*gnft.Table, len(render.Tables))}
 	for _, id := range render.Tables {
 		k.tables[id] = &gnft.Table{Family: gnft.TableFamilyINet, Name: id.Name()}
 	}
@@ -209,7 +240,7 @@ func (k *Kernel) queue(c *compiler, op Op) error {
 			return err
 		}
 		c.remember(s)
-		for _, ch := range chunks(setElements(op.Set, op.Set.Elements), elementChunk) {
+		for _, ch := range chunkElements(setElements(op.Set, op.Set.Elements)) {
 			if err := conn.SetAddElements(s, ch); err != nil {
 				return err
 			}
@@ -226,7 +257,7 @@ func (k *Kernel) queue(c *compiler, op Op) error {
 		if known := c.known(s.Name); known != nil {
 			s = known
 		}
-		for _, ch := range chunks(setElements(op.Set, op.Elements), elementChunk) {
+		for _, ch := range chunkElements(setElements(op.Set, op.Elements)) {
 			var err error
 			if op.Verb == AddSetElements {
 				err = conn.SetAddElements(s, ch)
@@ -243,7 +274,7 @@ func (k *Kernel) queue(c *compiler, op Op) error {
 			return err
 		}
 		c.remember(m)
-		for _, ch := range chunks(nftMapElements(op.Map.Elements), elementChunk) {
+		for _, ch := range chunkElements(nftMapElements(op.Map.Elements)) {
 			if err := conn.SetAddElements(m, ch); err != nil {
 				return err
 			}
@@ -255,7 +286,7 @@ func (k *Kernel) queue(c *compiler, op Op) error {
 		if known := c.known(m.Name); known != nil {
 			m = known
 		}
-		for _, ch := range chunks(nftMapElements(op.MapElements), elementChunk) {
+		for _, ch := range chunkElements(nftMapElements(op.MapElements)) {
 			var err error
 			if op.Verb == AddMapElements {
 				err = conn.SetAddElements(m, ch)

@@ -67,20 +67,42 @@ func TestKernelServicesRoundTrip(t *testing.T) {
 }
 
 // TestKernelServicesMoveToOwnTable upgrades a kernel programmed by a felis that kept services
-// in the policy table: the kernel reports the services table missing, and one batch moves
-// every service object into it (kernel and fake agreeing).
+// in the policy table, with a chain per endpoint: the kernel reports the services tables
+// missing, and one batch moves every service into its table (kernel and fake agreeing).
 func TestKernelServicesMoveToOwnTable(t *testing.T) {
 	k := newKernel(t)
 	f := NewFake()
-	desired := mustRender(t, richServices())
-	old := inPolicyTable(desired)
+	snap := richServices()
+	desired := mustRender(t, snap)
+	old := oldLayout(t, snap)
 	step(t, "old layout", k, f, old, Plan(old, nil))
 	obs, err := k.Observe(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []render.TableID{render.ServicesTable}; !slices.Equal(obs.Missing, want) {
+	if want := render.Tables[1:]; !slices.Equal(obs.Missing, want) {
 		t.Fatalf("old layout: missing tables %v, want %v", obs.Missing, want)
 	}
 	step(t, "moved", k, f, desired, Plan(desired, obs))
+}
+
+// TestKernelLargeElementLists programs element lists far larger than one netlink attribute
+// holds (its length field is 16 bits): a frontend map of 3,000 elements in the per-endpoint
+// layout (one map) and an IPv6 set of 5,000 addresses (10,000 interval elements). Every
+// element must arrive: chunks of 2,048 elements once wrapped the attribute length and the
+// kernel silently kept a prefix of each list.
+func TestKernelLargeElementLists(t *testing.T) {
+	snap := plainServices(3000, 1)
+	set := snapshot.IPSet{ID: "big-v6"}
+	for i := range 5000 {
+		a := netip.AddrFrom16([16]byte{0xfd, 0, 15: byte(i), 14: byte(i >> 8)})
+		set.Members = append(set.Members, snapshot.Member{Prefix: netip.PrefixFrom(a, 128)})
+	}
+	snap.IPSets = append(snap.IPSets, set)
+	snap.Finalize()
+	desired, err := render.RenderEndpointChains(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	step(t, "large lists", newKernel(t), NewFake(), desired, Plan(desired, nil))
 }
