@@ -60,10 +60,11 @@ func TestServicesPlanTouchesOnlyChangedService(t *testing.T) {
 	after.Finalize()
 	obs, _ := f.Observe(t.Context())
 	ops := Plan(mustRender(t, after), obs)
+	tbl := "inet " + render.ServiceTable("ns0/svc0").Name()
 	want := []string{
-		"delete element inet felis-svc hairpin-4 { " + gone.Addr.String() + " . " + gone.Addr.String() + " }",
-		"replace chain inet felis-svc svc-ns0/svc0/http/tcp/4",
-		"delete set inet felis-svc aff-10800-ns0/svc0/http/tcp/4/" + gone.Addr.String() + "_8080",
+		"delete element " + tbl + " hairpin-4 { " + gone.Addr.String() + " . " + gone.Addr.String() + " }",
+		"replace chain " + tbl + " svc-ns0/svc0/http/tcp/4",
+		"delete set " + tbl + " aff-10800-ns0/svc0/http/tcp/4/" + gone.Addr.String() + "_8080",
 	}
 	if len(ops) != len(want) {
 		t.Fatalf("ops:\n%s\nwant %d ops: %q", Script(ops), len(want), want)
@@ -112,12 +113,12 @@ func TestPlanKeepsTablesApart(t *testing.T) {
 	before := mustRender(t, snap)
 	for _, c := range before.Chains {
 		svc := strings.HasPrefix(c.Name, "svc-") || c.Name == "nat-prerouting" || c.Name == "nat-output" || c.Name == "nat-postrouting-hairpin"
-		if svc != (c.Table == render.ServicesTable) {
+		if svc != c.Table.IsServices() {
 			t.Errorf("chain %s is in table %s", c.Name, c.Table.Name())
 		}
 	}
 	for _, m := range before.Maps {
-		if svc := strings.HasPrefix(m.Name, "svc-"); svc != (m.Table == render.ServicesTable) {
+		if svc := strings.HasPrefix(m.Name, "svc-"); svc != m.Table.IsServices() {
 			t.Errorf("map %s is in table %s", m.Name, m.Table.Name())
 		}
 	}
@@ -132,7 +133,7 @@ func TestPlanKeepsTablesApart(t *testing.T) {
 		name  string
 		snap  snapshot.Snapshot
 		table render.TableID
-	}{{"policy change", policy, render.PolicyTable}, {"service added", service, render.ServicesTable}} {
+	}{{"policy change", policy, render.PolicyTable}, {"service added", service, render.ServiceTable("ns10/svc10")}} {
 		c.snap.Finalize()
 		ops := Plan(mustRender(t, c.snap), &before)
 		if len(ops) == 0 {
@@ -146,9 +147,20 @@ func TestPlanKeepsTablesApart(t *testing.T) {
 	}
 }
 
-// inPolicyTable is t as a felis that kept services in the policy table rendered it.
+// oldLayout is snap as a felis that kept services in the policy table rendered it: the
+// per-endpoint layout (chains per endpoint, hairpin by mark), all in inet felis.
+func oldLayout(t testing.TB, snap snapshot.Snapshot) render.Table {
+	t.Helper()
+	tbl, err := render.RenderEndpointChains(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return inPolicyTable(tbl)
+}
+
+// inPolicyTable is t with every object moved into the policy table, the others missing.
 func inPolicyTable(t render.Table) render.Table {
-	old := render.Table{Sets: slices.Clone(t.Sets), Maps: slices.Clone(t.Maps), Chains: slices.Clone(t.Chains), Missing: []render.TableID{render.ServicesTable}}
+	old := render.Table{Sets: slices.Clone(t.Sets), Maps: slices.Clone(t.Maps), Chains: slices.Clone(t.Chains), Missing: render.Tables[1:]}
 	for i := range old.Sets {
 		old.Sets[i].Table = render.PolicyTable
 	}
@@ -170,7 +182,7 @@ func TestPlanMovesServicesOutOfPolicyTable(t *testing.T) {
 	snap.Services = manyServices(10, 2).Services
 	snap.Finalize()
 	desired := mustRender(t, snap)
-	old := inPolicyTable(desired)
+	old := oldLayout(t, snap)
 	f := NewFake()
 	if err := f.Apply(t.Context(), Plan(old, nil)); err != nil {
 		t.Fatal(err)
@@ -182,12 +194,17 @@ func TestPlanMovesServicesOutOfPolicyTable(t *testing.T) {
 	if obs.Has(render.ServicesTable) {
 		t.Fatalf("old layout: services table exists")
 	}
+	if !strings.Contains(f.Dump(), "chain sep-") {
+		t.Fatalf("old layout without endpoint chains:\n%s", f.Dump())
+	}
 	ops := Plan(desired, obs)
 	if len(ops) == 0 || ops[0].Verb == AddTable && ops[0].Table == render.PolicyTable {
 		t.Fatalf("upgrade plan does not start right:\n%s", Script(ops))
 	}
-	if !slices.ContainsFunc(ops, func(o Op) bool { return o.Verb == AddTable && o.Table == render.ServicesTable }) {
-		t.Errorf("upgrade plan does not create the services table:\n%s", Script(ops))
+	for _, id := range render.Tables[1:] {
+		if !slices.ContainsFunc(ops, func(o Op) bool { return o.Verb == AddTable && o.Table == id }) {
+			t.Errorf("upgrade plan does not create table %s:\n%s", id.Name(), Script(ops))
+		}
 	}
 	if err := f.Apply(t.Context(), ops); err != nil {
 		t.Fatal(err)

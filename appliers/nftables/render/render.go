@@ -78,15 +78,14 @@ func safeName(s string) string {
 }
 
 type builder struct {
-	perEndpoint bool // the per-endpoint service layout (RenderEndpointChains)
-	snap        snapshot.Snapshot
-	ipSets      map[string]snapshot.IPSetType
-	nonEmpty    map[string]bool // nft set names that have elements
-	policies    map[string]*snapshot.Policy
-	profiles    map[string]*snapshot.Profile
-	chains      map[string]Chain
-	maps        map[string]*Map
-	logPfx      string
+	snap     snapshot.Snapshot
+	ipSets   map[string]snapshot.IPSetType
+	nonEmpty map[string]bool // nft set names that have elements
+	policies map[string]*snapshot.Policy
+	profiles map[string]*snapshot.Profile
+	chains   map[string]Chain
+	maps     map[string]*Map
+	logPfx   string
 }
 
 // Render returns the desired felis table for snap. It fails, naming the resource, when the
@@ -98,15 +97,14 @@ func Render(snap snapshot.Snapshot) (Table, error) { return NewRenderer().Render
 // it rendered for services that did not change.
 func (r *Renderer) Render(snap snapshot.Snapshot) (Table, error) {
 	b := &builder{
-		perEndpoint: r.endpointChains,
-		snap:        snap,
-		ipSets:      map[string]snapshot.IPSetType{},
-		nonEmpty:    map[string]bool{},
-		policies:    map[string]*snapshot.Policy{},
-		profiles:    map[string]*snapshot.Profile{},
-		chains:      map[string]Chain{},
-		maps:        map[string]*Map{},
-		logPfx:      cmp.Or(snap.Config.LogPrefix, "felis-packet"),
+		snap:     snap,
+		ipSets:   map[string]snapshot.IPSetType{},
+		nonEmpty: map[string]bool{},
+		policies: map[string]*snapshot.Policy{},
+		profiles: map[string]*snapshot.Profile{},
+		chains:   map[string]Chain{},
+		maps:     map[string]*Map{},
+		logPfx:   cmp.Or(snap.Config.LogPrefix, "felis-packet"),
 	}
 	for _, s := range snap.IPSets {
 		b.ipSets[s.ID] = s.Type
@@ -144,12 +142,6 @@ func (r *Renderer) Render(snap snapshot.Snapshot) (Table, error) {
 			return Table{}, err
 		}
 	}
-	for _, fam := range []int{4, 6} {
-		b.maps[ServiceMap(fam)] = &Map{Table: ServicesTable, Name: ServiceMap(fam), Family: fam}
-		if !r.endpointChains {
-			t.Sets = append(t.Sets, Set{Table: ServicesTable, Name: HairpinSet(fam), Family: fam, Pair: true})
-		}
-	}
 	if err := r.services(&snap); err != nil {
 		return Table{}, err
 	}
@@ -163,6 +155,7 @@ func (r *Renderer) Render(snap snapshot.Snapshot) (Table, error) {
 		c.Hash = ChainHash(c)
 		t.Chains = append(t.Chains, c)
 	}
+	r.serviceTablesObjects(&t)
 	t.Sort()
 	if err := r.mergeInto(&t); err != nil {
 		return Table{}, err
@@ -516,7 +509,6 @@ func (b *builder) baseChains(wild map[string]bool) error {
 				rule(NfProto{6}, AddrSet{Family: 6, Set: SetPoolsNAT + "-6"}, AddrSet{Family: 6, Dst: true, Neg: true, Set: SetPoolsAll + "-6"}, Masquerade{}),
 			}},
 	}
-	base = append(base, serviceBaseChains(b.perEndpoint)...)
 	for _, c := range base {
 		c.Level = LevelBase
 		if err := b.addChain(c); err != nil {

@@ -3,6 +3,7 @@ package render
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -63,15 +64,22 @@ type Renderer struct {
 	lastNode string
 	lastOK   bool
 	entries  map[string]*serviceEntry // by service ID
-	chains   []Chain                  // every service's chains, by name
-	sets     []Set                    // every service's affinity sets, by name
+	chains   []Chain                  // every service's chains, by table and name
+	sets     []Set                    // every service's affinity sets, by table and name
 	elems    []frontendElement        // every service's map elements, by key then owner
-	hairpin  []ownedAddr              // every service's backend addresses, by address then owner
-	// frontends holds each family's frontend map elements as last handed out, nil after a
-	// change: while no service changes, every Render returns the same (never written) slice,
-	// which lets Plan see an unchanged map at once.
-	frontends map[int][]MapElement
-	hairpins  map[int][]Element // the same for the hairpin sets
+	hairpin  []ownedAddr              // every service's backend addresses, by table, address, owner
+	// frontends holds each table's and family's frontend map elements as last handed out,
+	// nil after a rebuild: while no service changes, every Render returns the same (never
+	// written) slices, which lets Plan see an unchanged map at once; a few changed services
+	// copy and patch only the lists they touch.
+	frontends map[shardFamily][]MapElement
+	hairpins  map[shardFamily][]Element // the same for the hairpin sets
+}
+
+// shardFamily names one services table's map or set of one family.
+type shardFamily struct {
+	table  TableID
+	family int
 }
 
 // serviceEntry is what one service rendered to.
@@ -87,12 +95,13 @@ type serviceEntry struct {
 // ownedAddr is a backend address with the service that has it: the hairpin sets hold each
 // address once, however many services it backs.
 type ownedAddr struct {
+	table TableID // the owner's services table
 	addr  netip.Addr
 	owner string
 }
 
 func compareOwnedAddr(a, b ownedAddr) int {
-	return cmp.Or(a.addr.Compare(b.addr), strings.Compare(a.owner, b.owner))
+	return cmp.Or(cmp.Compare(a.table, b.table), a.addr.Compare(b.addr), strings.Compare(a.owner, b.owner))
 }
 
 // frontendElement is a frontend map element with the service that wants it: when two
@@ -100,6 +109,7 @@ func compareOwnedAddr(a, b ownedAddr) int {
 type frontendElement struct {
 	MapElement
 	owner string
+	table TableID // the owner's services table, whose map gets the element if it wins
 }
 
 func compareFrontendElement(a, b frontendElement) int {
@@ -117,7 +127,10 @@ func NewRenderer() *Renderer { return &Renderer{entries: map[string]*serviceEntr
 func RenderEndpointChains(snap snapshot.Snapshot) (Table, error) {
 	r := NewRenderer()
 	r.endpointChains = true
-	return r.Render(snap)
+	t, err := r.Render(snap)
+	// The other services tables are not used (not created by Plan, not printed).
+	t.Missing = slices.Clone(Tables[2:])
+	return t, err
 }
 
 // services brings the renderer's service objects up to date with the snapshot.
@@ -259,42 +272,59 @@ func (r *Renderer) apply(snap *snapshot.Snapshot, changed []*snapshot.Service, g
 
 // patchDerived brings the handed-out frontend and hairpin lists up to date with a patch of
 // a few services: each key those services had or have gets its winner (the first owner in
-// the patched lists) or goes. The lists are copied first: the previous render's table still
-// holds them.
+// the patched lists) in the winner's table, or goes. Only the lists it touches are copied
+// (the previous render's table still holds them); the others stay shared, so Plan settles
+// their tables at once.
 func (r *Renderer) patchDerived(old, added *serviceEntry) {
 	if r.frontends != nil {
-		next := map[int][]MapElement{4: slices.Clone(r.frontends[4]), 6: slices.Clone(r.frontends[6])}
-		for _, e := range slices.Concat(old.elems, added.elems) {
-			key := e.MapElement
-			list := next[family(key.Addr)]
-			j, have := slices.BinarySearchFunc(list, key, MapElement.Compare)
-			i, ok := slices.BinarySearchFunc(r.elems, key, func(x frontendElement, k MapElement) int { return x.MapElement.Compare(k) })
-			switch {
-			case ok && have:
-				list[j] = r.elems[i].MapElement
-			case ok:
-				list = slices.Insert(list, j, r.elems[i].MapElement)
-			case have:
-				list = slices.Delete(list, j, j+1)
+		next := maps.Clone(r.frontends)
+		copied := map[shardFamily]bool{}
+		edit := func(k shardFamily) []MapElement {
+			if !copied[k] {
+				next[k], copied[k] = slices.Clone(next[k]), true
 			}
-			next[family(key.Addr)] = list
+			return next[k]
+		}
+		for _, e := range slices.Concat(old.elems, added.elems) {
+			key, fam := e.MapElement, family(e.Addr)
+			for _, id := range serviceTables(r.endpointChains) {
+				k := shardFamily{id, fam}
+				if j, have := slices.BinarySearchFunc(next[k], key, MapElement.Compare); have {
+					next[k] = slices.Delete(edit(k), j, j+1)
+				}
+			}
+			if i, ok := slices.BinarySearchFunc(r.elems, key, func(x frontendElement, k MapElement) int { return x.MapElement.Compare(k) }); ok {
+				w := r.elems[i]
+				k := shardFamily{w.table, fam}
+				l := edit(k)
+				j, _ := slices.BinarySearchFunc(l, key, MapElement.Compare)
+				next[k] = slices.Insert(l, j, w.MapElement)
+			}
 		}
 		r.frontends = next
 	}
 	if r.hairpins != nil {
-		next := map[int][]Element{4: slices.Clone(r.hairpins[4]), 6: slices.Clone(r.hairpins[6])}
+		next := maps.Clone(r.hairpins)
+		copied := map[shardFamily]bool{}
+		edit := func(k shardFamily) []Element {
+			if !copied[k] {
+				next[k], copied[k] = slices.Clone(next[k]), true
+			}
+			return next[k]
+		}
 		for _, h := range slices.Concat(old.hairpin, added.hairpin) {
+			k := shardFamily{h.table, family(h.addr)}
 			el := Element{Prefix: netip.PrefixFrom(h.addr, h.addr.BitLen()), Peer: h.addr}
-			list := next[family(h.addr)]
-			j, have := slices.BinarySearchFunc(list, el, Element.Compare)
-			_, ok := slices.BinarySearchFunc(r.hairpin, h.addr, func(x ownedAddr, a netip.Addr) int { return x.addr.Compare(a) })
+			j, have := slices.BinarySearchFunc(next[k], el, Element.Compare)
+			_, ok := slices.BinarySearchFunc(r.hairpin, h, func(x, t ownedAddr) int {
+				return cmp.Or(cmp.Compare(x.table, t.table), x.addr.Compare(t.addr))
+			})
 			switch {
 			case ok && !have:
-				list = slices.Insert(list, j, el)
+				next[k] = slices.Insert(edit(k), j, el)
 			case !ok && have:
-				list = slices.Delete(list, j, j+1)
+				next[k] = slices.Delete(edit(k), j, j+1)
 			}
-			next[family(h.addr)] = list
 		}
 		r.hairpins = next
 	}
@@ -317,18 +347,26 @@ func (r *Renderer) rebuild() {
 		r.hairpin = append(r.hairpin, e.hairpin...)
 	}
 	slices.SortFunc(r.hairpin, compareOwnedAddr)
-	slices.SortFunc(r.chains, func(a, b Chain) int { return strings.Compare(a.Name, b.Name) })
-	slices.SortFunc(r.sets, func(a, b Set) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(r.chains, compareChain)
+	slices.SortFunc(r.sets, compareSet)
 	slices.SortFunc(r.elems, compareFrontendElement)
 }
 
 // patch removes old's objects from the sorted lists and inserts added's, in place: a few
 // changed services move memory but allocate nothing.
 func (r *Renderer) patch(old, added *serviceEntry) {
-	r.chains = patchSorted(r.chains, old.chains, added.chains, func(a, b Chain) int { return strings.Compare(a.Name, b.Name) })
-	r.sets = patchSorted(r.sets, old.sets, added.sets, func(a, b Set) int { return strings.Compare(a.Name, b.Name) })
+	r.chains = patchSorted(r.chains, old.chains, added.chains, compareChain)
+	r.sets = patchSorted(r.sets, old.sets, added.sets, compareSet)
 	r.elems = patchSorted(r.elems, old.elems, added.elems, compareFrontendElement)
 	r.hairpin = patchSorted(r.hairpin, old.hairpin, added.hairpin, compareOwnedAddr)
+}
+
+func compareChain(a, b Chain) int {
+	return cmp.Or(cmp.Compare(a.Table, b.Table), strings.Compare(a.Name, b.Name))
+}
+
+func compareSet(a, b Set) int {
+	return cmp.Or(cmp.Compare(a.Table, b.Table), strings.Compare(a.Name, b.Name))
 }
 
 // patchSorted returns list (sorted by cmp) without the items of del and with those of add.
@@ -357,63 +395,50 @@ func (r *Renderer) mergeInto(t *Table) error {
 	if t.Sets, err = mergeByName(t.Sets, r.sets, func(s *Set) (TableID, string) { return s.Table, s.Name }); err != nil {
 		return err
 	}
+	if r.frontends == nil || r.hairpins == nil {
+		r.deriveLists()
+	}
 	for i := range t.Sets {
-		set := &t.Sets[i]
-		if set.Table != ServicesTable || set.Name != HairpinSet(set.Family) {
-			continue
+		if set := &t.Sets[i]; set.Table.IsServices() && set.Name == HairpinSet(set.Family) {
+			set.Elements = r.hairpins[shardFamily{set.Table, set.Family}]
 		}
-		if out, ok := r.hairpins[set.Family]; ok {
-			set.Elements = out
-			continue
-		}
-		out := make([]Element, 0, len(r.hairpin))
-		for _, h := range r.hairpin {
-			if family(h.addr) != set.Family {
-				continue
-			}
-			if n := len(out); n > 0 && out[n-1].Peer == h.addr {
-				continue // a second service with this backend
-			}
-			out = append(out, Element{Prefix: netip.PrefixFrom(h.addr, h.addr.BitLen()), Peer: h.addr})
-		}
-		if r.hairpins == nil {
-			r.hairpins = map[int][]Element{}
-		}
-		r.hairpins[set.Family] = out
-		set.Elements = out
 	}
 	for i := range t.Maps {
-		m := &t.Maps[i]
-		fam := 0
-		for _, f := range []int{4, 6} {
-			if m.Table == ServicesTable && m.Name == ServiceMap(f) {
-				fam = f
-			}
+		if m := &t.Maps[i]; m.Table.IsServices() && m.Name == ServiceMap(m.Family) {
+			m.Elements = r.frontends[shardFamily{m.Table, m.Family}]
 		}
-		if fam == 0 {
-			continue
-		}
-		if out, ok := r.frontends[fam]; ok {
-			m.Elements = out
-			continue
-		}
-		out := make([]MapElement, 0, len(r.elems))
-		for _, el := range r.elems {
-			if family(el.Addr) != fam {
-				continue
-			}
-			if n := len(out); n > 0 && out[n-1].Compare(el.MapElement) == 0 {
-				continue // a second service on the same address, protocol and port
-			}
-			out = append(out, el.MapElement)
-		}
-		if r.frontends == nil {
-			r.frontends = map[int][]MapElement{}
-		}
-		r.frontends[fam] = out
-		m.Elements = out
 	}
 	return nil
+}
+
+// deriveLists builds every table's and family's frontend map elements (each key once, the
+// first owner by ID winning, in the winner's table) and hairpin pairs (each address once per
+// table) from the sorted lists.
+func (r *Renderer) deriveLists() {
+	r.frontends, r.hairpins = map[shardFamily][]MapElement{}, map[shardFamily][]Element{}
+	for i, el := range r.elems {
+		if i > 0 && r.elems[i-1].MapElement.Compare(el.MapElement) == 0 {
+			continue // a second service on the same address, protocol and port
+		}
+		k := shardFamily{el.table, family(el.Addr)}
+		r.frontends[k] = append(r.frontends[k], el.MapElement)
+	}
+	for i, h := range r.hairpin {
+		if i > 0 && r.hairpin[i-1].table == h.table && r.hairpin[i-1].addr == h.addr {
+			continue // a second service of this table with this backend
+		}
+		k := shardFamily{h.table, family(h.addr)}
+		r.hairpins[k] = append(r.hairpins[k], Element{Prefix: netip.PrefixFrom(h.addr, h.addr.BitLen()), Peer: h.addr})
+	}
+}
+
+// serviceTables lists the tables services are spread over: all shards, or only the first in
+// the per-endpoint layout (the iptables translation has no tables).
+func serviceTables(endpointChains bool) []TableID {
+	if endpointChains {
+		return Tables[1:2]
+	}
+	return Tables[1:]
 }
 
 // mergeByName merges two lists sorted by table and name into a new one; a name in both is an
@@ -445,6 +470,7 @@ func mergeByName[T any](a, b []T, key func(*T) (TableID, string)) ([]T, error) {
 
 // serviceBuilder renders one service.
 type serviceBuilder struct {
+	table          TableID // the service's table
 	endpointChains bool
 	s              *snapshot.Service
 	node           string
@@ -454,7 +480,10 @@ type serviceBuilder struct {
 
 // renderService renders one service's chains (hashed), affinity sets and map elements.
 func renderService(s *snapshot.Service, node string, endpointChains bool) (*serviceEntry, error) {
-	sb := &serviceBuilder{endpointChains: endpointChains, s: s, node: node, chains: map[string]bool{}}
+	sb := &serviceBuilder{table: ServicesTable, endpointChains: endpointChains, s: s, node: node, chains: map[string]bool{}}
+	if !endpointChains {
+		sb.table = ServiceTable(s.ID)
+	}
 	sb.out.hash, sb.out.node = s.Hash, node
 	for _, f := range s.Frontends {
 		if !f.Addr.IsValid() || f.Port == 0 {
@@ -467,7 +496,7 @@ func renderService(s *snapshot.Service, node string, endpointChains bool) (*serv
 		if err != nil {
 			return nil, err
 		}
-		sb.out.elems = append(sb.out.elems, frontendElement{MapElement: MapElement{Addr: f.Addr.Unmap(), Proto: f.Protocol, Port: f.Port, Chain: target}, owner: s.ID})
+		sb.out.elems = append(sb.out.elems, frontendElement{MapElement: MapElement{Addr: f.Addr.Unmap(), Proto: f.Protocol, Port: f.Port, Chain: target}, owner: s.ID, table: sb.table})
 	}
 	slices.SortFunc(sb.out.elems, compareFrontendElement)
 	sb.out.elems = slices.CompactFunc(sb.out.elems, func(a, b frontendElement) bool { return a.MapElement.Compare(b.MapElement) == 0 })
@@ -480,7 +509,7 @@ func renderService(s *snapshot.Service, node string, endpointChains bool) (*serv
 }
 
 func (sb *serviceBuilder) addChain(c Chain) {
-	c.Table = ServicesTable
+	c.Table = sb.table
 	sb.chains[c.Name] = true
 	c.Hash = ChainHash(c)
 	sb.out.chains = append(sb.out.chains, c)
@@ -545,11 +574,11 @@ func (sb *serviceBuilder) balanceChain(f snapshot.Frontend, sp servicePort, name
 			return fmt.Errorf("service %s: backend %s:%d: invalid address or port", sb.s.ID, be.Addr, be.Port)
 		}
 		addr := be.Addr.Unmap()
-		sb.out.hairpin = append(sb.out.hairpin, ownedAddr{addr: addr, owner: sb.s.ID})
+		sb.out.hairpin = append(sb.out.hairpin, ownedAddr{table: sb.table, addr: addr, owner: sb.s.ID})
 		pick := []Stmt{L4Proto{Proto: sp.proto}, DNAT{Addr: addr, Port: be.Port}}
 		if secs := sb.s.AffinitySeconds; secs > 0 {
 			set := affinitySet(sp, addr, be.Port, secs)
-			sb.out.sets = append(sb.out.sets, Set{Table: ServicesTable, Name: set, Family: sp.family, Timeout: int(secs)})
+			sb.out.sets = append(sb.out.sets, Set{Table: sb.table, Name: set, Family: sp.family, Timeout: int(secs)})
 			pick = slices.Concat([]Stmt{SetUpdate{Family: sp.family, Set: set}}, pick)
 			// A client this endpoint served recently goes back to it.
 			c.Rules = append(c.Rules, Rule{Stmts: slices.Concat([]Stmt{AddrSet{Family: sp.family, Set: set}}, pick)})
@@ -611,7 +640,7 @@ func (sb *serviceBuilder) endpointChain(sp servicePort, be snapshot.Backend) (st
 	}}
 	if sb.s.AffinitySeconds > 0 {
 		set := chainAffinitySet(name, sb.s.AffinitySeconds)
-		sb.out.sets = append(sb.out.sets, Set{Table: ServicesTable, Name: set, Family: sp.family, Timeout: int(sb.s.AffinitySeconds)})
+		sb.out.sets = append(sb.out.sets, Set{Table: sb.table, Name: set, Family: sp.family, Timeout: int(sb.s.AffinitySeconds)})
 		c.Rules = append(c.Rules, Rule{Stmts: []Stmt{SetUpdate{Family: sp.family, Set: set}}})
 	}
 	c.Rules = append(c.Rules, Rule{Stmts: []Stmt{L4Proto{Proto: sp.proto}, DNAT{Addr: addr, Port: be.Port}}})
@@ -624,9 +653,10 @@ func affinitySet(sp servicePort, addr netip.Addr, port uint16, seconds int32) st
 	return safeName(fmt.Sprintf("aff-%d-%s/%s", seconds, sp.name, netip.AddrPortFrom(addr, port)))
 }
 
-// serviceBaseChains are the static dispatch chains at the dstnat hooks: packets from
-// workloads and from outside (prerouting) and from the host itself (output).
-func serviceBaseChains(endpointChains bool) []Chain {
+// serviceBaseChains are the static chains of one services table: dispatch at the dstnat hooks
+// (packets from workloads and from outside at prerouting, from the host itself at output),
+// and the hairpin masquerade at srcnat.
+func serviceBaseChains(table TableID, endpointChains bool) []Chain {
 	dispatch := []Rule{
 		{Stmts: []Stmt{NfProto{4}, FrontendVmap{Family: 4, Map: ServiceMap(4)}}},
 		{Stmts: []Stmt{NfProto{6}, FrontendVmap{Family: 6, Map: ServiceMap(6)}}},
@@ -636,14 +666,31 @@ func serviceBaseChains(endpointChains bool) []Chain {
 		{Stmts: []Stmt{NfProto{6}, CTStatus{Status: "dnat"}, AddrPairSet{Family: 6, Set: HairpinSet(6)}, Masquerade{}}},
 	}
 	chains := []Chain{
-		{Table: ServicesTable, Name: "nat-prerouting", Base: &BaseChain{Type: "nat", Hook: "prerouting", Priority: PriorityDstNAT}, Rules: dispatch},
-		{Table: ServicesTable, Name: "nat-output", Base: &BaseChain{Type: "nat", Hook: "output", Priority: PriorityDstNAT}, Rules: dispatch},
+		{Table: table, Name: "nat-prerouting", Base: &BaseChain{Type: "nat", Hook: "prerouting", Priority: PriorityDstNAT}, Rules: dispatch},
+		{Table: table, Name: "nat-output", Base: &BaseChain{Type: "nat", Hook: "output", Priority: PriorityDstNAT}, Rules: dispatch},
 	}
 	if endpointChains {
 		return chains
 	}
-	return append(chains,
-		// A backend that reached its own service (source and destination now the same
-		// address) is masqueraded, or its reply would skip the reverse DNAT.
-		Chain{Table: ServicesTable, Name: "nat-postrouting-hairpin", Base: &BaseChain{Type: "nat", Hook: "postrouting", Priority: PrioritySrcNAT}, Rules: hairpin})
+	// A backend that reached its own service (source and destination now the same
+	// address) is masqueraded, or its reply would skip the reverse DNAT.
+	return append(chains, Chain{Table: table, Name: "nat-postrouting-hairpin", Base: &BaseChain{Type: "nat", Hook: "postrouting", Priority: PrioritySrcNAT}, Rules: hairpin})
+}
+
+// serviceTablesObjects appends every services table's static objects to t: frontend maps,
+// hairpin sets, base chains.
+func (r *Renderer) serviceTablesObjects(t *Table) {
+	for _, id := range serviceTables(r.endpointChains) {
+		for _, fam := range []int{4, 6} {
+			t.Maps = append(t.Maps, Map{Table: id, Name: ServiceMap(fam), Family: fam})
+			if !r.endpointChains {
+				t.Sets = append(t.Sets, Set{Table: id, Name: HairpinSet(fam), Family: fam, Pair: true})
+			}
+		}
+		for _, c := range serviceBaseChains(id, r.endpointChains) {
+			c.Level = LevelBase
+			c.Hash = ChainHash(c)
+			t.Chains = append(t.Chains, c)
+		}
+	}
 }

@@ -34,9 +34,12 @@ func TestRenderServicesSemantics(t *testing.T) {
 	for _, c := range tbl.Chains {
 		chains[c.Name] = c
 	}
+	// Each services table has its own frontend maps: gather their elements by map name.
 	maps := map[string]render.Map{}
 	for _, m := range tbl.Maps {
-		maps[m.Name] = m
+		all := maps[m.Name]
+		all.Elements = append(all.Elements, m.Elements...)
+		maps[m.Name] = all
 	}
 	target := func(fam int, addr string, proto uint8, port uint16) string {
 		for _, e := range maps[render.ServiceMap(fam)].Elements {
@@ -106,10 +109,12 @@ func TestRenderServicesSemantics(t *testing.T) {
 	}
 
 	// Every backend a service port uses (not the terminating one) is a hairpin pair, once.
+	// Gathered from every services table: each table holds the pairs of its own services.
 	var hairpin render.Set
 	for _, st := range tbl.Sets {
-		if st.Table == render.ServicesTable && st.Name == render.HairpinSet(4) {
-			hairpin = st
+		if st.Table.IsServices() && st.Name == render.HairpinSet(4) {
+			hairpin.Name, hairpin.Family, hairpin.Pair = st.Name, st.Family, st.Pair
+			hairpin.Elements = append(hairpin.Elements, st.Elements...)
 		}
 	}
 	text := hairpin.String()

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"hash/fnv"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -12,33 +13,59 @@ import (
 )
 
 // TableName and ServicesTableName are the inet tables felis owns; it never touches another
-// table. Policy (and NAT-outgoing) lives in the first, service load balancing in the second:
-// the kernel validates a table's whole jump graph on every commit that adds a jump into it,
-// so with the tens of thousands of service chains in a table of their own, a policy update
-// validates only the policy graph, and a service update only the services graph.
+// table. Policy (and NAT-outgoing) lives in the first, service load balancing in
+// ServiceShards tables named from the second (felis-svc, felis-svc-1, …), each service in one
+// of them by a hash of its ID. The kernel validates a table's whole jump graph on every commit
+// that adds a jump into it, so a policy update validates only the policy graph, and a service
+// update only its shard's.
 const (
 	TableName         = "felis"
 	ServicesTableName = "felis-svc"
 )
 
+// ServiceShards is how many tables the services are spread over. Each has its own dispatch
+// chains and maps: a new connection passes one frontend lookup per shard at each dstnat hook
+// (only a connection's first packet sees nat chains), and a service change makes the kernel
+// validate 1/ServiceShards of the services' chains.
+const ServiceShards = 8
+
 // TableID is one of the tables felis owns; the zero value is the policy table.
 type TableID uint8
 
-// The tables, in the order they are created.
+// The policy table and the first services table (shard 0); shard i is ServicesTable+i.
 const (
 	PolicyTable TableID = iota
 	ServicesTable
 )
 
-// Tables lists every table felis owns.
-var Tables = []TableID{PolicyTable, ServicesTable}
+// Tables lists every table felis owns: the policy table, then the services tables.
+var Tables = func() []TableID {
+	out := []TableID{PolicyTable}
+	for i := range ServiceShards {
+		out = append(out, ServicesTable+TableID(i))
+	}
+	return out
+}()
 
 // Name is the table's nft name.
 func (id TableID) Name() string {
-	if id == ServicesTable {
+	switch {
+	case id == PolicyTable:
+		return TableName
+	case id == ServicesTable:
 		return ServicesTableName
 	}
-	return TableName
+	return fmt.Sprintf("%s-%d", ServicesTableName, id-ServicesTable)
+}
+
+// IsServices reports whether id is one of the services tables.
+func (id TableID) IsServices() bool { return id >= ServicesTable }
+
+// ServiceTable is the services table (shard) of the service with this ID.
+func ServiceTable(id string) TableID {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	return ServicesTable + TableID(h.Sum32()%ServiceShards)
 }
 
 // Dependency levels: an object only references objects of a strictly lower level, so diff
@@ -58,7 +85,8 @@ type Table struct {
 	Sets   []Set
 	Maps   []Map
 	Chains []Chain
-	// Missing lists the tables that do not exist (Observe); nil means all of them do.
+	// Missing lists the tables that do not exist (Observe) or are not used (RenderEndpointChains);
+	// nil means all of them do or are.
 	Missing []TableID
 }
 
