@@ -127,12 +127,23 @@ func BenchmarkKernelServiceAdd(b *testing.B) {
 }
 
 // BenchmarkKernelChainUpdateWithServices is BenchmarkKernelChainUpdate (one policy rule
-// changed on top of 2,000 sets and policies) with 10,000 services in the table too: what the
-// services cost the policy hot path (the kernel re-validates the table's jump graph).
+// changed on top of 2,000 sets and policies) with 10,000 services in their tables too: what
+// the services cost the policy hot path. Both tables come from one Renderer, as in the agent,
+// so the unchanged service objects are shared between them (Plan settles their tables by
+// identity); two cold Renders would make Plan compare 10,000 chains and 20,000 hairpin pairs
+// by value instead.
 func BenchmarkKernelChainUpdateWithServices(b *testing.B) {
 	s := fixture.Scaled(benchN, benchMembers)
 	s.Services = plainServices(benchServices, benchEndpoints).Services
-	a := mustRender(b, s)
+	r := render.NewRenderer()
+	a, err := r.Render(s)
+	if err != nil {
+		b.Fatal(err)
+	}
 	s.Policies[7].Inbound[0].DstPorts = []snapshot.PortRange{{Min: 4242, Max: 4242}}
-	hotPath(b, a, mustRender(b, s), 1)
+	c, err := r.Render(s)
+	if err != nil {
+		b.Fatal(err)
+	}
+	hotPath(b, a, c, 1)
 }
