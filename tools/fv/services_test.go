@@ -4,6 +4,7 @@ package fv_test
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"time"
 
@@ -184,6 +185,28 @@ func servicesSpecs(dataplane string) {
 		rewrite("service.yaml", serviceYAML, sliceYAML(map[string]bool{"web-a": true, "web-b": true, "web-c": true}))
 		seen = servedBy(e.pod("app/client").Namespace, cip, 30, backends)
 		Expect(seen["web-b"]).To(BeNumerically(">", 0), "web-b ready again but unused: %v", seen)
+	})
+
+	It("keeps an established ClusterIP connection across an agent restart, even once its backend left the service", func() {
+		client := e.pod("app/client").Namespace
+		servedBy(client, cip, 1, backends) // the path is warm
+		var c net.Conn
+		Expect(client.Do(func() (err error) {
+			c, err = net.DialTimeout("tcp", cip.String(), 2*time.Second)
+			return err
+		})).To(Succeed())
+		DeferCleanup(c.Close)
+		Expect(echoOn(c)).To(Succeed(), "echo through the ClusterIP")
+
+		By("killing the agent and, while it is down, taking every backend out of the service")
+		e.daemonKill9()
+		Expect(echoOn(c)).To(Succeed(), "echo while the agent is down")
+		e.write("service.yaml", serviceYAML, sliceYAML(map[string]bool{}))
+		first := e.startAgent()
+		Expect(first.Full).To(BeTrue(), first.Line)
+		e.waitCycle(0, func(cy cycle) bool { return cy.Revision > 0 })
+		Expect(echoOn(c)).To(Succeed(), "the established connection after the restart")
+		Expect(client.Probe(netns.TCP, cip).Outcome).To(Equal(netns.Refused), "a new connection to the service without endpoints")
 	})
 
 	It("matches Calico's destination.services rules on the DNATed traffic", func() {
