@@ -164,6 +164,26 @@ struct walk {
 	__u8 verdict;
 };
 
+// SET_MEMO is the number of set lookups a walk remembers (direct-mapped by set ID and side):
+// rules often test the same set (a namespace's pods, a named port), and a repeated LPM
+// lookup costs ~15 ns where the memo costs a compare. The memo lives in a per-CPU scratch
+// map (the stack is at its 512-byte limit) and is cleared at the start of each walk.
+#define SET_MEMO 8
+
+struct memo {
+	__u8 key[SET_MEMO]; // F_SRC | F_WITHPORT of the lookup, | 1: the entry is valid
+	__u32 set[SET_MEMO];
+	__u8 hit[SET_MEMO];
+	struct set_key lookup; // the LPM key of a walk's set test (off the stack, too)
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct memo);
+} fmemo SEC(".maps");
+
 static __always_inline void count(__u32 ifindex, __u32 dir, __u32 kind)
 {
 	struct counter_key k = {.ifindex = ifindex, .dir = dir, .kind = kind};
@@ -176,18 +196,22 @@ static __always_inline void count(__u32 ifindex, __u32 dir, __u32 kind)
 	bpf_map_update_elem(&fcnt_v1, &k, &one, BPF_NOEXIST);
 }
 
+// set_lookup fills *k (every field) for the packet's address on one side and looks it up.
+static __always_inline int set_lookup(struct set_key *k, __u32 set, struct pkt *p, int src, int withport)
+{
+	k->set = set;
+	k->family = p->family;
+	k->proto = withport ? p->proto : 0;
+	k->port = withport ? (src ? p->sport : p->dport) : 0;
+	__builtin_memcpy(k->addr, src ? p->src : p->dst, 16);
+	k->prefixlen = 64 + (p->family == FAMILY_V4 ? 32 : 128);
+	return bpf_map_lookup_elem(&fsets_v1, k) != 0;
+}
+
 static __always_inline int in_set(__u32 set, struct pkt *p, int src, int withport)
 {
 	struct set_key k = {};
-	k.set = set;
-	k.family = p->family;
-	if (withport) {
-		k.proto = p->proto;
-		k.port = src ? p->sport : p->dport;
-	}
-	__builtin_memcpy(k.addr, src ? p->src : p->dst, 16);
-	k.prefixlen = 64 + (p->family == FAMILY_V4 ? 32 : 128);
-	return bpf_map_lookup_elem(&fsets_v1, &k) != 0;
+	return set_lookup(&k, set, p, src, withport);
 }
 
 // run_block is one bpf_loop step: it executes the instructions of the block holding w->pc
@@ -205,6 +229,12 @@ static long run_block(__u64 index, void *data)
 	struct block *b = bpf_map_lookup_elem(&fprog_v2, &blk);
 	if (!b)
 		goto deny;
+	blk = 0; // now the scratch map's key: one stack slot less
+	struct memo *memo = bpf_map_lookup_elem(&fmemo, &blk);
+	if (!memo)
+		goto deny;
+	if (index == 0)
+		__builtin_memset(memo->key, 0, sizeof(memo->key));
 	struct pkt *p = w->p;
 	__u8 acc = w->acc;
 	__u32 next_block = (pc | (BLOCK_INSNS - 1)) + 1;
@@ -215,6 +245,9 @@ static long run_block(__u64 index, void *data)
 	for (__u32 j = 0; j < BLOCK_INSNS; j++) {
 		if (j != (pc & (BLOCK_INSNS - 1)))
 			continue;
+		// Opaque per iteration, so clang does not hoist every field address out of the loop
+		// and spill them: the stack is at its 512-byte limit across the calls.
+		asm volatile("" : "+r"(memo), "+r"(p));
 		struct insn *in = &b->insn[j];
 		int r = 0;
 		switch (in->kind) {
@@ -245,9 +278,19 @@ static long run_block(__u64 index, void *data)
 			r = p->has_icmp && p->icmp_type == in->a &&
 			    (!(in->flags & F_HASCODE) || p->icmp_code == in->b);
 			break;
-		case K_SET:
-			r = in_set(in->set, p, in->flags & F_SRC, in->flags & F_WITHPORT);
+		case K_SET: {
+			__u8 key = (in->flags & (F_SRC | F_WITHPORT)) | 1;
+			__u32 m = (in->set ^ key) & (SET_MEMO - 1);
+			if (memo->key[m] == key && memo->set[m] == in->set) {
+				r = memo->hit[m];
+				break;
+			}
+			r = set_lookup(&memo->lookup, in->set, p, in->flags & F_SRC, in->flags & F_WITHPORT);
+			memo->set[m] = in->set;
+			memo->key[m] = key;
+			memo->hit[m] = r;
 			break;
+		}
 		case K_PORT: {
 			__u16 port = (in->flags & F_SRC) ? p->sport : p->dport;
 			r = port >= in->min && port <= in->max;

@@ -131,6 +131,10 @@ const (
 // when the links are switched to this agent's programs.
 var retiredMaps = []string{"fprog_v1", "feps_v1", "fhep_v1", "fct_v1"}
 
+// scratchMaps hold nothing across packets (per-CPU working memory of one walk): never pinned,
+// each agent's programs get their own.
+var scratchMaps = map[string]bool{"fmemo": true}
+
 // Open loads the program and adopts (or creates and pins) its maps under opts.PinDir.
 func Open(opts Options) (*Dataplane, error) {
 	if opts.PinDir == "" {
@@ -158,8 +162,10 @@ func Open(opts Options) (*Dataplane, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, m := range spec.Maps {
-		m.Pinning = ebpf.PinByName
+	for name, m := range spec.Maps {
+		if !scratchMaps[name] {
+			m.Pinning = ebpf.PinByName
+		}
 	}
 	if got := spec.Maps["fprog_v2"].MaxEntries; got != progBlocks {
 		return nil, fmt.Errorf("internal: fprog_v2 has %d blocks, the applier assumes %d", got, progBlocks)

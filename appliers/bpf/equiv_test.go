@@ -129,3 +129,31 @@ func TestTwoThousandRules(t *testing.T) {
 		clearCT(t, d.CTMap())
 	}
 }
+
+// TestSetLookupMemo: the walk remembers set lookups by set and side, and forgets them
+// between walks. The same set is tested on the destination side (false), then on the source
+// side (true: a memo keyed by set alone would say false); a later packet from outside the
+// set is denied (a memo kept across walks would say true).
+func TestSetLookupMemo(t *testing.T) {
+	d, _ := openTest(t)
+	toWEP, _ := d.Programs()
+	s := syncSnapshot()
+	s.Policies[0].Inbound = []snapshot.Rule{
+		{Action: snapshot.Deny, DstIPSets: []string{"s:a"}},
+		{Action: snapshot.Allow, SrcIPSets: []string{"s:a"}},
+		{Action: snapshot.Allow, SrcIPSets: []string{"s:a"}, DstPorts: []snapshot.PortRange{{Min: 1, Max: 1}}},
+	}
+	mustSync(t, d, s, true)
+	ev := snapshot.NewEvaluator(s)
+	for _, src := range []string{"10.0.0.2", "10.0.0.9", "10.0.0.3", "10.0.0.8"} {
+		p := snapshot.Packet{Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr("10.0.0.1"), Protocol: 6, SrcPort: 1000, DstPort: 80}
+		want := uint32(tcShot)
+		if ev.Ingress(&s.Endpoints[0], p).Action == snapshot.Allow {
+			want = tcOK
+		}
+		if got := run(t, toWEP, p); got != want {
+			t.Errorf("packet from %s: verdict %d, want %d", src, got, want)
+		}
+		clearCT(t, d.CTMap())
+	}
+}

@@ -142,6 +142,14 @@ type policyInsn struct {
 	Next  uint32
 }
 
+type policyMemo struct {
+	_      structs.HostLayout
+	Key    [8]uint8
+	Set    [8]uint32
+	Hit    [8]uint8
+	Lookup policySetKey
+}
+
 type policyNat struct {
 	_ structs.HostLayout
 	P struct {
@@ -218,6 +226,7 @@ const (
 	policyMapFepsV2        = "feps_v2"
 	policyMapFfragV1       = "ffrag_v1"
 	policyMapFhepV2        = "fhep_v2"
+	policyMapFmemo         = "fmemo"
 	policyMapFnatV1        = "fnat_v1"
 	policyMapFnatscratchV1 = "fnatscratch_v1"
 	policyMapFprogV2       = "fprog_v2"
@@ -286,6 +295,7 @@ type policyMapSpecs struct {
 	FepsV2        *ebpf.MapSpec `ebpf:"feps_v2"`
 	FfragV1       *ebpf.MapSpec `ebpf:"ffrag_v1"`
 	FhepV2        *ebpf.MapSpec `ebpf:"fhep_v2"`
+	Fmemo         *ebpf.MapSpec `ebpf:"fmemo"`
 	FnatV1        *ebpf.MapSpec `ebpf:"fnat_v1"`
 	FnatscratchV1 *ebpf.MapSpec `ebpf:"fnatscratch_v1"`
 	FprogV2       *ebpf.MapSpec `ebpf:"fprog_v2"`
@@ -326,6 +336,7 @@ type policyMaps struct {
 	FepsV2        *ebpf.Map `ebpf:"feps_v2"`
 	FfragV1       *ebpf.Map `ebpf:"ffrag_v1"`
 	FhepV2        *ebpf.Map `ebpf:"fhep_v2"`
+	Fmemo         *ebpf.Map `ebpf:"fmemo"`
 	FnatV1        *ebpf.Map `ebpf:"fnat_v1"`
 	FnatscratchV1 *ebpf.Map `ebpf:"fnatscratch_v1"`
 	FprogV2       *ebpf.Map `ebpf:"fprog_v2"`
@@ -342,6 +353,7 @@ func (m *policyMaps) Close() error {
 		m.FepsV2,
 		m.FfragV1,
 		m.FhepV2,
+		m.Fmemo,
 		m.FnatV1,
 		m.FnatscratchV1,
 		m.FprogV2,

@@ -157,3 +157,31 @@ func TestSetKeyString(t *testing.T) {
 		}
 	}
 }
+
+// TestPortClausesBeforeSetClauses: clauses are a conjunction, so a rule's port tests come
+// first (a compare) and its set tests (LPM lookups) after them, whatever the side; a port
+// clause that also holds named-port sets is a set clause.
+func TestPortClausesBeforeSetClauses(t *testing.T) {
+	s := &snapshot.Snapshot{
+		IPSets: []snapshot.IPSet{{ID: "n:web", Type: snapshot.IPSetIPPort}},
+		Policies: []snapshot.Policy{{ID: "p", Inbound: []snapshot.Rule{{Action: snapshot.Allow,
+			SrcNets: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, SrcPorts: []snapshot.PortRange{{Min: 1000, Max: 2000}},
+			DstPorts: []snapshot.PortRange{{Min: 80, Max: 80}}, DstNamedPortIPSets: []string{"n:web"},
+			NotDstPorts: []snapshot.PortRange{{Min: 81, Max: 81}}}}}},
+	}
+	code, st := program(t, s, snapshot.Direction{Tiers: []snapshot.TierPolicies{{Tier: "t", DefaultAction: snapshot.Deny, Policies: []string{"p"}}}})
+	nets, web := st.SetIDs["nets:10.0.0.0/8"], st.SetIDs["set:n:web"]
+	want := []Insn{
+		{Kind: KindPort, Flags: FlagSrc | FlagEnd, Min: 1000, Max: 2000, Next: 6},
+		{Kind: KindPort, Flags: FlagNeg | FlagEnd, Min: 81, Max: 81, Next: 6},
+		{Kind: KindSet, Flags: FlagSrc | FlagEnd, Set: nets, Next: 6},
+		{Kind: KindPort, Min: 80, Max: 80},
+		{Kind: KindSet, Flags: FlagWithPort | FlagEnd, Set: web, Next: 6},
+		{Kind: KindAction, A: ActionAllow},
+		{Kind: KindAction, A: ActionDeny},
+		{Kind: KindAction, A: ActionDeny},
+	}
+	if d := cmp.Diff(want, code); d != "" {
+		t.Errorf("program (-want +got):\n%s", d)
+	}
+}
