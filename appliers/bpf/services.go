@@ -63,20 +63,27 @@ func (p *servicePlan) strings() []string {
 }
 
 // renderServices renders every service of the snapshot.
-func renderServices(snap *snapshot.Snapshot) (map[string]renderedService, []string, error) {
+func renderServices(snap *snapshot.Snapshot) (map[string]renderedService, []string) {
 	addrs := render.NodeAddrsOf(snap)
 	out := make(map[string]renderedService, len(snap.Services))
 	var warns []string
 	for i := range snap.Services {
 		s := &snap.Services[i]
-		e, w, err := render.Service(s, snap.Node, addrs)
-		if err != nil {
-			return nil, nil, err
-		}
+		e, w := renderService(s, snap.Node, addrs)
 		warns = append(warns, w...)
 		out[s.ID] = renderedService{hash: s.Hash, ServiceEntries: e}
 	}
-	return out, warns, nil
+	return out, warns
+}
+
+// renderService renders one service; an invalid one (a frontend or backend without address
+// or port) gets a warning and no entries, so the other services keep working.
+func renderService(s *snapshot.Service, node string, addrs render.NodeAddrs) (render.ServiceEntries, []string) {
+	e, w, err := render.Service(s, node, addrs)
+	if err != nil {
+		return render.ServiceEntries{}, append(w, err.Error()+"; not programmed")
+	}
+	return e, w
 }
 
 // newServices builds the state of a full render.
@@ -108,10 +115,7 @@ func (d *Dataplane) syncServices(snap *snapshot.Snapshot, full bool, res *applie
 	old := d.svc
 	d.svc = nil // unknown until the apply succeeds
 	if full || old == nil || old.node != snap.Node || old.addrs != render.NodeAddrsOf(snap) {
-		rendered, warns, err := renderServices(snap)
-		if err != nil {
-			return fmt.Errorf("render services: %w", err)
-		}
+		rendered, warns := renderServices(snap)
 		res.Warnings = append(res.Warnings, warns...)
 		next = newServices(snap, rendered)
 		obs, err := d.observeServices()
@@ -120,11 +124,7 @@ func (d *Dataplane) syncServices(snap *snapshot.Snapshot, full bool, res *applie
 		}
 		p = diffServices(next, obs)
 	} else {
-		var err error
-		next, p, err = old.update(snap, res)
-		if err != nil {
-			return err
-		}
+		next, p = old.update(snap, res)
 	}
 	if err := d.applyServices(&p, res); err != nil {
 		return err
@@ -200,7 +200,7 @@ func diffServices(want, have *services) servicePlan {
 
 // update renders the services that changed since s was committed and returns the new state
 // (s, updated in place) and the operations between the two.
-func (s *services) update(snap *snapshot.Snapshot, res *appliers.Result) (*services, servicePlan, error) {
+func (s *services) update(snap *snapshot.Snapshot, res *appliers.Result) (*services, servicePlan) {
 	var p servicePlan
 	next := s
 	var changed []string
@@ -228,7 +228,7 @@ func (s *services) update(snap *snapshot.Snapshot, res *appliers.Result) (*servi
 		}
 	}
 	if len(changed) == 0 && len(gone) == 0 {
-		return next, p, nil
+		return next, p
 	}
 	// Updated in place: syncServices forgets the state until the apply succeeds, so a failure
 	// leads to a full sync.
@@ -247,10 +247,7 @@ func (s *services) update(snap *snapshot.Snapshot, res *appliers.Result) (*servi
 		prev := s.rendered[id]
 		var cur renderedService
 		if sv := byID[id]; sv != nil {
-			e, w, err := render.Service(sv, snap.Node, addrs)
-			if err != nil {
-				return nil, p, fmt.Errorf("render services: %w", err)
-			}
+			e, w := renderService(sv, snap.Node, addrs)
 			res.Warnings = append(res.Warnings, w...)
 			cur = renderedService{hash: sv.Hash, ServiceEntries: e}
 			next.rendered[id] = cur
@@ -303,7 +300,7 @@ func (s *services) update(snap *snapshot.Snapshot, res *appliers.Result) (*servi
 			p.feVal = append(p.feVal, v)
 		}
 	}
-	return next, p, nil
+	return next, p
 }
 
 func (d *Dataplane) applyServices(p *servicePlan, res *appliers.Result) error {
@@ -362,10 +359,7 @@ func (d *Dataplane) applyServices(p *servicePlan, res *appliers.Result) error {
 
 // pendingServices is the operations still needed to bring the service maps to snap.
 func (d *Dataplane) pendingServices(snap *snapshot.Snapshot) ([]string, error) {
-	rendered, _, err := renderServices(snap)
-	if err != nil {
-		return nil, fmt.Errorf("render services: %w", err)
-	}
+	rendered, _ := renderServices(snap)
 	obs, err := d.observeServices()
 	if err != nil {
 		return nil, err

@@ -3,11 +3,13 @@
 package bpf
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -591,4 +593,30 @@ func TestServiceNATOnHostEndpoint(t *testing.T) {
 			t.Fatalf("reply from the remote backend: verdict %d, sent as %s; want from %s to %s", v, back, c.Dst, c.Src)
 		}
 	})
+}
+
+// TestServiceInvalidIsSkipped: a service the renderer rejects (a backend without port) is
+// left out with a warning naming it; the other services are programmed.
+func TestServiceInvalidIsSkipped(t *testing.T) {
+	d, _ := openTest(t)
+	_, fromWEP := d.Programs()
+	s := serviceSnapshot()
+	s.Services = append(s.Services, snapshot.Service{ID: "ns/broken",
+		Frontends: []snapshot.Frontend{{Addr: netip.MustParseAddr("10.96.0.99"), Port: 80, Protocol: 6, Kind: "ClusterIP"}},
+		Backends:  []snapshot.Backend{{Addr: netip.MustParseAddr("10.0.0.9"), Protocol: 6, Ready: true}}})
+	s.Finalize()
+	res, err := d.Sync(context.Background(), s, true)
+	if err != nil {
+		t.Fatalf("sync with an invalid service: %v", err)
+	}
+	warned := false
+	for _, w := range res.Warnings {
+		warned = warned || strings.Contains(w, "ns/broken")
+	}
+	if !warned {
+		t.Errorf("warnings %q: none names ns/broken", res.Warnings)
+	}
+	if v, out := send(t, fromWEP, segment{Src: ap("10.0.0.1:5000"), Dst: ap("10.96.0.10:80"), Proto: 6}); v != tcOK || out.Dst.Port() != 8080 {
+		t.Errorf("a valid service beside the invalid one: verdict %d to %s; want DNAT to a backend", v, out.Dst)
+	}
 }
