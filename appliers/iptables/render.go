@@ -68,10 +68,10 @@ func ChainName(name string) string {
 
 // SetName is the ipset for an nftables set of the given ipset type: "felis-" + family + a
 // type letter (i: hash:ip, n: hash:net, p: hash:ip,port) + a hash of the set's name, so a
-// type change is a new set (the kernel swaps only sets of one type); the pool sets keep
-// readable names.
+// type change is a new set (the kernel swaps only sets of one type); the pool and VXLAN host
+// sets keep readable names.
 func SetName(nftSet string, family int, typ string) string {
-	if strings.HasPrefix(nftSet, nft.SetPoolsNAT) || strings.HasPrefix(nftSet, nft.SetPoolsAll) {
+	if strings.HasPrefix(nftSet, nft.SetPoolsNAT) || strings.HasPrefix(nftSet, nft.SetPoolsAll) || strings.HasPrefix(nftSet, nft.SetVXLANHosts) {
 		return Prefix + nftSet
 	}
 	letter := map[string]string{"hash:ip": "i", "hash:net": "n", "hash:ip,port": "p"}[typ]

@@ -160,6 +160,12 @@ func (t *translator) rule(fam int, table string, r nft.Rule, base bool) ([]strin
 				name += "+"
 			}
 			fixed(flag + " " + name)
+		case nft.LocalAddr:
+			if s.Src {
+				fixed("-m addrtype --src-type LOCAL")
+			} else {
+				fixed("-m addrtype --dst-type LOCAL")
+			}
 		case nft.MarkTest:
 			fixed(fmt.Sprintf("-m mark --mark %#x/%#x", s.Bits, s.Bits))
 		case nft.MarkSet:

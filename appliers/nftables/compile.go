@@ -238,6 +238,11 @@ func (c *compiler) stmt(s render.Stmt) ([]expr.Any, error) {
 			&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4, Mask: ne32(^s.Bits), Xor: ne32(xor)},
 			&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: reg1},
 		}, nil
+	case render.LocalAddr:
+		return []expr.Any{
+			&expr.Fib{Register: reg1, ResultADDRTYPE: true, FlagSADDR: s.Src, FlagDADDR: !s.Src},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: ne32(unix.RTN_LOCAL)},
+		}, nil
 	case render.Log:
 		return []expr.Any{&expr.Log{Key: 1 << unix.NFTA_LOG_PREFIX, Data: []byte(s.Prefix)}}, nil
 	case render.Notrack:

@@ -34,11 +34,17 @@ const (
 	MapHostFwdEgress   = "hep-fwd-out"
 )
 
-// Pool set name stems: NAT-outgoing pools and all pools, one set per family.
+// Pool set name stems: NAT-outgoing pools and all pools, one set per family; SetVXLANHosts:
+// the underlay addresses of the other nodes' VXLAN tunnel endpoints (Felix's
+// "all-vxlan-net"), one set per family VXLAN is enabled for.
 const (
-	SetPoolsNAT = "pool-nat"
-	SetPoolsAll = "pool-all"
+	SetPoolsNAT   = "pool-nat"
+	SetPoolsAll   = "pool-all"
+	SetVXLANHosts = "vxlan-hosts"
 )
+
+// DefaultVXLANPort is the VXLAN port when the config leaves it unset (Felix's default).
+const DefaultVXLANPort = 4789
 
 var (
 	ctEstablished = CTState{States: []string{"established", "related"}}
@@ -126,7 +132,7 @@ func (r *Renderer) Render(snap snapshot.Snapshot) (Table, error) {
 		return Table{}, err
 	}
 	for _, s := range sets {
-		if len(s.Elements) > 0 || strings.HasPrefix(s.Name, SetPoolsNAT) || strings.HasPrefix(s.Name, SetPoolsAll) {
+		if len(s.Elements) > 0 || strings.HasPrefix(s.Name, SetPoolsNAT) || strings.HasPrefix(s.Name, SetPoolsAll) || strings.HasPrefix(s.Name, SetVXLANHosts) {
 			b.nonEmpty[s.Name] = true
 			t.Sets = append(t.Sets, s)
 		}
@@ -206,8 +212,59 @@ func renderSets(snap snapshot.Snapshot) ([]Set, error) {
 			}
 		}
 		out = append(out, prefixSet(fmt.Sprintf("%s-%d", SetPoolsNAT, fam), fam, nat), prefixSet(fmt.Sprintf("%s-%d", SetPoolsAll, fam), fam, all))
+		if hosts, on := VXLANHosts(snap, fam); on {
+			out = append(out, prefixSet(fmt.Sprintf("%s-%d", SetVXLANHosts, fam), fam, hosts))
+		}
 	}
 	return out, nil
+}
+
+// VXLANHosts returns the host prefixes of the other nodes' VXLAN tunnel endpoints in family
+// fam (their underlay addresses), and whether VXLAN is enabled for fam at all.
+func VXLANHosts(snap snapshot.Snapshot, fam int) ([]netip.Prefix, bool) {
+	on := snap.Config.VXLANEnabled
+	if fam == 6 {
+		on = snap.Config.VXLANEnabledV6
+	}
+	if !on {
+		return nil, false
+	}
+	var out []netip.Prefix
+	for _, v := range snap.VTEPs {
+		if v.ParentIP.IsValid() && family(v.ParentIP) == fam {
+			a := v.ParentIP.Unmap()
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+		}
+	}
+	return out, true
+}
+
+// VXLANPort is the configured VXLAN port, or Felix's default.
+func VXLANPort(cfg snapshot.Config) uint16 {
+	if cfg.VXLANPort > 0 && cfg.VXLANPort < 65536 {
+		return uint16(cfg.VXLANPort)
+	}
+	return DefaultVXLANPort
+}
+
+// vxlanRules are Felix's rules for node-to-node VXLAN, ahead of host endpoint policy (after
+// the untracked and preDNAT stages, which precede the filter hooks): arriving at a local
+// address on the VXLAN port, accepted from the other nodes' tunnel endpoints and dropped from
+// anywhere else; leaving from a local address towards those endpoints, accepted.
+func (b *builder) vxlanRules() (in, out []Rule) {
+	port := PortList{Dst: true, Ranges: []snapshot.PortRange{{Min: VXLANPort(b.snap.Config), Max: VXLANPort(b.snap.Config)}}}
+	for _, fam := range []int{4, 6} {
+		if _, on := VXLANHosts(b.snap, fam); !on {
+			continue
+		}
+		set := fmt.Sprintf("%s-%d", SetVXLANHosts, fam)
+		udp := []Stmt{NfProto{fam}, L4Proto{Proto: 17}, port}
+		in = append(in,
+			Rule{Stmts: slices.Concat(udp, []Stmt{AddrSet{Family: fam, Set: set}, LocalAddr{}, Accept})},
+			Rule{Stmts: slices.Concat(udp, []Stmt{LocalAddr{}, Drop})})
+		out = append(out, Rule{Stmts: slices.Concat(udp, []Stmt{LocalAddr{Src: true}, AddrSet{Family: fam, Dst: true, Set: set}, Accept})})
+	}
+	return in, out
 }
 
 func prefixSet(name string, fam int, prefixes []netip.Prefix) Set {
@@ -476,6 +533,7 @@ func (b *builder) baseChains(wild map[string]bool) error {
 		return fmt.Errorf("config: defaultEndpointToHostAction %q: want Drop, Accept or Return", b.snap.Config.DefaultEndpointToHostAction)
 	}
 	lo := func(out bool) Rule { return rule(IfName{Out: out, Name: "lo"}, Accept) }
+	vxlanIn, vxlanOut := b.vxlanRules()
 	filter := func(hook string, prio int) *BaseChain {
 		return &BaseChain{Type: "filter", Hook: hook, Priority: prio}
 	}
@@ -489,7 +547,7 @@ func (b *builder) baseChains(wild map[string]bool) error {
 		{Name: "filter-input", Base: filter("input", PriorityFilter),
 			Rules: slices.Concat(conntrack, []Rule{ndIn}, vmap(false, MapWorkloadEgress), wl(false, Drop))},
 		{Name: "filter-input-host", Base: filter("input", PriorityFilter+1),
-			Rules: slices.Concat(hostConntrack, []Rule{ndIn}, wl(false, toHost), []Rule{lo(false)}, vmap(false, MapHostIngress))},
+			Rules: slices.Concat(hostConntrack, []Rule{ndIn}, vxlanIn, wl(false, toHost), []Rule{lo(false)}, vmap(false, MapHostIngress))},
 		{Name: "filter-forward", Base: filter("forward", PriorityFilter),
 			Rules: slices.Concat(conntrack, vmap(false, MapWorkloadEgress), wl(false, Drop))},
 		{Name: "filter-forward-hep-in", Base: filter("forward", PriorityFilter+1),
@@ -501,7 +559,7 @@ func (b *builder) baseChains(wild map[string]bool) error {
 		{Name: "filter-output", Base: filter("output", PriorityFilter),
 			Rules: slices.Concat(conntrack, []Rule{ndOut}, vmap(true, MapWorkloadIngress), wl(true, Drop))},
 		{Name: "filter-output-host", Base: filter("output", PriorityFilter+1),
-			Rules: slices.Concat(hostConntrack, []Rule{ndOut}, wl(true, Return), []Rule{lo(true)}, vmap(true, MapHostEgress))},
+			Rules: slices.Concat(hostConntrack, []Rule{ndOut}, wl(true, Return), []Rule{lo(true)}, vxlanOut, vmap(true, MapHostEgress))},
 		{Name: "nat-postrouting", Base: &BaseChain{Type: "nat", Hook: "postrouting", Priority: PrioritySrcNAT},
 			Rules: []Rule{
 				rule(MarkTest{Bits: MasqMark}, Masquerade{}),

@@ -100,6 +100,10 @@ type MarkSet struct {
 	Clear bool
 }
 
+// LocalAddr matches packets whose destination (or, Src, source) address is one of the
+// host's own: "fib daddr type local".
+type LocalAddr struct{ Src bool }
+
 // Log logs the packet with a prefix and continues.
 type Log struct{ Prefix string }
 
@@ -139,6 +143,7 @@ func (IfName) isStmt()      {}
 func (IfVmap) isStmt()      {}
 func (MarkTest) isStmt()    {}
 func (MarkSet) isStmt()     {}
+func (LocalAddr) isStmt()   {}
 func (Log) isStmt()         {}
 func (Notrack) isStmt()     {}
 func (Masquerade) isStmt()  {}
@@ -292,6 +297,14 @@ func (s MarkSet) String() string {
 		return fmt.Sprintf("meta mark set meta mark & 0x%08x", ^s.Bits)
 	}
 	return fmt.Sprintf("meta mark set meta mark | 0x%08x", s.Bits)
+}
+
+// String implements Stmt.
+func (s LocalAddr) String() string {
+	if s.Src {
+		return "fib saddr type local"
+	}
+	return "fib daddr type local"
 }
 
 // String implements Stmt.
