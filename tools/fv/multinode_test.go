@@ -140,6 +140,41 @@ func TestMultiNode(t *testing.T) {
 		t.Fatalf("node1 has no VXLAN route to node2's block %s:\n%s", b.block, r)
 	}
 
+	// 1b. A deny-all `*` host endpoint on both nodes: the host refuses what its policy does not
+	// allow (a node's own TCP port), yet VXLAN between the nodes passes ahead of host endpoint
+	// policy, as Felix lets it, so pod-to-pod traffic across nodes keeps working.
+	if _, err := b.node.Listen(netns.TCP, 7070); err != nil {
+		t.Fatal(err)
+	}
+	hostEndpoints := ""
+	for _, n := range nodes {
+		hostEndpoints += fmt.Sprintf(`---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: %s-all}
+spec: {node: %s, interfaceName: "*"}
+`, n.node.NodeName, n.node.NodeName)
+	}
+	write("hostendpoints.yaml", hostEndpoints)
+	eventually("deny-all host endpoint on node2", func() error {
+		return a.node.Probe(netns.TCP, netip.AddrPortFrom(b.node.IPv4, 7070)).Denied()
+	})
+	for _, pair := range [][2]*nodeInfo{{a, b}, {b, a}} {
+		from, to := pair[0], pair[1]
+		if err := from.pod.Probe(netns.TCP, dst(to.pod, 8080)).Allowed(); err != nil {
+			t.Errorf("VXLAN TCP %s -> %s under deny-all host endpoints: %v", from.pod.Name, to.pod.Name, err)
+		}
+		if err := from.pod.Probe(netns.UDP, dst(to.pod, 5353)).Allowed(); err != nil {
+			t.Errorf("VXLAN UDP %s -> %s under deny-all host endpoints: %v", from.pod.Name, to.pod.Name, err)
+		}
+	}
+	if err := os.Remove(filepath.Join(dir, "hostendpoints.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	eventually("host endpoints gone", func() error {
+		return a.node.Probe(netns.TCP, netip.AddrPortFrom(b.node.IPv4, 7070)).Allowed()
+	})
+
 	// 2. The pool stops encapsulating: routes move to the underlay, none stays on vxlan.calico.
 	write("cluster.yaml", pool("Never"))
 	eventually("direct route to node2's block, VXLAN device gone", func() error {
