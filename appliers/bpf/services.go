@@ -37,6 +37,16 @@ type servicePlan struct {
 	feVal []render.Frontend
 	feDel []render.FrontendKey
 	beDel []render.BackendKey
+	// staleUDP are the UDP (frontend, backend) pairs whose backend left the frontend's group:
+	// their NAT flows are flushed after the apply, as kube-proxy clears UDP conntrack entries
+	// (a UDP client reusing its port would otherwise keep sending to the gone backend).
+	staleUDP []staleFlow
+}
+
+// staleFlow is a frontend and a backend that no longer serves it.
+type staleFlow struct {
+	frontend render.FrontendKey
+	backend  render.Backend
 }
 
 func (p *servicePlan) empty() bool {
@@ -130,8 +140,86 @@ func (d *Dataplane) syncServices(snap *snapshot.Snapshot, full bool, res *applie
 		return err
 	}
 	d.svc = next
+	if err := d.flushStaleUDP(p.staleUDP, res); err != nil {
+		res.Warnings = append(res.Warnings, err.Error())
+	}
 	return nil
 }
+
+// staleUDP lists, for each UDP frontend of prev, the backends of its group in prev that the
+// frontend no longer balances over in cur (by address and port: indexes shift).
+func staleUDP(prev, cur render.ServiceEntries) []staleFlow {
+	var out []staleFlow
+	for fk, f := range prev.Frontends {
+		if fk.Protocol != 17 {
+			continue
+		}
+		keep := map[render.Backend]bool{}
+		if c, ok := cur.Frontends[fk]; ok {
+			for i := range c.Count {
+				b := cur.Backends[render.BackendKey{Group: c.Group, Index: i}]
+				b.Flags = 0
+				keep[b] = true
+			}
+		}
+		for i := range f.Count {
+			b := prev.Backends[render.BackendKey{Group: f.Group, Index: i}]
+			b.Flags = 0
+			if !keep[b] {
+				out = append(out, staleFlow{frontend: fk, backend: b})
+			}
+		}
+	}
+	return out
+}
+
+// flushStaleUDP deletes the NAT entries (both directions) of UDP flows from a frontend to a
+// backend that left it. It walks fnat_v1 only when there is something to flush.
+func (d *Dataplane) flushStaleUDP(stale []staleFlow, res *appliers.Result) error {
+	if len(stale) == 0 {
+		return nil
+	}
+	type pair struct {
+		fe  [16]byte
+		fp  uint16
+		be  [16]byte
+		bp  uint16
+		fam uint8
+	}
+	gone := make(map[pair]bool, len(stale))
+	for _, f := range stale {
+		gone[pair{f.frontend.Addr, f.frontend.Port, f.backend.Addr, f.backend.Port, f.frontend.Family}] = true
+	}
+	var k policyNatKey
+	var v policyNatVal
+	var dels []policyNatKey
+	it := d.objs.FnatV1.Iterate()
+	for it.Next(&k, &v) {
+		if k.Proto != 17 {
+			continue
+		}
+		// A forward entry is keyed by the frontend and rewrites to the backend; a reply entry
+		// is keyed by the backend and rewrites to come from the frontend.
+		if v.Flags&natFlagReply == 0 && gone[pair{k.Dst, k.Dport, v.Dst, v.Dport, k.Family}] ||
+			v.Flags&natFlagReply != 0 && gone[pair{v.Src, v.Sport, k.Src, k.Sport, k.Family}] {
+			dels = append(dels, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("reading map fnat_v1 to flush UDP flows of removed backends: %w", err)
+	}
+	if len(dels) == 0 {
+		return nil
+	}
+	if err := del(d.objs.FnatV1, dels); err != nil {
+		return fmt.Errorf("flushing %d UDP NAT entries of removed backends from map fnat_v1: %w", len(dels), err)
+	}
+	res.Counts["nat-flush"] += len(dels)
+	return nil
+}
+
+// natFlagReply is NE_REV of nat.h: a reply-direction NAT entry.
+const natFlagReply = 1
 
 // observeServices reads the frontend and backend maps.
 func (d *Dataplane) observeServices() (*services, error) {
@@ -265,6 +353,7 @@ func (s *services) update(snap *snapshot.Snapshot, res *appliers.Result) (*servi
 				p.beDel = append(p.beDel, k)
 			}
 		}
+		p.staleUDP = append(p.staleUDP, staleUDP(prev.ServiceEntries, cur.ServiceEntries)...)
 		for k := range prev.Frontends {
 			if _, ok := cur.Frontends[k]; !ok {
 				next.claims[k] = slices.DeleteFunc(next.claims[k], func(c string) bool { return c == id })

@@ -620,3 +620,43 @@ func TestServiceInvalidIsSkipped(t *testing.T) {
 		t.Errorf("a valid service beside the invalid one: verdict %d to %s; want DNAT to a backend", v, out.Dst)
 	}
 }
+
+// TestServiceUDPFlowsOfRemovedBackendFlushed: as kube-proxy clears UDP conntrack entries of
+// a removed endpoint, a UDP flow whose backend left the service is forgotten (both NAT
+// entries), so the client's next datagram from the same port picks a current backend; a
+// TCP flow keeps its backend.
+func TestServiceUDPFlowsOfRemovedBackendFlushed(t *testing.T) {
+	d, _ := openTest(t)
+	_, fromWEP := d.Programs()
+	s := serviceSnapshot()
+	mustSync(t, d, s, true)
+	udp := segment{Src: ap("10.0.0.1:6000"), Dst: ap("10.96.0.53:53"), Proto: 17}
+	if _, out := send(t, fromWEP, udp); out.Dst != ap("10.0.0.7:5353") {
+		t.Fatalf("UDP flow sent to %s, want 10.0.0.7:5353", out.Dst)
+	}
+	tcp := segment{Src: ap("10.0.0.1:6001"), Dst: ap("10.96.0.10:80"), Proto: 6}
+	_, first := send(t, fromWEP, tcp)
+	before := countNAT(t, d)
+
+	for i := range s.Services {
+		switch s.Services[i].ID {
+		case "ns/dns":
+			s.Services[i].Backends[0].Addr = netip.MustParseAddr("10.0.0.8")
+		case "ns/web":
+			s.Services[i].Backends = slices.DeleteFunc(s.Services[i].Backends, func(b snapshot.Backend) bool { return b.Addr == first.Dst.Addr() })
+		}
+	}
+	s.Finalize()
+	if got := mustSync(t, d, s, false); got["nat-flush"] != 2 {
+		t.Errorf("counts %v; want nat-flush 2 (the UDP flow's two entries)", got)
+	}
+	if n := countNAT(t, d); n != before-2 {
+		t.Errorf("%d NAT entries after the flush, want %d", n, before-2)
+	}
+	if _, out := send(t, fromWEP, udp); out.Dst != ap("10.0.0.8:5353") {
+		t.Errorf("the UDP client's next datagram went to %s, want the current backend 10.0.0.8:5353", out.Dst)
+	}
+	if _, out := send(t, fromWEP, tcp); out.Dst != first.Dst {
+		t.Errorf("the TCP flow went to %s after its backend left, want it kept on %s", out.Dst, first.Dst)
+	}
+}
