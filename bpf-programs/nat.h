@@ -137,6 +137,10 @@ struct nat {
 	__u8 action;         // NA_*
 	__u8 redirect;       // forward the rewritten packet by fib lookup
 	__u8 parsed;         // parse() read p from this packet: police() reuses it (nat_reuse)
+	__u8 view;           // hairpin: police() sees the pod's own address instead of the frontend
+	__u8 view_src;       // ... as the source (else as the destination)
+	__u16 view_port;
+	__u8 view_addr[16];
 	struct nat_val to;   // the rewrite (dst before policy, src after; or both after: replies)
 	struct nat_val back; // new flows: the reply entry to record
 	__u8 buf[96];        // an ICMP error being built (reject)
@@ -168,6 +172,7 @@ static __always_inline struct nat *nat_scratch(void)
 		n->action = NA_NONE;
 		n->redirect = 0;
 		n->parsed = 0;
+		n->view = 0;
 	}
 	return n;
 }
@@ -186,7 +191,26 @@ static __always_inline int nat_reuse(struct pkt *p)
 		__builtin_memcpy(p->dst, n->to.dst, 16);
 		p->dport = n->to.dport;
 	}
+	if (n->view && n->view_src) {
+		__builtin_memcpy(p->src, n->view_addr, 16);
+		p->sport = n->view_port;
+	} else if (n->view) {
+		__builtin_memcpy(p->dst, n->view_addr, 16);
+		p->dport = n->view_port;
+	}
 	return 1;
+}
+
+// hairpin_view makes police() see a hairpin packet as nftables' filter does, before the
+// masquerade: the pod's own address (the client's, v->dst of the reply entry) where the
+// packet carries the frontend. src: the frontend is the packet's source (to the pod), else
+// its destination (the pod's reply).
+static __always_inline void hairpin_view(struct nat *n, struct nat_val *v, int src)
+{
+	n->view = 1;
+	n->view_src = src;
+	__builtin_memcpy(n->view_addr, v->dst, 16);
+	n->view_port = v->dport;
 }
 
 static __always_inline int addr_eq(const __u8 *a, const __u8 *b)
@@ -472,6 +496,8 @@ static __always_inline int nat_in(struct __sk_buff *skb, struct nat *n, int exte
 		n->redirect = (v->flags & NE_REDIRECT) != 0;
 		if (v->flags & NE_REV) {
 			n->action = NA_REPLY;
+			if (addr_eq(v->dst, n->p.src)) // a hairpin reply: to the pod itself
+				hairpin_view(n, v, 0);
 			return NAT_CONTINUE;
 		}
 		n->action = NA_FWD;
@@ -590,6 +616,8 @@ static __always_inline int nat_to_wep(struct __sk_buff *skb, struct nat *n)
 		count(skb->ifindex, DIR_TO_WEP, C_ESTABLISHED);
 		return TC_ACT_OK;
 	}
+	if (v && addr_eq(v->dst, n->p.dst)) // a hairpin packet: its reply entry leads back here
+		hairpin_view(n, v, 1);
 	return NAT_CONTINUE;
 }
 

@@ -177,7 +177,11 @@ type policyNat struct {
 	Action   uint8
 	Redirect uint8
 	Parsed   uint8
-	_        [5]byte
+	View     uint8
+	ViewSrc  uint8
+	_        [1]byte
+	ViewPort uint16
+	ViewAddr [16]uint8
 	To       policyNatVal
 	Back     policyNatVal
 	Buf      [96]uint8

@@ -660,3 +660,38 @@ func TestServiceUDPFlowsOfRemovedBackendFlushed(t *testing.T) {
 		t.Errorf("the TCP flow went to %s after its backend left, want it kept on %s", out.Dst, first.Dst)
 	}
 }
+
+// TestServiceHairpinPolicySeesPod: a pod reaching itself through its service is policed as
+// in the nftables dataplane, where the masquerade comes after the filter: its ingress policy
+// sees its own address as the source (here the only source it allows), and its reply is
+// the reply of that flow; another source is still denied.
+func TestServiceHairpinPolicySeesPod(t *testing.T) {
+	d, _ := openTest(t)
+	toWEP, fromWEP := d.Programs()
+	s := serviceSnapshot()
+	s.Profiles = append(s.Profiles, snapshot.Profile{ID: "from-self", Inbound: []snapshot.Rule{{Action: snapshot.Allow,
+		SrcNets: []netip.Prefix{netip.MustParsePrefix("10.0.0.1/32")}}}})
+	s.Endpoints[0].Ingress.Profiles = []string{"from-self"}
+	s.Finalize()
+	mustSync(t, d, s, true)
+	if v, _ := send(t, toWEP, segment{Src: ap("10.0.0.5:1000"), Dst: ap("10.0.0.1:8080"), Proto: 6}); v != tcShot {
+		t.Fatalf("from 10.0.0.5 to the pod: verdict %d, want drop (ingress allows only the pod itself)", v)
+	}
+	c := segment{Src: ap("10.0.0.1:41000"), Dst: ap("10.96.0.11:80"), Proto: 6}
+	for i := range 2 { // a new flow, then the same flow established
+		v, out := send(t, fromWEP, c)
+		if v != tcOK || out.Src != ap("10.96.0.11:41000") || out.Dst != ap("10.0.0.1:8080") {
+			t.Fatalf("hairpin %d out: verdict %d as %s", i, v, out)
+		}
+		if v, in := send(t, toWEP, out); v != tcOK || in != out {
+			t.Fatalf("hairpin %d into the pod (ingress allows only the pod itself): verdict %d as %s; want pass", i, v, in)
+		}
+		v, back := send(t, fromWEP, segment{Src: out.Dst, Dst: out.Src, Proto: 6})
+		if v != tcOK || back.Src != c.Dst || back.Dst != c.Src {
+			t.Fatalf("hairpin %d reply: verdict %d as %s", i, v, back)
+		}
+		if v, in := send(t, toWEP, back); v != tcOK || in != back {
+			t.Fatalf("hairpin %d reply into the pod: verdict %d", i, v)
+		}
+	}
+}
