@@ -129,6 +129,29 @@ func failsafeRules(ports []snapshot.FailsafePort, inbound bool) []snapshot.Rule 
 	return out
 }
 
+// vxlanRules are the rules placed before a host endpoint's normal programs (and its
+// failsafes) for node-to-node VXLAN, as Felix's filter chains place them before host endpoint
+// policy: arriving (the normal ingress program sees only packets to a local address) on the
+// VXLAN port, allowed from the other nodes' tunnel endpoints and denied from anywhere else;
+// leaving (the normal egress program sees only the host's own packets) towards those
+// endpoints, allowed. The untracked and preDNAT stages still come first, as in nftables.
+func vxlanRules(s *snapshot.Snapshot) (in, out []snapshot.Rule) {
+	udp := uint8(17)
+	port := []snapshot.PortRange{{Min: s.Config.VXLANUDPPort(), Max: s.Config.VXLANUDPPort()}}
+	for _, fam := range []int{4, 6} {
+		hosts, on := s.VXLANHosts(fam)
+		if !on {
+			continue
+		}
+		if len(hosts) > 0 { // no nets would mean any source
+			in = append(in, snapshot.Rule{Action: snapshot.Allow, IPVersion: fam, Protocol: &udp, DstPorts: port, SrcNets: hosts})
+			out = append(out, snapshot.Rule{Action: snapshot.Allow, IPVersion: fam, Protocol: &udp, DstPorts: port, DstNets: hosts})
+		}
+		in = append(in, snapshot.Rule{Action: snapshot.Deny, IPVersion: fam, Protocol: &udp, DstPorts: port})
+	}
+	return in, out
+}
+
 // toHostFlags maps DefaultEndpointToHostAction to endpoint flags as the nftables renderer
 // does: Deny (the default) drops, Allow and Return accept.
 func toHostFlags(a snapshot.Action) (uint32, error) {
@@ -230,10 +253,12 @@ func Render(s *snapshot.Snapshot) (*State, error) {
 		r.setKeys[netsKey(spoofNets(ep))] = struct{}{}
 	}
 	fsIn, fsOut := failsafeRules(s.Config.FailsafeInbound, true), failsafeRules(s.Config.FailsafeOutbound, false)
+	vxIn, vxOut := vxlanRules(s)
+	normalIn, normalOut := slices.Concat(vxIn, fsIn), slices.Concat(vxOut, fsOut)
 	for i := range s.HostEndpoints {
 		hep := &s.HostEndpoints[i]
-		r.program(hep.Normal.Ingress, true, fsIn)
-		r.program(hep.Normal.Egress, false, fsOut)
+		r.program(hep.Normal.Ingress, true, normalIn)
+		r.program(hep.Normal.Egress, false, normalOut)
 		r.stages(hep, fsIn, fsOut)
 	}
 	r.collect = false
@@ -312,7 +337,7 @@ func Render(s *snapshot.Snapshot) (*State, error) {
 		workload[hep.Interface] = true
 		e := epProgs{iface: hep.Interface, flags: EndpointFlagHost}
 		// TC egress (DirToWorkload's slot) runs the egress policy, TC ingress the ingress one.
-		for d, prog := range [2][]Insn{r.program(hep.Normal.Egress, false, fsOut), r.program(hep.Normal.Ingress, true, fsIn)} {
+		for d, prog := range [2][]Insn{r.program(hep.Normal.Egress, false, normalOut), r.program(hep.Normal.Ingress, true, normalIn)} {
 			k := ContentKey(prog)
 			progs[k] = prog
 			e.code[d] = k
@@ -374,7 +399,7 @@ type renderer struct {
 
 // program compiles one direction: tiers (rules, Pass to the tier's end, the default Deny
 // unless the default is Pass), then profiles (Pass to the profile's end), then Deny. pre
-// rules (failsafes: Allow only) come first.
+// rules (host endpoints: the VXLAN rules and failsafes) come first.
 func (r *renderer) program(d snapshot.Direction, inbound bool, pre []snapshot.Rule) []Insn {
 	return r.programEnd(d, inbound, pre, ActionDeny)
 }

@@ -43,9 +43,6 @@ const (
 	SetVXLANHosts = "vxlan-hosts"
 )
 
-// DefaultVXLANPort is the VXLAN port when the config leaves it unset (Felix's default).
-const DefaultVXLANPort = 4789
-
 var (
 	ctEstablished = CTState{States: []string{"established", "related"}}
 	ctInvalid     = CTState{States: []string{"invalid"}}
@@ -212,39 +209,11 @@ func renderSets(snap snapshot.Snapshot) ([]Set, error) {
 			}
 		}
 		out = append(out, prefixSet(fmt.Sprintf("%s-%d", SetPoolsNAT, fam), fam, nat), prefixSet(fmt.Sprintf("%s-%d", SetPoolsAll, fam), fam, all))
-		if hosts, on := VXLANHosts(snap, fam); on {
+		if hosts, on := snap.VXLANHosts(fam); on {
 			out = append(out, prefixSet(fmt.Sprintf("%s-%d", SetVXLANHosts, fam), fam, hosts))
 		}
 	}
 	return out, nil
-}
-
-// VXLANHosts returns the host prefixes of the other nodes' VXLAN tunnel endpoints in family
-// fam (their underlay addresses), and whether VXLAN is enabled for fam at all.
-func VXLANHosts(snap snapshot.Snapshot, fam int) ([]netip.Prefix, bool) {
-	on := snap.Config.VXLANEnabled
-	if fam == 6 {
-		on = snap.Config.VXLANEnabledV6
-	}
-	if !on {
-		return nil, false
-	}
-	var out []netip.Prefix
-	for _, v := range snap.VTEPs {
-		if v.ParentIP.IsValid() && family(v.ParentIP) == fam {
-			a := v.ParentIP.Unmap()
-			out = append(out, netip.PrefixFrom(a, a.BitLen()))
-		}
-	}
-	return out, true
-}
-
-// VXLANPort is the configured VXLAN port, or Felix's default.
-func VXLANPort(cfg snapshot.Config) uint16 {
-	if cfg.VXLANPort > 0 && cfg.VXLANPort < 65536 {
-		return uint16(cfg.VXLANPort)
-	}
-	return DefaultVXLANPort
 }
 
 // vxlanRules are Felix's rules for node-to-node VXLAN, ahead of host endpoint policy (after
@@ -252,9 +221,10 @@ func VXLANPort(cfg snapshot.Config) uint16 {
 // address on the VXLAN port, accepted from the other nodes' tunnel endpoints and dropped from
 // anywhere else; leaving from a local address towards those endpoints, accepted.
 func (b *builder) vxlanRules() (in, out []Rule) {
-	port := PortList{Dst: true, Ranges: []snapshot.PortRange{{Min: VXLANPort(b.snap.Config), Max: VXLANPort(b.snap.Config)}}}
+	p := b.snap.Config.VXLANUDPPort()
+	port := PortList{Dst: true, Ranges: []snapshot.PortRange{{Min: p, Max: p}}}
 	for _, fam := range []int{4, 6} {
-		if _, on := VXLANHosts(b.snap, fam); !on {
+		if _, on := b.snap.VXLANHosts(fam); !on {
 			continue
 		}
 		set := fmt.Sprintf("%s-%d", SetVXLANHosts, fam)
