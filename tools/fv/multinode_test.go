@@ -336,3 +336,103 @@ func buildFelis(t *testing.T) string {
 	}
 	return bin
 }
+
+// TestMultiNodeVXLANUnderHostEndpoints runs felis agent on two nodes in every dataplane with a
+// deny-all `*` host endpoint on both: the hosts refuse a port their policy does not open, yet
+// pod-to-pod TCP and UDP across the nodes keeps working over VXLAN, which Felix lets through
+// ahead of host endpoint policy.
+func TestMultiNodeVXLANUnderHostEndpoints(t *testing.T) {
+	netns.RequireRoot(t)
+	RegisterTestingT(t)
+	bin := buildFelis(t)
+	for _, dp := range []string{"nftables", "iptables", "bpf"} {
+		t.Run(dp, func(t *testing.T) {
+			h := netns.New(t)
+			u, err := h.NewUnderlay("ul")
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			write := func(name, body string) {
+				t.Helper()
+				if err := writeAtomic(dir, name, body); err != nil {
+					t.Fatal(err)
+				}
+			}
+			write("cluster.yaml", ipPoolYAML(multiNodePool, "Always")+"---\n"+namespaceYAML("mn", nil)+"---\n"+serviceAccountYAML("mn", "default"))
+			var nodes []*netns.Node
+			var pods []*netns.Pod
+			hostEndpoints := ""
+			for i := 1; i <= 2; i++ {
+				n, err := u.NewNode(fmt.Sprintf("node%d", i))
+				if err != nil {
+					t.Fatal(err)
+				}
+				pod, err := n.NewPod(netns.PodOptions{Namespace: "mn", Name: fmt.Sprintf("pod%d", i),
+					IPv4: netip.MustParseAddr(fmt.Sprintf("10.66.%d.2", i)), SkipHostWiring: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				nodes, pods = append(nodes, n), append(pods, pod)
+				write(n.NodeName+".yaml", vxlanNodeYAML(n, netip.MustParsePrefix(fmt.Sprintf("10.66.%d.0/26", i)),
+					netip.MustParseAddr(fmt.Sprintf("10.66.%d.0", i)), fmt.Sprintf("66:00:00:00:00:%02x", i), netip.Prefix{})+
+					"---\n"+podYAML(podSpec{Namespace: "mn", Name: pod.PodName, Labels: labels("app", pod.PodName)}, pod, n.NodeName))
+				hostEndpoints += fmt.Sprintf("---\napiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: %s-all}\nspec: {node: %s, interfaceName: \"*\"}\n",
+					n.NodeName, n.NodeName)
+				for _, l := range []struct {
+					proto netns.Protocol
+					port  uint16
+				}{{netns.TCP, 8080}, {netns.UDP, 5353}} {
+					if _, err := pod.Listen(l.proto, l.port); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if _, err := n.Listen(netns.TCP, 7070); err != nil {
+					t.Fatal(err)
+				}
+			}
+			write("hostendpoints.yaml", hostEndpoints)
+			for _, n := range nodes {
+				p, err := n.Start(context.Background(), bin, "agent", "--datastore", "file:"+dir, "--node", n.NodeName,
+					"--dataplane", dp, "--resync-interval", "5s", "--coalesce", "20ms")
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() {
+					if t.Failed() {
+						t.Logf("agent on %s:\n%s", n.NodeName, p.Output())
+					}
+				})
+			}
+			eventually := func(what string, cond func() error) {
+				t.Helper()
+				deadline := time.Now().Add(15 * time.Second)
+				var err error
+				for time.Now().Before(deadline) {
+					if err = cond(); err == nil {
+						return
+					}
+					time.Sleep(200 * time.Millisecond)
+				}
+				t.Fatalf("%s: %v", what, err)
+			}
+			eventually("the pods reach each other across the nodes", func() error {
+				for i, from := range pods {
+					to := pods[1-i]
+					if err := from.Probe(netns.TCP, netip.AddrPortFrom(to.IPv4, 8080)).Allowed(); err != nil {
+						return err
+					}
+					if err := from.Probe(netns.UDP, netip.AddrPortFrom(to.IPv4, 5353)).Allowed(); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			for i, n := range nodes {
+				if err := nodes[1-i].Probe(netns.TCP, netip.AddrPortFrom(n.IPv4, 7070)).Denied(); err != nil {
+					t.Errorf("%s's host endpoint lets its TCP port 7070 in: %v", n.NodeName, err)
+				}
+			}
+		})
+	}
+}
