@@ -3,9 +3,13 @@
 package bpf
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"time"
+
+	"github.com/cilium/ebpf"
 
 	"github.com/felis-dev/felis/appliers"
 	"github.com/felis-dev/felis/appliers/bpf/render"
@@ -143,7 +147,46 @@ func (d *Dataplane) syncServices(snap *snapshot.Snapshot, full bool, res *applie
 	if err := d.flushStaleUDP(p.staleUDP, res); err != nil {
 		res.Warnings = append(res.Warnings, err.Error())
 	}
+	if full {
+		if _, err := d.sweepNAT(); err != nil {
+			res.Warnings = append(res.Warnings, err.Error())
+		}
+	}
 	return nil
+}
+
+// natTimeout is NAT_TIMEOUT_NS of nat.h: an entry idle longer is ignored by the programs.
+const natTimeout = 600 * time.Second
+
+// sweepNAT deletes the NAT entries the programs already ignore (idle over natTimeout), at a
+// full sync, as sweepConntrack does for conntrack: the LRU map keeps its room for live
+// flows. An entry is re-read before its deletion, so one refreshed meanwhile stays. Not
+// counted as operations (the dataplane's behaviour does not change).
+func (d *Dataplane) sweepNAT() (int, error) {
+	now, err := monotonicNanos()
+	if err != nil {
+		return 0, err
+	}
+	var dead []policyNatKey
+	if err := batchRead(d.objs.FnatV1, func(k *policyNatKey, v *policyNatVal) {
+		if time.Duration(now-v.LastSeen) > natTimeout {
+			dead = append(dead, *k)
+		}
+	}); err != nil {
+		return 0, fmt.Errorf("reading fnat_v1: %w", err)
+	}
+	var v policyNatVal
+	n := 0
+	for i := range dead {
+		if err := d.objs.FnatV1.Lookup(&dead[i], &v); err != nil || time.Duration(now-v.LastSeen) <= natTimeout {
+			continue
+		}
+		if err := d.objs.FnatV1.Delete(&dead[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return n, fmt.Errorf("deleting an idle NAT entry from fnat_v1: %w", err)
+		}
+		n++
+	}
+	return n, nil
 }
 
 // staleUDP lists, for each UDP frontend of prev, the backends of its group in prev that the

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
@@ -693,5 +694,31 @@ func TestServiceHairpinPolicySeesPod(t *testing.T) {
 		if v, in := send(t, toWEP, back); v != tcOK || in != back {
 			t.Fatalf("hairpin %d reply into the pod: verdict %d", i, v)
 		}
+	}
+}
+
+// TestNATSweep: a full sync deletes NAT entries idle longer than the programs' 600 s
+// timeout and keeps fresh ones, without reporting operations.
+func TestNATSweep(t *testing.T) {
+	d, _ := openTest(t)
+	_, fromWEP := d.Programs()
+	s := serviceSnapshot()
+	mustSync(t, d, s, true)
+	send(t, fromWEP, segment{Src: ap("10.0.0.1:7000"), Dst: ap("10.96.0.10:80"), Proto: 6}) // two fresh entries
+	now, err := monotonicNanos()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, age := range []time.Duration{601 * time.Second, 599 * time.Second} {
+		k := policyNatKey{Family: 4, Proto: 6, Sport: uint16(8000 + i), Dport: 80, Src: [16]byte{10, 0, 0, 1}, Dst: [16]byte{10, 96, 0, 10}}
+		if err := d.objs.FnatV1.Put(k, policyNatVal{LastSeen: now - uint64(age)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := mustSync(t, d, s, true); len(got) != 0 {
+		t.Errorf("full sync counts %v; want none (a sweep is not an operation)", got)
+	}
+	if n := countNAT(t, d); n != 3 {
+		t.Errorf("%d NAT entries after the sweep; want 3 (the flow's two and the 599 s one)", n)
 	}
 }
