@@ -16,16 +16,18 @@ import (
 // policy and load balancing still change together and the same chain-hash diff applies:
 // static base chains at the dstnat hooks look every packet's destination up in a frontend
 // verdict map; each service port has a chain that picks an endpoint at random (after an
-// affinity check) with a cascade of random draws and DNATs to it. DNAT happens at priority
+// affinity check) with a cascade of random draws and jumps to that endpoint's chain, which
+// marks hairpin traffic for masquerade, records affinity and DNATs. DNAT happens at priority
 // -100, after the preDNAT policies (-150) and before every filter chain,
 // so policy sees the chosen backend, as in Calico. The masquerade the services ask for with
-// MasqMark stays in the policy table's nat-postrouting, beside NAT-outgoing: a packet mark
-// crosses tables.
+// MasqMark (external frontends, and hairpin: a backend reaching its own service) stays in
+// the policy table's nat-postrouting, beside NAT-outgoing: a packet mark crosses tables.
 
 // MasqMark is the packet-mark bit that asks nat-postrouting to masquerade: set for traffic
 // arriving on an external frontend whose service does not keep the client's address
 // (externalTrafficPolicy Cluster), so replies from a backend on another node come back
-// through this one.
+// through this one, and for a backend reaching its own service (hairpin), whose reply would
+// otherwise skip the reverse DNAT.
 const MasqMark uint32 = 0x02000000
 
 // PriorityDstNAT is the nat hook priority of the service dispatch chains.
@@ -36,10 +38,6 @@ const MapServices = "svc"
 
 // ServiceMap is the frontend verdict map of one family.
 func ServiceMap(family int) string { return fmt.Sprintf("%s-%d", MapServices, family) }
-
-// HairpinSet is the set of one family's backend address pairs "a . a" (every backend,
-// once): a DNATed packet whose source and destination pair is in it is hairpin traffic.
-func HairpinSet(family int) string { return fmt.Sprintf("hairpin-%d", family) }
 
 // servicePort identifies one service port of one family: the unit that owns a service chain.
 type servicePort struct {
@@ -55,9 +53,9 @@ type servicePort struct {
 // rebuilt, so one changed service among thousands costs about what it costs. Its result is
 // always the same as Render's. A Renderer is not safe for concurrent use.
 type Renderer struct {
-	// endpointChains selects the per-endpoint layout (RenderEndpointChains).
-	endpointChains bool
-	gen            uint64 // map diffs run, to find the services that went
+	// oneTable puts every service in the first services table (RenderEndpointChains).
+	oneTable bool
+	gen      uint64 // map diffs run, to find the services that went
 	// last lists the services the last Render had, sorted by ID, for diffSorted; valid
 	// (lastOK) only after a Render that succeeded, for lastNode.
 	last     []renderedService
@@ -67,13 +65,11 @@ type Renderer struct {
 	chains   []Chain                  // every service's chains, by table and name
 	sets     []Set                    // every service's affinity sets, by table and name
 	elems    []frontendElement        // every service's map elements, by key then owner
-	hairpin  []ownedAddr              // every service's backend addresses, by table, address, owner
 	// frontends holds each table's and family's frontend map elements as last handed out,
 	// nil after a rebuild: while no service changes, every Render returns the same (never
 	// written) slices, which lets Plan see an unchanged map at once; a few changed services
 	// copy and patch only the lists they touch.
 	frontends map[shardFamily][]MapElement
-	hairpins  map[shardFamily][]Element // the same for the hairpin sets
 }
 
 // shardFamily names one services table's map or set of one family.
@@ -89,19 +85,6 @@ type serviceEntry struct {
 	chains     []Chain
 	sets       []Set
 	elems      []frontendElement
-	hairpin    []ownedAddr
-}
-
-// ownedAddr is a backend address with the service that has it: the hairpin sets hold each
-// address once, however many services it backs.
-type ownedAddr struct {
-	table TableID // the owner's services table
-	addr  netip.Addr
-	owner string
-}
-
-func compareOwnedAddr(a, b ownedAddr) int {
-	return cmp.Or(cmp.Compare(a.table, b.table), a.addr.Compare(b.addr), strings.Compare(a.owner, b.owner))
 }
 
 // frontendElement is a frontend map element with the service that wants it: when two
@@ -119,14 +102,12 @@ func compareFrontendElement(a, b frontendElement) int {
 // NewRenderer returns a Renderer with nothing remembered.
 func NewRenderer() *Renderer { return &Renderer{entries: map[string]*serviceEntry{}} }
 
-// RenderEndpointChains is Render with the service layout kube-proxy's iptables mode uses: a
-// chain per endpoint, which marks hairpin traffic (a backend reaching its own service) for the
-// masquerade in nat-postrouting, records affinity and DNATs, and no hairpin sets. The
-// iptables dataplane translates this table: iptables has no set of address pairs for the
-// nftables layout's hairpin lookup.
+// RenderEndpointChains is Render with every service in the first services table (felis-svc),
+// which the iptables dataplane translates into its nat table; the chains (one per service
+// port and one per endpoint, as kube-proxy's) are the same.
 func RenderEndpointChains(snap snapshot.Snapshot) (Table, error) {
 	r := NewRenderer()
-	r.endpointChains = true
+	r.oneTable = true
 	t, err := r.Render(snap)
 	// The other services tables are not used (not created by Plan, not printed).
 	t.Missing = slices.Clone(Tables[2:])
@@ -234,9 +215,9 @@ func (r *Renderer) diffByMap(snap *snapshot.Snapshot) (changed []*snapshot.Servi
 func (r *Renderer) apply(snap *snapshot.Snapshot, changed []*snapshot.Service, gone []string) error {
 	fresh := make([]*serviceEntry, len(changed))
 	for i, s := range changed {
-		e, err := renderService(s, snap.Node, r.endpointChains)
+		e, err := renderService(s, snap.Node, r.oneTable)
 		if err != nil {
-			r.frontends, r.hairpins = nil, nil
+			r.frontends = nil
 			return err
 		}
 		fresh[i] = e
@@ -250,7 +231,7 @@ func (r *Renderer) apply(snap *snapshot.Snapshot, changed []*snapshot.Service, g
 			r.entries[s.ID] = fresh[i]
 		}
 		r.rebuild()
-		r.frontends, r.hairpins = nil, nil
+		r.frontends = nil
 		return nil
 	}
 	var old, added serviceEntry
@@ -270,7 +251,7 @@ func (r *Renderer) apply(snap *snapshot.Snapshot, changed []*snapshot.Service, g
 	return nil
 }
 
-// patchDerived brings the handed-out frontend and hairpin lists up to date with a patch of
+// patchDerived brings the handed-out frontend lists up to date with a patch of
 // a few services: each key those services had or have gets its winner (the first owner in
 // the patched lists) in the winner's table, or goes. Only the lists it touches are copied
 // (the previous render's table still holds them); the others stay shared, so Plan settles
@@ -287,7 +268,7 @@ func (r *Renderer) patchDerived(old, added *serviceEntry) {
 		}
 		for _, e := range slices.Concat(old.elems, added.elems) {
 			key, fam := e.MapElement, family(e.Addr)
-			for _, id := range serviceTables(r.endpointChains) {
+			for _, id := range serviceTables(r.oneTable) {
 				k := shardFamily{id, fam}
 				if j, have := slices.BinarySearchFunc(next[k], key, MapElement.Compare); have {
 					next[k] = slices.Delete(edit(k), j, j+1)
@@ -303,31 +284,6 @@ func (r *Renderer) patchDerived(old, added *serviceEntry) {
 		}
 		r.frontends = next
 	}
-	if r.hairpins != nil {
-		next := maps.Clone(r.hairpins)
-		copied := map[shardFamily]bool{}
-		edit := func(k shardFamily) []Element {
-			if !copied[k] {
-				next[k], copied[k] = slices.Clone(next[k]), true
-			}
-			return next[k]
-		}
-		for _, h := range slices.Concat(old.hairpin, added.hairpin) {
-			k := shardFamily{h.table, family(h.addr)}
-			el := Element{Prefix: netip.PrefixFrom(h.addr, h.addr.BitLen()), Peer: h.addr}
-			j, have := slices.BinarySearchFunc(next[k], el, Element.Compare)
-			_, ok := slices.BinarySearchFunc(r.hairpin, h, func(x, t ownedAddr) int {
-				return cmp.Or(cmp.Compare(x.table, t.table), x.addr.Compare(t.addr))
-			})
-			switch {
-			case ok && !have:
-				next[k] = slices.Insert(edit(k), j, el)
-			case !ok && have:
-				next[k] = slices.Delete(edit(k), j, j+1)
-			}
-		}
-		r.hairpins = next
-	}
 }
 
 // collect appends one entry's objects to acc.
@@ -335,18 +291,15 @@ func collect(acc, e *serviceEntry) {
 	acc.chains = append(acc.chains, e.chains...)
 	acc.sets = append(acc.sets, e.sets...)
 	acc.elems = append(acc.elems, e.elems...)
-	acc.hairpin = append(acc.hairpin, e.hairpin...)
 }
 
 func (r *Renderer) rebuild() {
-	r.chains, r.sets, r.elems, r.hairpin = r.chains[:0], r.sets[:0], r.elems[:0], r.hairpin[:0]
+	r.chains, r.sets, r.elems = r.chains[:0], r.sets[:0], r.elems[:0]
 	for _, e := range r.entries {
 		r.chains = append(r.chains, e.chains...)
 		r.sets = append(r.sets, e.sets...)
 		r.elems = append(r.elems, e.elems...)
-		r.hairpin = append(r.hairpin, e.hairpin...)
 	}
-	slices.SortFunc(r.hairpin, compareOwnedAddr)
 	slices.SortFunc(r.chains, compareChain)
 	slices.SortFunc(r.sets, compareSet)
 	slices.SortFunc(r.elems, compareFrontendElement)
@@ -358,7 +311,6 @@ func (r *Renderer) patch(old, added *serviceEntry) {
 	r.chains = patchSorted(r.chains, old.chains, added.chains, compareChain)
 	r.sets = patchSorted(r.sets, old.sets, added.sets, compareSet)
 	r.elems = patchSorted(r.elems, old.elems, added.elems, compareFrontendElement)
-	r.hairpin = patchSorted(r.hairpin, old.hairpin, added.hairpin, compareOwnedAddr)
 }
 
 func compareChain(a, b Chain) int {
@@ -395,13 +347,8 @@ func (r *Renderer) mergeInto(t *Table) error {
 	if t.Sets, err = mergeByName(t.Sets, r.sets, func(s *Set) (TableID, string) { return s.Table, s.Name }); err != nil {
 		return err
 	}
-	if r.frontends == nil || r.hairpins == nil {
+	if r.frontends == nil {
 		r.deriveLists()
-	}
-	for i := range t.Sets {
-		if set := &t.Sets[i]; set.Table.IsServices() && set.Name == HairpinSet(set.Family) {
-			set.Elements = r.hairpins[shardFamily{set.Table, set.Family}]
-		}
 	}
 	for i := range t.Maps {
 		if m := &t.Maps[i]; m.Table.IsServices() && m.Name == ServiceMap(m.Family) {
@@ -412,10 +359,9 @@ func (r *Renderer) mergeInto(t *Table) error {
 }
 
 // deriveLists builds every table's and family's frontend map elements (each key once, the
-// first owner by ID winning, in the winner's table) and hairpin pairs (each address once per
-// table) from the sorted lists.
+// first owner by ID winning, in the winner's table) from the sorted list.
 func (r *Renderer) deriveLists() {
-	r.frontends, r.hairpins = map[shardFamily][]MapElement{}, map[shardFamily][]Element{}
+	r.frontends = map[shardFamily][]MapElement{}
 	for i, el := range r.elems {
 		if i > 0 && r.elems[i-1].MapElement.Compare(el.MapElement) == 0 {
 			continue // a second service on the same address, protocol and port
@@ -423,19 +369,12 @@ func (r *Renderer) deriveLists() {
 		k := shardFamily{el.table, family(el.Addr)}
 		r.frontends[k] = append(r.frontends[k], el.MapElement)
 	}
-	for i, h := range r.hairpin {
-		if i > 0 && r.hairpin[i-1].table == h.table && r.hairpin[i-1].addr == h.addr {
-			continue // a second service of this table with this backend
-		}
-		k := shardFamily{h.table, family(h.addr)}
-		r.hairpins[k] = append(r.hairpins[k], Element{Prefix: netip.PrefixFrom(h.addr, h.addr.BitLen()), Peer: h.addr})
-	}
 }
 
-// serviceTables lists the tables services are spread over: all shards, or only the first in
-// the per-endpoint layout (the iptables translation has no tables).
-func serviceTables(endpointChains bool) []TableID {
-	if endpointChains {
+// serviceTables lists the tables services are spread over: all shards, or only the first
+// (RenderEndpointChains: the iptables translation has no tables).
+func serviceTables(oneTable bool) []TableID {
+	if oneTable {
 		return Tables[1:2]
 	}
 	return Tables[1:]
@@ -470,18 +409,17 @@ func mergeByName[T any](a, b []T, key func(*T) (TableID, string)) ([]T, error) {
 
 // serviceBuilder renders one service.
 type serviceBuilder struct {
-	table          TableID // the service's table
-	endpointChains bool
-	s              *snapshot.Service
-	node           string
-	chains         map[string]bool
-	out            serviceEntry
+	table  TableID // the service's table
+	s      *snapshot.Service
+	node   string
+	chains map[string]bool
+	out    serviceEntry
 }
 
 // renderService renders one service's chains (hashed), affinity sets and map elements.
-func renderService(s *snapshot.Service, node string, endpointChains bool) (*serviceEntry, error) {
-	sb := &serviceBuilder{table: ServicesTable, endpointChains: endpointChains, s: s, node: node, chains: map[string]bool{}}
-	if !endpointChains {
+func renderService(s *snapshot.Service, node string, oneTable bool) (*serviceEntry, error) {
+	sb := &serviceBuilder{table: ServicesTable, s: s, node: node, chains: map[string]bool{}}
+	if !oneTable {
 		sb.table = ServiceTable(s.ID)
 	}
 	sb.out.hash, sb.out.node = s.Hash, node
@@ -503,8 +441,6 @@ func renderService(s *snapshot.Service, node string, endpointChains bool) (*serv
 	slices.SortFunc(sb.out.chains, func(a, b Chain) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(sb.out.sets, func(a, b Set) int { return strings.Compare(a.Name, b.Name) })
 	sb.out.sets = slices.CompactFunc(sb.out.sets, func(a, b Set) bool { return a.Name == b.Name })
-	slices.SortFunc(sb.out.hairpin, compareOwnedAddr)
-	sb.out.hairpin = slices.Compact(sb.out.hairpin)
 	return &sb.out, nil
 }
 
@@ -560,42 +496,13 @@ func (sb *serviceBuilder) balanceChain(f snapshot.Frontend, sp servicePort, name
 		sb.addChain(c)
 		return nil
 	}
-	if sb.endpointChains {
-		return sb.balanceToChains(c, backends, sp)
-	}
-	// One chain per service port: no chain per endpoint. The kernel walks every chain of the
-	// netns on every commit (and a table's whole jump graph when a commit adds a jump), so
-	// chains are the unit of cost: 10,000 services were 30,000 chains, now 10,000. Each
-	// endpoint's statements (affinity record, DNAT) are repeated in the rules that pick it;
-	// the hairpin masquerade is a set lookup at postrouting (nat-postrouting-hairpin).
-	picks := make([][]Stmt, len(backends))
-	for i, be := range backends {
-		if !be.Addr.IsValid() || be.Port == 0 {
-			return fmt.Errorf("service %s: backend %s:%d: invalid address or port", sb.s.ID, be.Addr, be.Port)
-		}
-		addr := be.Addr.Unmap()
-		sb.out.hairpin = append(sb.out.hairpin, ownedAddr{table: sb.table, addr: addr, owner: sb.s.ID})
-		pick := []Stmt{L4Proto{Proto: sp.proto}, DNAT{Addr: addr, Port: be.Port}}
-		if secs := sb.s.AffinitySeconds; secs > 0 {
-			set := affinitySet(sp, addr, be.Port, secs)
-			sb.out.sets = append(sb.out.sets, Set{Table: sb.table, Name: set, Family: sp.family, Timeout: int(secs)})
-			pick = slices.Concat([]Stmt{SetUpdate{Family: sp.family, Set: set}}, pick)
-			// A client this endpoint served recently goes back to it.
-			c.Rules = append(c.Rules, Rule{Stmts: slices.Concat([]Stmt{AddrSet{Family: sp.family, Set: set}}, pick)})
-		}
-		picks[i] = pick
-	}
-	n := len(picks)
-	for i, pick := range picks[:n-1] {
-		c.Rules = append(c.Rules, Rule{Stmts: slices.Concat([]Stmt{RandomOneIn{Mod: uint32(n - i)}}, pick)})
-	}
-	c.Rules = append(c.Rules, Rule{Stmts: picks[n-1]})
-	sb.addChain(c)
-	return nil
+	return sb.balanceToChains(c, backends, sp)
 }
 
-// balanceToChains finishes a service port's chain c in the per-endpoint layout: affinity
-// checks and the numgen cascade jump to endpoint chains.
+// balanceToChains finishes a service port's chain c, as kube-proxy's: affinity checks (a
+// client an endpoint served recently goes back to it), then a cascade of random draws
+// (numgen random mod N-i == 0, for i = 0 … N-2, then the last) that picks one of the N
+// endpoint chains uniformly.
 func (sb *serviceBuilder) balanceToChains(c Chain, backends []snapshot.Backend, sp servicePort) error {
 	chains := make([]string, len(backends))
 	for i, be := range backends {
@@ -624,8 +531,8 @@ func chainAffinitySet(endpointChain string, seconds int32) string {
 	return safeName(fmt.Sprintf("aff-%d-%s", seconds, endpointChain))
 }
 
-// endpointChain renders (once) the chain that sends a service port's packet to one backend
-// in the per-endpoint layout: hairpin masquerade mark, affinity record, DNAT.
+// endpointChain renders (once) the chain that sends a service port's packet to one backend:
+// hairpin masquerade mark (the packet comes from the backend itself), affinity record, DNAT.
 func (sb *serviceBuilder) endpointChain(sp servicePort, be snapshot.Backend) (string, error) {
 	if !be.Addr.IsValid() || be.Port == 0 {
 		return "", fmt.Errorf("service %s: backend %s:%d: invalid address or port", sb.s.ID, be.Addr, be.Port)
@@ -648,46 +555,27 @@ func (sb *serviceBuilder) endpointChain(sp servicePort, be snapshot.Backend) (st
 	return name, nil
 }
 
-// affinitySet names the ClientIP affinity set of one endpoint of a service port.
-func affinitySet(sp servicePort, addr netip.Addr, port uint16, seconds int32) string {
-	return safeName(fmt.Sprintf("aff-%d-%s/%s", seconds, sp.name, netip.AddrPortFrom(addr, port)))
-}
-
 // serviceBaseChains are the static chains of one services table: dispatch at the dstnat hooks
-// (packets from workloads and from outside at prerouting, from the host itself at output),
-// and the hairpin masquerade at srcnat.
-func serviceBaseChains(table TableID, endpointChains bool) []Chain {
+// (packets from workloads and from outside at prerouting, from the host itself at output).
+func serviceBaseChains(table TableID) []Chain {
 	dispatch := []Rule{
 		{Stmts: []Stmt{NfProto{4}, FrontendVmap{Family: 4, Map: ServiceMap(4)}}},
 		{Stmts: []Stmt{NfProto{6}, FrontendVmap{Family: 6, Map: ServiceMap(6)}}},
 	}
-	hairpin := []Rule{
-		{Stmts: []Stmt{NfProto{4}, CTStatus{Status: "dnat"}, AddrPairSet{Family: 4, Set: HairpinSet(4)}, Masquerade{}}},
-		{Stmts: []Stmt{NfProto{6}, CTStatus{Status: "dnat"}, AddrPairSet{Family: 6, Set: HairpinSet(6)}, Masquerade{}}},
-	}
-	chains := []Chain{
+	return []Chain{
 		{Table: table, Name: "nat-prerouting", Base: &BaseChain{Type: "nat", Hook: "prerouting", Priority: PriorityDstNAT}, Rules: dispatch},
 		{Table: table, Name: "nat-output", Base: &BaseChain{Type: "nat", Hook: "output", Priority: PriorityDstNAT}, Rules: dispatch},
 	}
-	if endpointChains {
-		return chains
-	}
-	// A backend that reached its own service (source and destination now the same
-	// address) is masqueraded, or its reply would skip the reverse DNAT.
-	return append(chains, Chain{Table: table, Name: "nat-postrouting-hairpin", Base: &BaseChain{Type: "nat", Hook: "postrouting", Priority: PrioritySrcNAT}, Rules: hairpin})
 }
 
-// serviceTablesObjects appends every services table's static objects to t: frontend maps,
-// hairpin sets, base chains.
+// serviceTablesObjects appends every services table's static objects to t: frontend maps and
+// base chains.
 func (r *Renderer) serviceTablesObjects(t *Table) {
-	for _, id := range serviceTables(r.endpointChains) {
+	for _, id := range serviceTables(r.oneTable) {
 		for _, fam := range []int{4, 6} {
 			t.Maps = append(t.Maps, Map{Table: id, Name: ServiceMap(fam), Family: fam})
-			if !r.endpointChains {
-				t.Sets = append(t.Sets, Set{Table: id, Name: HairpinSet(fam), Family: fam, Pair: true})
-			}
 		}
-		for _, c := range serviceBaseChains(id, r.endpointChains) {
+		for _, c := range serviceBaseChains(id) {
 			c.Level = LevelBase
 			c.Hash = ChainHash(c)
 			t.Chains = append(t.Chains, c)

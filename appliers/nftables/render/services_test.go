@@ -69,9 +69,13 @@ func TestRenderServicesSemantics(t *testing.T) {
 		port              uint16
 		contains, lacking []string
 	}{
-		// Ready backends only (the terminating 10.0.2.2 is left out), with affinity checks.
+		// Ready backends only (the terminating 10.0.2.2 is left out): affinity checks, then
+		// the numgen cascade, jumping to endpoint chains that mark hairpin traffic, record
+		// affinity and DNAT.
 		{"cluster ip with affinity", 4, "10.96.0.10", 6, 80,
-			[]string{"numgen random mod 2 == 0 update @aff-300-", "dnat ip to 10.0.1.1:8080", "dnat ip to 10.0.2.1:8080", "ip saddr @aff-300-"}, []string{"10.0.2.2", "goto"}},
+			[]string{"ip saddr @aff-300-sep-app/web/http/tcp/4/10.0.1.1_8080 goto sep-app/web/http/tcp/4/10.0.1.1_8080",
+				"numgen random mod 2 == 0 goto sep-", "update @aff-300-sep-", "dnat ip to 10.0.1.1:8080", "dnat ip to 10.0.2.1:8080",
+				"ip saddr 10.0.2.1 meta mark set meta mark | 0x02000000"}, []string{"10.0.2.2"}},
 		// externalTrafficPolicy Local: only the local backend, no masquerade mark.
 		{"nodeport local", 4, "192.168.1.10", 6, 30080, []string{"svc-app/shop//tcp/4-local:", "10.0.1.5:8080"}, []string{"10.0.2.5", "-ext:", "numgen"}},
 		// Cluster policy NodePort: mark for masquerade, then the cluster chain.
@@ -108,23 +112,34 @@ func TestRenderServicesSemantics(t *testing.T) {
 		}
 	}
 
-	// Every backend a service port uses (not the terminating one) is a hairpin pair, once.
-	// Gathered from every services table: each table holds the pairs of its own services.
-	var hairpin render.Set
-	for _, st := range tbl.Sets {
-		if st.Table.IsServices() && st.Name == render.HairpinSet(4) {
-			hairpin.Name, hairpin.Family, hairpin.Pair = st.Name, st.Family, st.Pair
-			hairpin.Elements = append(hairpin.Elements, st.Elements...)
+	// Every endpoint chain marks the packets its own backend sent (hairpin) for masquerade,
+	// before anything else; no hairpin set or chain remains.
+	endpoints := 0
+	for _, c := range tbl.Chains {
+		if !strings.HasPrefix(c.Name, "sep-") {
+			continue
+		}
+		endpoints++
+		var dnat render.DNAT
+		for _, st := range c.Rules[len(c.Rules)-1].Stmts {
+			if d, ok := st.(render.DNAT); ok {
+				dnat = d
+			}
+		}
+		ip := map[bool]string{true: "ip", false: "ip6"}[dnat.Addr.Is4()]
+		want := fmt.Sprintf("%s saddr %s meta mark set meta mark | 0x%08x", ip, dnat.Addr, render.MasqMark)
+		if !dnat.Addr.IsValid() || c.Rules[0].String() != want {
+			t.Errorf("endpoint chain %s: first rule %q, last %q; want %q first and a DNAT last", c.Name, c.Rules[0], c.Rules[len(c.Rules)-1], want)
+		}
+		if strings.Contains(c.Name, "10.0.2.2") {
+			t.Errorf("endpoint chain %s for a terminating backend", c.Name)
 		}
 	}
-	text := hairpin.String()
-	for _, want := range []string{"type ipv4_addr . ipv4_addr", "10.0.1.1 . 10.0.1.1", "10.0.2.1 . 10.0.2.1", "10.0.1.5 . 10.0.1.5"} {
-		if !strings.Contains(text, want) {
-			t.Errorf("hairpin set: %q missing from\n%s", want, text)
-		}
+	if endpoints == 0 {
+		t.Error("no endpoint chains")
 	}
-	if strings.Contains(text, "10.0.2.2") || strings.Count(text, "10.0.1.1 . 10.0.1.1") != 1 {
-		t.Errorf("hairpin set: want each used backend once, not the terminating one:\n%s", text)
+	if text := tbl.String(); strings.Contains(text, "hairpin") {
+		t.Errorf("a hairpin set or chain is still rendered:\n%s", text)
 	}
 }
 
@@ -195,22 +210,52 @@ func TestRendererEqualsRender(t *testing.T) {
 	}
 }
 
-// TestRenderEndpointChains checks the per-endpoint layout the iptables dataplane translates:
-// endpoint chains that mark hairpin traffic, no hairpin set or chain.
+// TestRenderEndpointChains checks the one-table form the iptables dataplane translates: the
+// same service chains, sets and frontend elements as Render's, all in felis-svc.
 func TestRenderEndpointChains(t *testing.T) {
-	tbl, err := render.RenderEndpointChains(fixture.Services())
+	one, err := render.RenderEndpointChains(fixture.Services())
 	if err != nil {
 		t.Fatal(err)
 	}
-	text := tbl.String()
-	for _, want := range []string{"chain sep-app/web/http/tcp/4/10.0.1.1_8080 {", "ip saddr 10.0.1.1 meta mark set meta mark | 0x02000000", "goto sep-app/web/http/tcp/4/10.0.1.1_8080"} {
-		if !strings.Contains(text, want) {
-			t.Errorf("per-endpoint layout: %q missing", want)
-		}
+	spread, err := render.Render(fixture.Services())
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, bad := range []string{"hairpin"} {
-		if strings.Contains(text, bad) {
-			t.Errorf("per-endpoint layout: %q present", bad)
+	// Each object's text without its table, sorted; the base chains and maps are per table.
+	objects := func(tbl render.Table, wantTable func(render.TableID) bool) []string {
+		var out []string
+		for _, c := range tbl.Chains {
+			if c.Table.IsServices() && c.Base == nil {
+				if !wantTable(c.Table) {
+					t.Errorf("chain %s in table %s", c.Name, c.Table.Name())
+				}
+				out = append(out, c.Name+"\n"+fmt.Sprint(c.Rules))
+			}
 		}
+		for _, s := range tbl.Sets {
+			if s.Table.IsServices() {
+				out = append(out, "set "+s.Name)
+			}
+		}
+		for _, m := range tbl.Maps {
+			if m.Table.IsServices() {
+				for _, e := range m.Elements {
+					out = append(out, e.String())
+				}
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	got := objects(one, func(id render.TableID) bool { return id == render.ServicesTable })
+	want := objects(spread, func(render.TableID) bool { return true })
+	if len(want) == 0 {
+		t.Fatal("no service objects rendered")
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("RenderEndpointChains differs from Render beyond the tables (-Render +one table):\n%s", d)
+	}
+	if !strings.Contains(one.String(), "chain sep-app/web/http/tcp/4/10.0.1.1_8080 {") {
+		t.Error("per-endpoint chain sep-app/web/http/tcp/4/10.0.1.1_8080 missing")
 	}
 }
