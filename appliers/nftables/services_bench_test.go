@@ -116,8 +116,8 @@ func BenchmarkKernelServiceAdd(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if len(ops) != 3 { // the hairpin pairs, the service chain, the map element
-			b.Fatalf("%d ops, want 3:\n%s", len(ops), Script(ops))
+		if len(ops) != 4 { // the two endpoint chains, the service port's chain, the map element
+			b.Fatalf("%d ops, want 4:\n%s", len(ops), Script(ops))
 		}
 	}
 	reportMS(b, time.Since(start))
@@ -130,8 +130,7 @@ func BenchmarkKernelServiceAdd(b *testing.B) {
 // changed on top of 2,000 sets and policies) with 10,000 services in their tables too: what
 // the services cost the policy hot path. Both tables come from one Renderer, as in the agent,
 // so the unchanged service objects are shared between them (Plan settles their tables by
-// identity); two cold Renders would make Plan compare 10,000 chains and 20,000 hairpin pairs
-// by value instead.
+// identity); two cold Renders would make Plan compare 30,000 chains by value instead.
 func BenchmarkKernelChainUpdateWithServices(b *testing.B) {
 	s := fixture.Scaled(benchN, benchMembers)
 	s.Services = plainServices(benchServices, benchEndpoints).Services

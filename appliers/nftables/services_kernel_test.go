@@ -3,6 +3,7 @@
 package nftables
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"testing"
@@ -84,6 +85,44 @@ func TestKernelServicesMoveToOwnTable(t *testing.T) {
 		t.Fatalf("old layout: missing tables %v, want %v", obs.Missing, want)
 	}
 	step(t, "moved", k, f, desired, Plan(desired, obs))
+}
+
+// TestKernelServicesDropPairSetHairpin upgrades a kernel programmed by a felis that matched
+// hairpin traffic with a set of backend address pairs at postrouting (and had no endpoint
+// chains): one batch deletes every services table's hairpin sets and chain and adds the
+// endpoint chains, which mark hairpin traffic instead (kernel and fake agreeing).
+func TestKernelServicesDropPairSetHairpin(t *testing.T) {
+	k := newKernel(t)
+	f := NewFake()
+	snap := richServices()
+	desired := mustRender(t, snap)
+	old := render.Table{Sets: slices.Clone(desired.Sets), Maps: desired.Maps, Chains: slices.Clone(desired.Chains)}
+	for _, id := range render.Tables[1:] {
+		for _, fam := range []int{4, 6} {
+			a := netip.MustParseAddr(map[int]string{4: "10.1.0.1", 6: "fd00:10::6"}[fam])
+			old.Sets = append(old.Sets, render.Set{Table: id, Name: fmt.Sprintf("hairpin-%d", fam), Family: fam, Pair: true,
+				Elements: []render.Element{{Prefix: netip.PrefixFrom(a, a.BitLen()), Peer: a}}})
+		}
+		c := render.Chain{Table: id, Name: "nat-postrouting-hairpin", Level: render.LevelBase,
+			Base: &render.BaseChain{Type: "nat", Hook: "postrouting", Priority: render.PrioritySrcNAT}}
+		for _, fam := range []int{4, 6} {
+			c.Rules = append(c.Rules, render.Rule{Stmts: []render.Stmt{render.NfProto{Family: fam}, render.CTStatus{Status: "dnat"},
+				render.AddrPairSet{Family: fam, Set: fmt.Sprintf("hairpin-%d", fam)}, render.Masquerade{}}})
+		}
+		c.Hash = render.ChainHash(c)
+		old.Chains = append(old.Chains, c)
+	}
+	old.Sort()
+	step(t, "pair-set hairpin layout", k, f, old, Plan(old, nil))
+	obs, err := k.Observe(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops := Plan(desired, obs)
+	if want := 3 * (len(render.Tables) - 1); len(ops) != want {
+		t.Errorf("dropping the hairpin sets: %d ops, want %d (two sets and a chain per services table):\n%s", len(ops), want, Script(ops))
+	}
+	step(t, "endpoint chains only", k, f, desired, ops)
 }
 
 // TestKernelLargeElementLists programs element lists far larger than one netlink attribute

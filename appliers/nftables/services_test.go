@@ -45,8 +45,9 @@ func manyServices(n, backends int) snapshot.Snapshot {
 }
 
 // TestServicesPlanTouchesOnlyChangedService checks the partial-sync property on the fake:
-// one backend going away rewrites that service's chain, deletes its affinity set and hairpin
-// pair, and touches no map element and no other chain.
+// one backend going away rewrites that service port's chain (first: it jumps to the endpoint
+// chain), deletes the backend's endpoint chain and then its affinity set, and touches no map
+// element and no other chain.
 func TestServicesPlanTouchesOnlyChangedService(t *testing.T) {
 	f := NewFake()
 	before := manyServices(40, 2)
@@ -62,9 +63,9 @@ func TestServicesPlanTouchesOnlyChangedService(t *testing.T) {
 	ops := Plan(mustRender(t, after), obs)
 	tbl := "inet " + render.ServiceTable("ns0/svc0").Name()
 	want := []string{
-		"delete element " + tbl + " hairpin-4 { " + gone.Addr.String() + " . " + gone.Addr.String() + " }",
-		"replace chain " + tbl + " svc-ns0/svc0/http/tcp/4",
-		"delete set " + tbl + " aff-10800-ns0/svc0/http/tcp/4/" + gone.Addr.String() + "_8080",
+		"replace chain " + tbl + " svc-ns0/svc0/http/tcp/4 ",
+		"delete chain " + tbl + " sep-ns0/svc0/http/tcp/4/" + gone.Addr.String() + "_8080",
+		"delete set " + tbl + " aff-10800-sep-ns0/svc0/http/tcp/4/" + gone.Addr.String() + "_8080",
 	}
 	if len(ops) != len(want) {
 		t.Fatalf("ops:\n%s\nwant %d ops: %q", Script(ops), len(want), want)
@@ -78,8 +79,8 @@ func TestServicesPlanTouchesOnlyChangedService(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// A new service (with affinity) adds its chain, its affinity sets, its hairpin pairs and
-	// one map element per frontend, nothing else.
+	// A new service (with affinity) adds its service port's chain, its two endpoint chains
+	// and their affinity sets, and one map element per frontend, nothing else.
 	added := manyServices(41, 2)
 	added.Services[slicesIndex(added.Services, "ns0/svc0")].Backends = svc.Backends
 	added.Finalize()
@@ -89,7 +90,7 @@ func TestServicesPlanTouchesOnlyChangedService(t *testing.T) {
 	for _, o := range ops {
 		counts[o.Verb]++
 	}
-	if want := map[Verb]int{AddSet: 2, AddSetElements: 1, AddChain: 1, AddMapElements: 1}; fmt.Sprint(counts) != fmt.Sprint(want) {
+	if want := map[Verb]int{AddSet: 2, AddChain: 3, AddMapElements: 1}; fmt.Sprint(counts) != fmt.Sprint(want) {
 		t.Errorf("adding a service: ops %v, want %v:\n%s", counts, want, Script(ops))
 	}
 }
@@ -112,7 +113,7 @@ func TestPlanKeepsTablesApart(t *testing.T) {
 	snap.Finalize()
 	before := mustRender(t, snap)
 	for _, c := range before.Chains {
-		svc := strings.HasPrefix(c.Name, "svc-") || c.Name == "nat-prerouting" || c.Name == "nat-output" || c.Name == "nat-postrouting-hairpin"
+		svc := strings.HasPrefix(c.Name, "svc-") || strings.HasPrefix(c.Name, "sep-") || c.Name == "nat-prerouting" || c.Name == "nat-output"
 		if svc != c.Table.IsServices() {
 			t.Errorf("chain %s is in table %s", c.Name, c.Table.Name())
 		}
@@ -148,7 +149,7 @@ func TestPlanKeepsTablesApart(t *testing.T) {
 }
 
 // oldLayout is snap as a felis that kept services in the policy table rendered it: the
-// per-endpoint layout (chains per endpoint, hairpin by mark), all in inet felis.
+// per-endpoint layout, all in inet felis.
 func oldLayout(t testing.TB, snap snapshot.Snapshot) render.Table {
 	t.Helper()
 	tbl, err := render.RenderEndpointChains(snap)
