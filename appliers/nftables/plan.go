@@ -199,8 +199,7 @@ func equalMap(d, o *render.Map) bool {
 	return d.Family == o.Family && sameElements(d.Elements, o.Elements)
 }
 
-// sameSetElements is slices.Equal, at once when both are the same memory (the Renderer's
-// hairpin sets while no service changes).
+// sameSetElements is slices.Equal, at once when both are the same memory.
 func sameSetElements(a, b []render.Element) bool {
 	if len(a) == len(b) && len(a) > 0 && &a[0] == &b[0] {
 		return true

@@ -39,7 +39,9 @@ type SetUpdate struct {
 type Reject struct{}
 
 // AddrPairSet matches when the packet's source and destination address pair is in a pair
-// set: "ip saddr . ip daddr @hairpin-4".
+// set: "ip saddr . ip daddr @hairpin-4". No longer rendered (endpoint chains mark hairpin
+// traffic): it and Set.Pair remain so the hairpin sets and chain an earlier felis programmed
+// compile, read back and are deleted on upgrade (TestKernelServicesDropPairSetHairpin).
 type AddrPairSet struct {
 	Family int
 	Set    string

@@ -114,7 +114,7 @@ type Set struct {
 	Name     string
 	Family   int       // 4 or 6
 	Concat   bool      // address . inet_proto . inet_service (named ports), not an interval set
-	Pair     bool      // address . address (hairpin pairs), not an interval set
+	Pair     bool      // address . address (an earlier felis's hairpin pairs), not an interval set
 	Elements []Element // sorted by Element.Compare, no duplicates, no overlaps
 	// Drift is set by Observe when the kernel set holds something felis cannot have written
 	// (an interval that is not a prefix): Plan then flushes and refills it.
