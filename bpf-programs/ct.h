@@ -250,14 +250,16 @@ static __always_inline int ct_related(struct __sk_buff *skb, struct pkt *p, __u3
 // ct_lookup says whether p belongs to a known flow at this hook (a flow allowed here, or the
 // reply of one allowed at the other hook of the same interface), is an ICMP error related to
 // one, is new (policy decides), or is invalid (dropped, as the netfilter dataplanes drop
-// conntrack's INVALID: a TCP flag combination nf_conntrack rejects, or a TCP packet that
-// cannot open a flow and has none). A hit refreshes the flow and records its TCP state. A
+// conntrack's INVALID: a TCP flag combination nf_conntrack rejects, a TCP packet that cannot
+// open a flow and has none, or an ICMP error that relates to no known flow: nf_conntrack
+// attaches no entry to it, whether its embedded packet is unknown, truncated or itself an
+// error). A hit refreshes the flow and records its TCP state. A
 // SYN from the opening side of a flow that was reset or closed by FINs both ways reopens it:
 // it is new again (nf_conntrack: TIME_WAIT/CLOSE -> SYN_SENT).
 static __always_inline int ct_lookup(struct __sk_buff *skb, struct pkt *p, __u32 ifindex, __u8 dir, __u64 now)
 {
-	if (icmp_error(p))
-		return ct_related(skb, p, ifindex, dir, now) ? CT_RELATED : CT_NEW;
+	if (icmp_error(p)) // conntrack finds no flow for an unrelated error: INVALID
+		return ct_related(skb, p, ifindex, dir, now) ? CT_RELATED : CT_INVALID;
 	__u8 f = p->tcp_flags;
 	int tcp = p->proto == 6;
 	if (tcp && !tcp_valid_flags(f))

@@ -50,7 +50,7 @@
 #define C_EXEMPT 4
 #define C_FRAGMENT 5 // a later fragment that followed its first fragment's pass
 #define C_RELATED 6  // an ICMP error about a known flow
-#define C_INVALID 7  // conntrack INVALID (TCP): dropped before policy
+#define C_INVALID 7  // conntrack INVALID (TCP, unrelated ICMP error): dropped before policy
 
 // Endpoint flags.
 #define EP_TO_HOST_DENY 1 // drop allowed traffic to the host itself (DefaultEndpointToHostAction Drop)

@@ -48,6 +48,8 @@ func hepModel(ev *snapshot.Evaluator, cfg *snapshot.Config, hep *snapshot.HostEn
 	}
 	exempt := p.Dst.Is6() && p.Protocol == 58 && p.ICMPType != nil &&
 		((*p.ICMPType >= 130 && *p.ICMPType <= 137) || *p.ICMPType == 143)
+	// A tracked ICMP error about no known flow is conntrack INVALID: dropped (filter chains).
+	invalid := icmpError(p)
 	if ingress {
 		u := stage(hep.Untracked.Ingress, true, cfg.FailsafeInbound)
 		if u == snapshot.Deny || stage(hep.PreDNAT.Ingress, true, cfg.FailsafeInbound) == snapshot.Deny {
@@ -56,6 +58,8 @@ func hepModel(ev *snapshot.Evaluator, cfg *snapshot.Config, hep *snapshot.HostEn
 		switch {
 		case exempt:
 			return tcOK
+		case invalid && u != snapshot.Allow:
+			return tcShot
 		case local && u == snapshot.Allow:
 			return tcOK
 		case local:
@@ -66,6 +70,9 @@ func hepModel(ev *snapshot.Evaluator, cfg *snapshot.Config, hep *snapshot.HostEn
 		return tcOK
 	}
 	if !local {
+		if !exempt && invalid {
+			return tcShot
+		}
 		if exempt || stage(hep.Forward.Egress, false, nil) != snapshot.Deny {
 			return tcOK
 		}
@@ -79,6 +86,9 @@ func hepModel(ev *snapshot.Evaluator, cfg *snapshot.Config, hep *snapshot.HostEn
 	}
 	if exempt {
 		return tcOK
+	}
+	if invalid {
+		return tcShot
 	}
 	return normal(hep.Normal.Egress, false, cfg.FailsafeOutbound)
 }

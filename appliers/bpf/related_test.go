@@ -32,7 +32,8 @@ func icmpErr6(src, dst netip.Addr, typ, code uint8, inner []byte) []byte {
 // TestRelatedICMP: ICMP errors whose embedded packet belongs to a known flow pass without
 // policy, at either end of the flow (the workload as client or as server), IPv4 and IPv6
 // (packet too big for PMTU discovery included); errors about unknown flows, truncated or
-// about other errors go to policy; errors never create or refresh flows.
+// about other errors are dropped, whatever policy says, as the nftables dataplane drops them
+// (conntrack attaches no entry: ct state invalid); errors never create or refresh flows.
 func TestRelatedICMP(t *testing.T) {
 	d, _ := openTest(t)
 	toWEP, fromWEP := d.Programs()
@@ -65,17 +66,17 @@ func TestRelatedICMP(t *testing.T) {
 		want  uint32
 	}
 	steps := []step{
-		{"fragmentation needed, no flow yet: policy (router not allowed)", toWEP, icmpErr4(router4, ep4, 3, 4, out[14:]), tcShot},
+		{"fragmentation needed, no flow yet: invalid", toWEP, icmpErr4(router4, ep4, 3, 4, out[14:]), tcShot},
 		{"flow out", fromWEP, out, tcOK},
 		{"fragmentation needed for the flow", toWEP, icmpErr4(router4, ep4, 3, 4, out[14:]), tcOK},
 		{"port unreachable for the flow", toWEP, icmpErr4(peer4, ep4, 3, 3, out[14:]), tcOK},
 		{"time exceeded for the flow", toWEP, icmpErr4(router4, ep4, 11, 0, out[14:]), tcOK},
 		{"parameter problem for the flow", toWEP, icmpErr4(router4, ep4, 12, 0, out[14:]), tcOK},
-		{"fragmentation needed for another port", toWEP, icmpErr4(router4, ep4, 3, 4, other[14:]), tcShot},
+		{"fragmentation needed for another port: invalid", toWEP, icmpErr4(router4, ep4, 3, 4, other[14:]), tcShot},
 		{"the flow's tuple, but not an error type (echo request)", toWEP,
 			v4frag(router4, ep4, 1, 3, 0, false, append([]byte{8, 0, 0, 0, 0, 0, 0, 0}, out[14:14+28]...)), tcShot},
-		{"embedded header truncated", toWEP, icmpErr4(router4, ep4, 3, 4, out[14:14+20])[:14+20+8+20+2], tcShot},
-		{"error about an error about the flow", toWEP,
+		{"embedded header truncated: invalid", toWEP, icmpErr4(router4, ep4, 3, 4, out[14:14+20])[:14+20+8+20+2], tcShot},
+		{"error about an error about the flow: invalid", toWEP,
 			icmpErr4(router4, ep4, 3, 4, icmpErr4(ep4, peer4, 3, 4, out[14:])[14:]), tcShot},
 
 		// The workload as server: an error about its reply, from a router on the way.
@@ -89,13 +90,13 @@ func TestRelatedICMP(t *testing.T) {
 		{"time exceeded for the echo request", toWEP, icmpErr4(router4, ep4, 11, 0, echoOut[14:]), tcOK},
 
 		// IPv6: PMTU discovery.
-		{"v6 packet too big, no flow yet", toWEP, icmpErr6(router6, ep6, 2, 0, udp6[14:]), tcShot},
+		{"v6 packet too big, no flow yet: invalid", toWEP, icmpErr6(router6, ep6, 2, 0, udp6[14:]), tcShot},
 		{"v6 flow out", fromWEP, udp6, tcOK},
 		{"v6 packet too big for the flow", toWEP, icmpErr6(router6, ep6, 2, 0, udp6[14:]), tcOK},
 		{"v6 destination unreachable for the flow", toWEP, icmpErr6(router6, ep6, 1, 4, udp6[14:]), tcOK},
 		{"v6 time exceeded for the flow", toWEP, icmpErr6(router6, ep6, 3, 0, udp6[14:]), tcOK},
 		{"v6 parameter problem for the flow", toWEP, icmpErr6(router6, ep6, 4, 0, udp6[14:]), tcOK},
-		{"v6 packet too big for another port", toWEP, icmpErr6(router6, ep6, 2, 0, udp6Other[14:]), tcShot},
+		{"v6 packet too big for another port: invalid", toWEP, icmpErr6(router6, ep6, 2, 0, udp6Other[14:]), tcShot},
 		{"v6 flow out with a destination options header", fromWEP, udp6OptsSent, tcOK},
 		{"v6 packet too big embedding extension headers", toWEP, icmpErr6(router6, ep6, 2, 0, udp6Opts[14:]), tcOK},
 	}
@@ -120,8 +121,23 @@ func TestRelatedICMP(t *testing.T) {
 			t.Errorf("conntrack entry for an ICMP error: %+v", k)
 		}
 	}
-	// An error from an allowed source about an unknown flow is policed (and allowed here).
-	if got := runFrame(t, toWEP, icmpErr4(client4, ep4, 3, 3, other[14:])); got != tcOK {
-		t.Errorf("error from 10.0.0.2 (allowed by policy) about an unknown flow: %d, want pass", got)
+	// An error from a source policy allows about an unknown flow is invalid: dropped before
+	// policy, counted as invalid. So is one about an unknown IPv6 flow from an allowed source.
+	invalid := func() uint64 { // conntrack INVALID drops (C_INVALID) at TC egress, any interface
+		var k policyCounterKey
+		var v, sum uint64
+		for it := d.objs.FcntV1.Iterate(); it.Next(&k, &v); {
+			if k.Kind == 7 && k.Dir == 0 {
+				sum += v
+			}
+		}
+		return sum
+	}
+	n := invalid()
+	if got := runFrame(t, toWEP, icmpErr4(client4, ep4, 3, 3, other[14:])); got != tcShot {
+		t.Errorf("error from 10.0.0.2 (allowed by policy) about an unknown flow: %d, want drop", got)
+	}
+	if got := invalid(); got != n+1 {
+		t.Errorf("invalid counter %d after an unrelated error, want %d", got, n+1)
 	}
 }

@@ -331,3 +331,16 @@ func randPacket(r *rand.Rand, fromEP bool) snapshot.Packet {
 	}
 	return p
 }
+
+// icmpError says whether frame(p) is an ICMP error (ct.h's icmp_error): with no embedded
+// packet of a known flow, conntrack calls it INVALID and the programs drop it before policy.
+func icmpError(p snapshot.Packet) bool {
+	var t uint8
+	if p.ICMPType != nil {
+		t = *p.ICMPType
+	}
+	if p.Src.Is4() {
+		return p.Protocol == 1 && (t == 3 || t == 11 || t == 12)
+	}
+	return p.Protocol == 58 && t >= 1 && t <= 4
+}
