@@ -31,6 +31,11 @@ func init() { rootCmd.AddCommand(newAgentCmd()) }
 // Each dataplane registers itself from its own file.
 var policyDataplanes = map[string]func() (appliers.Dataplane, error){}
 
+// hostInterfaces lists the node's interfaces and addresses (netlink on Linux): the agent
+// places host endpoints with only expectedIPs on the interfaces carrying them before each
+// policy sync. nil where there is no such listing.
+var hostInterfaces appliers.Interfaces
+
 // routingDataplane builds the netlink applier (routes, VXLAN, interface settings), when
 // that applier is built in.
 var routingDataplane func(node string) (appliers.Dataplane, error)
@@ -135,6 +140,9 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 	policy, err := build()
 	if err != nil {
 		return fmt.Errorf("--dataplane %s: %w", f.dataplane, err)
+	}
+	if hostInterfaces != nil {
+		policy = appliers.ResolvingHostEndpoints(policy, hostInterfaces)
 	}
 	dps := []appliers.Dataplane{policy}
 	if !f.noRouting && routingDataplane != nil {

@@ -10,12 +10,14 @@ import (
 	"github.com/felis-dev/felis/appliers"
 	"github.com/felis-dev/felis/appliers/bpf"
 	"github.com/felis-dev/felis/appliers/iptables"
+	nl "github.com/felis-dev/felis/appliers/netlink"
 	"github.com/felis-dev/felis/appliers/nftables"
 	"github.com/felis-dev/felis/appliers/nftables/render"
 	"github.com/felis-dev/felis/snapshot"
 )
 
 func init() {
+	hostInterfaces = nl.HostInterfaces
 	policyDataplanes["nftables"] = func() (appliers.Dataplane, error) {
 		// Switching from the iptables dataplane: remove what it left (felis chains, hook rules,
 		// ipsets) before nftables takes over.

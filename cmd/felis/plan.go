@@ -220,6 +220,7 @@ func computePlan(cmd *cobra.Command, st *store.Store, batch store.Batch, problem
 		}
 		plan.Nodes = append(plan.Nodes, np)
 		plan.Warnings = append(plan.Warnings, capacityWarnings(a)...)
+		plan.Warnings = append(plan.Warnings, unplacedHostEndpoints(a)...)
 	}
 	plan.BlastRadius = blastRadius(plan.Nodes, snapsB, snapsA)
 	// Flows cross nodes: evaluate them against every node's snapshots when that is cheap,

@@ -11,6 +11,7 @@ import (
 	_ "github.com/felis-dev/felis/datastore/file" // registers the file: datastore
 	"github.com/felis-dev/felis/derive"
 	"github.com/felis-dev/felis/model/store"
+	"github.com/felis-dev/felis/snapshot"
 )
 
 func init() {
@@ -65,6 +66,9 @@ func runSnapshot(ctx context.Context, spec, node, output string, opts derive.Opt
 	if err != nil {
 		return fmt.Errorf("derive node %q: %w", node, err)
 	}
+	for _, n := range unplacedHostEndpoints(snap) {
+		fmt.Fprintln(errOut, "note: "+n)
+	}
 	var data []byte
 	if output == "json" {
 		data, err = snap.JSON()
@@ -76,4 +80,17 @@ func runSnapshot(ctx context.Context, spec, node, output string, opts derive.Opt
 	}
 	_, err = out.Write(data)
 	return err
+}
+
+// unplacedHostEndpoints notes the host endpoints with expectedIPs and no interfaceName: the
+// snapshot leaves them unplaced (its interface is ""), the agent places them on the
+// interfaces carrying those addresses at each sync (appliers.ResolvingHostEndpoints).
+func unplacedHostEndpoints(s *snapshot.Snapshot) []string {
+	var out []string
+	for _, h := range s.HostEndpoints {
+		if h.Interface == "" {
+			out = append(out, fmt.Sprintf("node %s: host endpoint %s has no interfaceName: the agent places it at run time on the interfaces carrying its expectedIPs %v (not resolved here)", s.Node, h.ID, h.ExpectedIPs))
+		}
+	}
+	return out
 }

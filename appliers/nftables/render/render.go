@@ -337,7 +337,9 @@ func (b *builder) failsafe(ports []snapshot.FailsafePort, inbound bool) []Rule {
 
 func (b *builder) hostEndpoint(hep snapshot.HostEndpoint, wild map[string]bool) error {
 	if hep.Interface == "" {
-		return fmt.Errorf("HostEndpoint %s: interface: empty", hep.ID)
+		// Only expectedIPs: the applier places it on the interfaces carrying them
+		// (appliers.ResolvingHostEndpoints) before rendering; unplaced, it governs nothing.
+		return nil
 	}
 	suffix := "-" + safeName(hep.Interface)
 	if hep.Interface == "*" {

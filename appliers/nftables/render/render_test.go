@@ -178,3 +178,32 @@ func TestNormalizePrefixes(t *testing.T) {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
 }
+
+// TestRenderUnplacedHostEndpoint: a host endpoint with only expectedIPs, not yet placed on an
+// interface by the applier, renders nothing of its own and never fails the snapshot (the
+// rest is programmed); placed, it renders as a named one.
+func TestRenderUnplacedHostEndpoint(t *testing.T) {
+	s := fixture.Snapshot()
+	want, err := render.Render(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unplaced := s.HostEndpoints[0]
+	unplaced.ID, unplaced.Interface, unplaced.ExpectedIPs = "by-ip", "", []netip.Addr{netip.MustParseAddr("10.0.0.1")}
+	s.HostEndpoints = append(s.HostEndpoints, unplaced)
+	got, err := render.Render(s)
+	if err != nil {
+		t.Fatalf("an unplaced host endpoint failed the whole snapshot: %v", err)
+	}
+	if diff := cmp.Diff(want.String(), got.String()); diff != "" {
+		t.Errorf("an unplaced host endpoint changed the table:\n%s", diff)
+	}
+	s.HostEndpoints[len(s.HostEndpoints)-1].Interface = "eth7"
+	placed, err := render.Render(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(placed.String(), "he-in-eth7") {
+		t.Errorf("placed on eth7, no he-in-eth7 chain:\n%s", placed)
+	}
+}
