@@ -130,6 +130,30 @@ struct {
 	__type(value, struct aff_val);
 } faff_v1 SEC(".maps");
 
+// frag_nat is the NAT decision taken for a fragmented datagram's first fragment (the one
+// with the ports), kept for its later fragments (ffragnat_v1, keyed like ffrag_v1 by the
+// datagram as it arrived at the hook: hook 1 is TC ingress, nat_in; 0 is TC egress,
+// nat_to_wep). A later fragment gets the same address rewrite (its ports are payload), the
+// same policy view and the same forwarding.
+struct frag_nat {
+	__u64 seen;
+	struct nat_val to;
+	__u8 action; // NA_FWD, NA_REPLY, NA_PASS, or NA_NONE (a hairpin view only)
+	__u8 redirect;
+	__u8 view;
+	__u8 view_src;
+	__u16 view_port;
+	__u16 pad;
+	__u8 view_addr[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct frag_key);
+	__type(value, struct frag_nat);
+} ffragnat_v1 SEC(".maps");
+
 // nat is one packet's NAT work, carried from before policy to after it.
 struct nat {
 	struct pkt p;        // the packet as it arrived
@@ -145,6 +169,8 @@ struct nat {
 	struct nat_val back; // new flows: the reply entry to record
 	__u8 buf[96];        // an ICMP error being built (reject)
 	__u8 tail[8];        // the ICMPv6 pseudo-header's length and next header
+	struct frag_key fk;  // a fragment's datagram at this hook (off the stack)
+	struct frag_nat fn;  // a first fragment's decision being recorded
 };
 
 // Actions on a packet.
@@ -152,6 +178,7 @@ struct nat {
 #define NA_NEW 1   // a new flow: DNAT done; after policy record it (and SNAT if to.src differs)
 #define NA_FWD 2   // a known flow: DNAT done; after policy SNAT if to.src differs
 #define NA_REPLY 3 // a reply: after policy rewrite source and destination from to
+#define NA_PASS 4  // a later fragment of a datagram nat_to_wep passed (already reverse-NATed)
 
 // scratch holds the NAT state: it does not fit beside police()'s on the 512-byte stack.
 struct {
@@ -221,20 +248,56 @@ static __always_inline int addr_eq(const __u8 *a, const __u8 *b)
 	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
 }
 
-// nat_parse fills n->p and the header offsets; returns 0 for a TCP or UDP packet NAT may
-// touch (not a fragment), else -1.
-static __always_inline int nat_parse(struct __sk_buff *skb, struct nat *n)
+// nat_parse fills n->p and the header offsets. Returns 0 for a TCP or UDP packet NAT may
+// touch (a first fragment included), 1 for a later fragment whose first fragment's NAT
+// decision was recorded at this hook (restored into n), else -1. hook: 1 at TC ingress
+// (nat_in), 0 at TC egress (nat_to_wep).
+static __always_inline int nat_parse(struct __sk_buff *skb, struct nat *n, __u8 hook)
 {
 	if (parse(skb, &n->p) != 0)
 		return -1;
 	n->parsed = 1;
-	if (n->p.proto != 6 && n->p.proto != 17)
-		return -1;
-	if (n->p.frag != FRAG_NONE)
-		return -1; // fragments are not NATed: the later ones carry no ports
 	n->l3off = ETH_HLEN;
 	n->l4off = n->p.l4off;
+	if (n->p.frag != FRAG_NONE) {
+		__builtin_memset(&n->fk, 0, sizeof(n->fk));
+		frag_fill(&n->fk, &n->p, skb->ifindex, hook);
+	}
+	if (n->p.frag == FRAG_LATER) {
+		struct frag_nat *f = bpf_map_lookup_elem(&ffragnat_v1, &n->fk);
+		if (!f || bpf_ktime_get_ns() - f->seen > FRAG_TIMEOUT_NS)
+			return -1;
+		n->to = f->to;
+		n->action = f->action;
+		n->redirect = f->redirect;
+		n->view = f->view;
+		n->view_src = f->view_src;
+		n->view_port = f->view_port;
+		__builtin_memcpy(n->view_addr, f->view_addr, 16);
+		return 1;
+	}
+	if (n->p.proto != 6 && n->p.proto != 17)
+		return -1;
 	return 0;
+}
+
+// nat_frag_record keeps a first fragment's NAT decision (taken, and allowed by policy) for
+// the later fragments of its datagram. A new flow's later fragments follow it as a known one.
+static __always_inline void nat_frag_record(struct nat *n, __u8 action)
+{
+	if (n->p.frag != FRAG_FIRST)
+		return;
+	struct frag_nat *f = &n->fn;
+	f->seen = bpf_ktime_get_ns();
+	f->to = n->to;
+	f->action = action == NA_NEW ? NA_FWD : action;
+	f->redirect = n->redirect;
+	f->view = n->view;
+	f->view_src = n->view_src;
+	f->view_port = n->view_port;
+	f->pad = 0;
+	__builtin_memcpy(f->view_addr, n->view_addr, 16);
+	bpf_map_update_elem(&ffragnat_v1, &n->fk, f, BPF_ANY);
 }
 
 static __always_inline void nat_key_of(struct nat_key *k, struct pkt *p)
@@ -262,7 +325,8 @@ static __always_inline __u32 csum_off(struct nat *n)
 }
 
 // rewrite_addr replaces the source (src=1) or destination address, fixing the IPv4 header
-// checksum and the L4 checksum's pseudo-header part.
+// checksum and the L4 checksum's pseudo-header part (not in a later fragment: the L4 header
+// and its checksum, which covers the whole datagram, are in the first one).
 static __always_inline int rewrite_addr(struct __sk_buff *skb, struct nat *n, int src, __u8 *old, __u8 *new)
 {
 	__u64 mangled = n->p.proto == 17 ? BPF_F_MARK_MANGLED_0 : 0;
@@ -277,7 +341,8 @@ static __always_inline int rewrite_addr(struct __sk_buff *skb, struct nat *n, in
 		off = n->l3off + (src ? 12 : 16);
 		if (bpf_l3_csum_replace(skb, n->l3off + 10, o, w, 4) < 0)
 			return -1;
-		if (bpf_l4_csum_replace(skb, csum_off(n), o, w, BPF_F_PSEUDO_HDR | mangled | 4) < 0)
+		if (n->p.frag != FRAG_LATER &&
+		    bpf_l4_csum_replace(skb, csum_off(n), o, w, BPF_F_PSEUDO_HDR | mangled | 4) < 0)
 			return -1;
 		return bpf_skb_store_bytes(skb, off, &w, 4, 0);
 	}
@@ -287,18 +352,20 @@ static __always_inline int rewrite_addr(struct __sk_buff *skb, struct nat *n, in
 	if (o[0] == w[0] && o[1] == w[1] && o[2] == w[2] && o[3] == w[3])
 		return 0;
 	off = n->l3off + (src ? 8 : 24);
-	diff = bpf_csum_diff(o, 16, w, 16, 0);
-	if (diff < 0)
-		return -1;
-	if (bpf_l4_csum_replace(skb, csum_off(n), 0, diff, BPF_F_PSEUDO_HDR | mangled) < 0)
-		return -1;
+	if (n->p.frag != FRAG_LATER) {
+		diff = bpf_csum_diff(o, 16, w, 16, 0);
+		if (diff < 0)
+			return -1;
+		if (bpf_l4_csum_replace(skb, csum_off(n), 0, diff, BPF_F_PSEUDO_HDR | mangled) < 0)
+			return -1;
+	}
 	return bpf_skb_store_bytes(skb, off, w, 16, 0);
 }
 
 // rewrite_port replaces the source (src=1) or destination port (host order values).
 static __always_inline int rewrite_port(struct __sk_buff *skb, struct nat *n, int src, __u16 old, __u16 new)
 {
-	if (old == new)
+	if (old == new || n->p.frag == FRAG_LATER) // a later fragment has no ports
 		return 0;
 	__u16 o = bpf_htons(old), w = bpf_htons(new);
 	__u64 mangled = n->p.proto == 17 ? BPF_F_MARK_MANGLED_0 : 0;
@@ -485,8 +552,14 @@ static __always_inline int nat_reject(struct __sk_buff *skb, struct nat *n, int 
 // external says the packet came from outside the node (a data interface).
 static __always_inline int nat_in(struct __sk_buff *skb, struct nat *n, int external)
 {
-	if (nat_parse(skb, n) < 0)
+	int r = nat_parse(skb, n, 1);
+	if (r < 0)
 		return NAT_CONTINUE;
+	if (r > 0) { // a later fragment: its first fragment's rewrite
+		if (n->action != NA_FWD)
+			return NAT_CONTINUE;
+		return rewrite_dst(skb, n) < 0 ? TC_ACT_SHOT : NAT_CONTINUE;
+	}
 	__u64 now = bpf_ktime_get_ns();
 	struct nat_key k = {};
 	nat_key_of(&k, &n->p);
@@ -550,9 +623,13 @@ static __always_inline int nat_in(struct __sk_buff *skb, struct nat *n, int exte
 // rewrites the source (SNAT, hairpin) or a reply's addresses, and redirects when needed.
 static __always_inline int nat_out(struct __sk_buff *skb, struct nat *n, int verdict)
 {
-	if (!n || verdict != TC_ACT_OK || n->action == NA_NONE)
+	if (!n || verdict != TC_ACT_OK)
 		return verdict;
-	if (n->action == NA_NEW) {
+	if (n->action != NA_NONE || n->view)
+		nat_frag_record(n, n->action);
+	if (n->action == NA_NONE)
+		return verdict;
+	if (n->action == NA_NEW && n->p.frag != FRAG_LATER) {
 		struct nat_key k = {};
 		nat_key_of(&k, &n->p);
 		bpf_map_update_elem(&fnat_v1, &k, &n->to, BPF_ANY);
@@ -594,8 +671,18 @@ static __always_inline int nat_from_wep(struct __sk_buff *skb, struct nat *n)
 // rewritten is noted.
 static __always_inline int nat_to_wep(struct __sk_buff *skb, struct nat *n)
 {
-	if (!n || !nat_workload(skb) || nat_parse(skb, n) < 0)
+	if (!n || !nat_workload(skb))
 		return NAT_CONTINUE;
+	int r = nat_parse(skb, n, 0);
+	if (r < 0)
+		return NAT_CONTINUE;
+	if (r > 0) { // a later fragment: as its first fragment
+		if (n->action == NA_PASS) {
+			count(skb->ifindex, DIR_TO_WEP, C_FRAGMENT);
+			return TC_ACT_OK;
+		}
+		return NAT_CONTINUE;
+	}
 	__u64 now = bpf_ktime_get_ns();
 	struct nat_key k = {};
 	nat_key_of(&k, &n->p);
@@ -613,6 +700,7 @@ static __always_inline int nat_to_wep(struct __sk_buff *skb, struct nat *n)
 	__builtin_memcpy(fk.dst, n->p.src, 16);
 	v = nat_lookup(&fk, now);
 	if (v && !(v->flags & NE_REV)) {
+		nat_frag_record(n, NA_PASS);
 		count(skb->ifindex, DIR_TO_WEP, C_ESTABLISHED);
 		return TC_ACT_OK;
 	}

@@ -404,6 +404,13 @@ static __always_inline int police(struct __sk_buff *skb, __u8 dir)
 	}
 	__u64 now = bpf_ktime_get_ns();
 	if (p.frag == FRAG_LATER) {
+		// At a host endpoint a later fragment gets its first fragment's service NAT first:
+		// that one was recorded here with its translated destination.
+		if ((ep->flags & EP_HOST) && dir == DIR_FROM_WEP) {
+			r = hep_nat_in(skb, ep, &p);
+			if (r != HEP_CONTINUE)
+				return r;
+		}
 		if (frag_follows(&p, ifindex, dir, now)) {
 			count(ifindex, dir, C_FRAGMENT);
 			return TC_ACT_OK;

@@ -115,6 +115,19 @@ type policyFragKey struct {
 	Dst     [16]uint8
 }
 
+type policyFragNat struct {
+	_        structs.HostLayout
+	Seen     uint64
+	To       policyNatVal
+	Action   uint8
+	Redirect uint8
+	View     uint8
+	ViewSrc  uint8
+	ViewPort uint16
+	Pad      uint16
+	ViewAddr [16]uint8
+}
+
 type policyFragVal struct {
 	_     structs.HostLayout
 	Seen  uint64
@@ -186,6 +199,9 @@ type policyNat struct {
 	Back     policyNatVal
 	Buf      [96]uint8
 	Tail     [8]uint8
+	Fk       policyFragKey
+	_        [4]byte
+	Fn       policyFragNat
 }
 
 type policyNatKey struct {
@@ -229,6 +245,7 @@ const (
 	policyMapFctV2         = "fct_v2"
 	policyMapFepsV2        = "feps_v2"
 	policyMapFfragV1       = "ffrag_v1"
+	policyMapFfragnatV1    = "ffragnat_v1"
 	policyMapFhepV2        = "fhep_v2"
 	policyMapFmemo         = "fmemo"
 	policyMapFnatV1        = "fnat_v1"
@@ -298,6 +315,7 @@ type policyMapSpecs struct {
 	FctV2         *ebpf.MapSpec `ebpf:"fct_v2"`
 	FepsV2        *ebpf.MapSpec `ebpf:"feps_v2"`
 	FfragV1       *ebpf.MapSpec `ebpf:"ffrag_v1"`
+	FfragnatV1    *ebpf.MapSpec `ebpf:"ffragnat_v1"`
 	FhepV2        *ebpf.MapSpec `ebpf:"fhep_v2"`
 	Fmemo         *ebpf.MapSpec `ebpf:"fmemo"`
 	FnatV1        *ebpf.MapSpec `ebpf:"fnat_v1"`
@@ -339,6 +357,7 @@ type policyMaps struct {
 	FctV2         *ebpf.Map `ebpf:"fct_v2"`
 	FepsV2        *ebpf.Map `ebpf:"feps_v2"`
 	FfragV1       *ebpf.Map `ebpf:"ffrag_v1"`
+	FfragnatV1    *ebpf.Map `ebpf:"ffragnat_v1"`
 	FhepV2        *ebpf.Map `ebpf:"fhep_v2"`
 	Fmemo         *ebpf.Map `ebpf:"fmemo"`
 	FnatV1        *ebpf.Map `ebpf:"fnat_v1"`
@@ -356,6 +375,7 @@ func (m *policyMaps) Close() error {
 		m.FctV2,
 		m.FepsV2,
 		m.FfragV1,
+		m.FfragnatV1,
 		m.FhepV2,
 		m.Fmemo,
 		m.FnatV1,
