@@ -3,10 +3,14 @@
 package bpf
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"fmt"
+	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -139,6 +143,14 @@ func TestPacketsServices(t *testing.T) {
 			}
 		}
 	}
+	// A 4,000-byte UDP datagram leaves the client as three fragments (MTU 1500) and its
+	// echo comes back as three: every fragment must be DNATed on the way in and come from
+	// the ClusterIP on the way back, or the backend or the client cannot reassemble it.
+	for _, dst := range []netip.AddrPort{cip, netip.MustParseAddrPort("[fd00:96::50]:80")} {
+		if err := bigUDP(pods["client"], dst, 4000); err != nil {
+			t.Errorf("client to the ClusterIP %s, a 4,000-byte UDP datagram: %v", dst, err)
+		}
+	}
 	if got := probe(pods["web-a"].Namespace, netns.TCP, cip, 20); got["web-a"] == 0 {
 		t.Errorf("web-a to its own service: served %v; want web-a among them (hairpin)", got)
 	}
@@ -187,4 +199,35 @@ func TestPacketsServices(t *testing.T) {
 	if len(left) > 0 {
 		t.Errorf("felis programs %v still on eth0 after Cleanup", left)
 	}
+}
+
+// bigUDP sends a size-byte UDP datagram from the pod to dst and waits for its echo (three
+// tries, a second each).
+func bigUDP(p *netns.Pod, dst netip.AddrPort, size int) error {
+	want := make([]byte, size)
+	_, _ = rand.Read(want)
+	return p.Do(func() error {
+		conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst))
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		got := make([]byte, 64*1024)
+		err = fmt.Errorf("no echo")
+		for range 3 {
+			_ = conn.SetDeadline(time.Now().Add(time.Second))
+			if _, werr := conn.Write(want); werr != nil {
+				return werr
+			}
+			n, rerr := conn.Read(got)
+			if rerr == nil && bytes.Equal(got[:n], want) {
+				return nil
+			}
+			err = rerr
+			if rerr == nil {
+				err = fmt.Errorf("echo of %d bytes, want the %d sent", n, size)
+			}
+		}
+		return err
+	})
 }
