@@ -23,6 +23,7 @@
 // redirect: the routing stack drops packets that arrive with a local source.
 
 #define NAT_CONTINUE -1
+#define NAT_REJECT_HOST 2 // nat_reject's external: the packet left the host at TC egress
 
 // Frontend flags.
 #define FE_AFFINITY 1 // ClientIP session affinity (timeout in affinity)
@@ -543,6 +544,8 @@ static __always_inline int nat_reject(struct __sk_buff *skb, struct nat *n, int 
 	} else if (bpf_skb_store_bytes(skb, ETH_HLEN, b, 96, 0) < 0) {
 		return TC_ACT_SHOT;
 	}
+	if (external == NAT_REJECT_HOST) // sent by the host (hostnat.h): back in to it
+		return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
 	return external ? bpf_redirect(skb->ifindex, 0) : bpf_redirect_peer(skb->ifindex, 0);
 }
 

@@ -373,6 +373,7 @@ static __always_inline int host_addr(struct __sk_buff *skb, struct pkt *p, int s
 }
 
 #include "nat.h"
+#include "hostnat.h"
 #include "hep.h"
 
 static __always_inline int police(struct __sk_buff *skb, __u8 dir)

@@ -245,9 +245,7 @@ func (d *Dataplane) Close() error {
 		}
 	}
 	for _, a := range d.data {
-		if a.link != nil {
-			a.link.Close()
-		}
+		a.close()
 	}
 	return d.objs.Close()
 }

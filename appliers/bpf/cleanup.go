@@ -18,7 +18,7 @@ import (
 )
 
 // programNames are the names felis's TC programs have in the kernel.
-var programNames = map[string]bool{"felis_to_wep": true, "felis_from_wep": true, "felis_data_in": true}
+var programNames = map[string]bool{"felis_to_wep": true, "felis_from_wep": true, "felis_data_in": true, "felis_data_out": true}
 
 // Cleanup removes the BPF dataplane's state so another dataplane can take over: it detaches
 // felis's programs from every interface of the current network namespace (TCX links and
@@ -43,7 +43,7 @@ func Cleanup(_ context.Context, pinRoot string) error {
 	dirs := []string{root}
 	if ents, err := os.ReadDir(root); err == nil {
 		for _, e := range ents {
-			if e.IsDir() && e.Name() != "links" && e.Name() != dataLinksDir {
+			if e.IsDir() && e.Name() != "links" && e.Name() != dataLinksDir && e.Name() != dataOutLinksDir {
 				dirs = append(dirs, filepath.Join(root, e.Name()))
 			}
 		}
@@ -120,7 +120,7 @@ func isFelisProgram(id ebpf.ProgramID) bool {
 // retired ones, from one pin directory.
 func unpinDir(dir string) error {
 	var errs []error
-	for _, sub := range []string{"links", dataLinksDir} {
+	for _, sub := range []string{"links", dataLinksDir, dataOutLinksDir} {
 		linksDir := filepath.Join(dir, sub)
 		ents, _ := os.ReadDir(linksDir)
 		for _, e := range ents {

@@ -44,10 +44,12 @@ const clsactDataHandle = 0xfe12
 // dataIfaces is the data interfaces this run attached the service program to, by name.
 type dataIfaces map[string]attachedData
 
-// attachedData is one data interface's TCX link (nil when attached with clsact).
+// attachedData is one data interface's TCX links (nil when attached with clsact): link runs
+// felis_data_in on ingress, out felis_data_out on egress.
 type attachedData struct {
 	ifindex int
 	link    link.Link
+	out     link.Link
 }
 
 // attachData attaches felis_data_in to TC ingress of every interface matching the data
@@ -66,9 +68,11 @@ func (d *Dataplane) attachData(st *render.State, res *appliers.Result) error {
 	if err != nil {
 		return fmt.Errorf("listing interfaces for the service program: %w", err)
 	}
-	dir := filepath.Join(d.opts.PinDir, dataLinksDir)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("bpf pin directory %s: %w", dir, err)
+	for _, sub := range []string{dataLinksDir, dataOutLinksDir} {
+		dir := filepath.Join(d.opts.PinDir, sub)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("bpf pin directory %s: %w", dir, err)
+		}
 	}
 	want := map[string]int{}
 	for _, l := range links {
@@ -91,60 +95,37 @@ func (d *Dataplane) attachData(st *render.State, res *appliers.Result) error {
 		idx := want[name]
 		if a, ok := d.data[name]; ok && a.ifindex == idx {
 			continue
-		} else if ok && a.link != nil {
-			a.link.Close()
+		} else if ok {
+			a.close()
 		}
-		pin := filepath.Join(dir, pinName(name))
-		if !d.opts.Clsact {
-			if l, err := link.LoadPinnedLink(pin, nil); err == nil {
-				if onIfindex(l, idx) && l.Update(d.objs.FelisDataIn) == nil {
-					d.data[name] = attachedData{ifindex: idx, link: l}
-					res.Counts["data-link-adopt"]++
-					continue
-				}
-				l.Unpin()
-				l.Close()
-			}
-			l, err := link.AttachTCX(link.TCXOptions{Interface: idx, Program: d.objs.FelisDataIn, Attach: ebpf.AttachTCXIngress, Anchor: link.Head()})
-			if err == nil {
-				if err := l.Pin(pin); err != nil {
-					l.Close()
-					return fmt.Errorf("data interface %s: pinning link: %w", name, err)
-				}
-				d.data[name] = attachedData{ifindex: idx, link: l}
-				res.Counts["data-link-attach"]++
-				res.Ops = append(res.Ops, "attach tcx in-data "+name)
-				continue
-			}
-			if !errors.Is(err, ebpf.ErrNotSupported) {
-				return fmt.Errorf("data interface %s: attaching TCX: %w", name, err)
-			}
-			d.opts.Clsact = true
+		in, err := d.attachDataHook(name, idx, dataIn, res)
+		if err != nil {
+			return err
 		}
-		if err := attachClsactData(idx, d.objs.FelisDataIn); err != nil {
-			return fmt.Errorf("data interface %s: attaching clsact: %w", name, err)
+		out, err := d.attachDataHook(name, idx, dataOut, res)
+		if err != nil {
+			if in != nil {
+				in.Close()
+			}
+			return err
 		}
-		d.data[name] = attachedData{ifindex: idx}
-		res.Counts["data-filter-replace"]++
-		res.Ops = append(res.Ops, "filter replace clsact in-data "+name)
+		d.data[name] = attachedData{ifindex: idx, link: in, out: out}
 	}
 	for name, a := range d.data {
 		if _, ok := want[name]; ok {
 			continue
 		}
-		if a.link != nil {
-			a.link.Unpin()
-			a.link.Close()
-		} else if l, err := netlink.LinkByIndex(a.ifindex); err == nil {
-			detachClsactData(l)
-		}
+		a.detach()
 		delete(d.data, name)
 		res.Counts["data-link-detach"]++
 	}
-	ents, _ := os.ReadDir(dir)
-	for _, e := range ents {
-		if _, ok := want[ifaceOfPin(e.Name())]; !ok {
-			os.Remove(filepath.Join(dir, e.Name()))
+	for _, h := range []dataHook{dataIn, dataOut} {
+		dir := filepath.Join(d.opts.PinDir, h.pinDir)
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			if _, ok := want[ifaceOfPin(e.Name())]; !ok {
+				os.Remove(filepath.Join(dir, e.Name()))
+			}
 		}
 	}
 	return nil
@@ -152,13 +133,13 @@ func (d *Dataplane) attachData(st *render.State, res *appliers.Result) error {
 
 // attachClsactData replaces felis's service filter on the interface's clsact ingress hook.
 // It has its own handle and runs after a host endpoint's policy filter (priority 2).
-func attachClsactData(ifindex int, prog *ebpf.Program) error {
+func attachClsactData(ifindex int, prog *ebpf.Program, parent uint32) error {
 	q := &netlink.GenericQdisc{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: ifindex, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT}, QdiscType: "clsact"}
 	if err := netlink.QdiscAdd(q); err != nil && !errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("clsact qdisc: %w", err)
 	}
 	f := &netlink.BpfFilter{
-		FilterAttrs:  netlink.FilterAttrs{LinkIndex: ifindex, Parent: netlink.HANDLE_MIN_INGRESS, Handle: clsactDataHandle, Priority: clsactPrio + 1, Protocol: unix.ETH_P_ALL},
+		FilterAttrs:  netlink.FilterAttrs{LinkIndex: ifindex, Parent: parent, Handle: clsactDataHandle, Priority: clsactPrio + 1, Protocol: unix.ETH_P_ALL},
 		Fd:           prog.FD(),
 		Name:         "felis-data",
 		DirectAction: true,
@@ -166,16 +147,18 @@ func attachClsactData(ifindex int, prog *ebpf.Program) error {
 	return netlink.FilterReplace(f)
 }
 
-// detachClsactData removes felis's service filter from the interface.
+// detachClsactData removes felis's service filters from the interface (both hooks).
 func detachClsactData(l netlink.Link) error {
-	fs, err := netlink.FilterList(l, netlink.HANDLE_MIN_INGRESS)
-	if err != nil {
-		return nil // no clsact qdisc
-	}
-	for _, f := range fs {
-		if bf, ok := f.(*netlink.BpfFilter); ok && bf.Handle == clsactDataHandle {
-			if err := netlink.FilterDel(bf); err != nil && !errors.Is(err, unix.ENOENT) {
-				return fmt.Errorf("deleting clsact filter: %w", err)
+	for _, parent := range []uint32{netlink.HANDLE_MIN_INGRESS, netlink.HANDLE_MIN_EGRESS} {
+		fs, err := netlink.FilterList(l, parent)
+		if err != nil {
+			return nil // no clsact qdisc
+		}
+		for _, f := range fs {
+			if bf, ok := f.(*netlink.BpfFilter); ok && bf.Handle == clsactDataHandle {
+				if err := netlink.FilterDel(bf); err != nil && !errors.Is(err, unix.ENOENT) {
+					return fmt.Errorf("deleting clsact filter: %w", err)
+				}
 			}
 		}
 	}

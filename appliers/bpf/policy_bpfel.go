@@ -254,6 +254,7 @@ const (
 	policyMapFsetsV1       = "fsets_v1"
 	policyMapFsvcV1        = "fsvc_v1"
 	policyProgFelisDataIn  = "felis_data_in"
+	policyProgFelisDataOut = "felis_data_out"
 	policyProgFelisFromWep = "felis_from_wep"
 	policyProgFelisToWep   = "felis_to_wep"
 )
@@ -301,6 +302,7 @@ type policySpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type policyProgramSpecs struct {
 	FelisDataIn  *ebpf.ProgramSpec `ebpf:"felis_data_in"`
+	FelisDataOut *ebpf.ProgramSpec `ebpf:"felis_data_out"`
 	FelisFromWep *ebpf.ProgramSpec `ebpf:"felis_from_wep"`
 	FelisToWep   *ebpf.ProgramSpec `ebpf:"felis_to_wep"`
 }
@@ -397,6 +399,7 @@ type policyVariables struct {
 // It can be passed to loadPolicyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type policyPrograms struct {
 	FelisDataIn  *ebpf.Program `ebpf:"felis_data_in"`
+	FelisDataOut *ebpf.Program `ebpf:"felis_data_out"`
 	FelisFromWep *ebpf.Program `ebpf:"felis_from_wep"`
 	FelisToWep   *ebpf.Program `ebpf:"felis_to_wep"`
 }
@@ -404,6 +407,7 @@ type policyPrograms struct {
 func (p *policyPrograms) Close() error {
 	return _PolicyClose(
 		p.FelisDataIn,
+		p.FelisDataOut,
 		p.FelisFromWep,
 		p.FelisToWep,
 	)
