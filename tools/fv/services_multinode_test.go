@@ -514,20 +514,15 @@ var _ = Describe("felis agent load-balances services across two nodes", Label("s
 				expectServed(servedBy(c.pods["client2"].Namespace, internal, 30, c.backends), "web-2a", "web-2b")
 			})
 
-			// Known bug of the bpf dataplane: its TC programs never see a host-networked client's
-			// connection before routing, so the node's own connections to a ClusterIP are not
-			// load-balanced (appliers/bpf README, gaps; Felix uses connect-time balancing).
-			var hostDecorations []any
-			if dp == "bpf" {
-				hostDecorations = append(hostDecorations, Label(knownBug))
-			}
-			It("serves clients on the nodes themselves (host network): ClusterIP across nodes, affinity, internalTrafficPolicy Local", append(hostDecorations, func() {
+			// The bpf dataplane NATs these at TC egress of the interface the route picks
+			// (felis_data_out, appliers/bpf README, services).
+			It("serves clients on the nodes themselves (host network): ClusterIP across nodes, affinity, internalTrafficPolicy Local", func() {
 				cip := netip.AddrPortFrom(netip.MustParseAddr(mnClusterIP), 80)
 				expectServed(servedBy(c.nodes[0].Namespace, cip, 40, c.backends), mnBackends...)
 				c.expectSticky(c.nodes[0].Namespace, c.nodes[1].Namespace)
 				internal := netip.AddrPortFrom(netip.MustParseAddr(mnInternalClusterIP), 80)
 				expectServed(servedBy(c.nodes[1].Namespace, internal, 30, c.backends), "web-2a", "web-2b")
-			})...)
+			})
 
 			It("balances a UDP port across nodes, and reaches backends through node2's NodePort from a pod and, without encapsulation, through node1's from the underlay", func() {
 				client := c.pods["client"].Namespace
