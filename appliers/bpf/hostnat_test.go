@@ -1,0 +1,101 @@
+//go:build linux
+
+package bpf
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
+)
+
+// TestServiceNATFromHost: BPF_PROG_TEST_RUN on felis_data_out (TC egress of a data
+// interface), in a private netns where the node is 192.168.5.1 and fd00:5::1 and the backends
+// are routed via the underlay. A packet the host sends to a ClusterIP is DNATed to a backend
+// (TCP, UDP, IPv6; valid checksums; its TTL kept: the host's own packet, not forwarded) and
+// redirected; the flow keeps its backend; new flows reach every backend; the reply is
+// reverse-NATed to come from the ClusterIP wherever it first meets felis (a local backend's
+// felis_from_wep, felis_data_in for a remote one) and passed on to the stack, not
+// redirected; a frontend without backends answers with an ICMP port unreachable sent back in;
+// packets to no frontend leave untouched.
+func TestServiceNATFromHost(t *testing.T) {
+	d, _ := openTest(t)
+	toWEP, fromWEP := d.Programs()
+	dataIn, dataOut := d.objs.FelisDataIn, d.objs.FelisDataOut
+	mustSync(t, d, serviceSnapshot(), true)
+	inNetNS(t, func(func(bool)) {
+		d1, err := netlink.LinkByName("d0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range []struct{ dst, via string }{{"10.0.0.0/24", "192.168.5.2"}, {"fd00::/64", "fd00:5::2"}} {
+			_, dst, _ := net.ParseCIDR(r.dst)
+			if err := netlink.RouteAdd(&netlink.Route{LinkIndex: d1.Attrs().Index, Dst: dst, Gw: net.ParseIP(r.via)}); err != nil {
+				t.Fatalf("route %s via %s: %v", r.dst, r.via, err)
+			}
+		}
+		for _, c := range []struct {
+			name     string
+			src, fe  netip.AddrPort
+			proto    uint8
+			backends []netip.AddrPort
+			local    bool // the backend is the workload: its reply meets felis_from_wep first
+		}{
+			{"TCP", ap("192.168.5.1:40000"), ap("10.96.0.10:80"), 6, []netip.AddrPort{ap("10.0.0.5:8080"), ap("10.0.0.6:8080")}, false},
+			{"TCP to a local backend", ap("192.168.5.1:40000"), ap("10.96.0.11:80"), 6, []netip.AddrPort{ap("10.0.0.1:8080")}, true},
+			{"UDP", ap("192.168.5.1:40000"), ap("10.96.0.53:53"), 17, []netip.AddrPort{ap("10.0.0.7:5353")}, false},
+			{"IPv6", ap("[fd00:5::1]:40000"), ap("[fd00:96::10]:80"), 6, []netip.AddrPort{ap("[fd00::5]:8080")}, false},
+		} {
+			seen := map[netip.AddrPort]int{}
+			for i := range 40 {
+				src := netip.AddrPortFrom(c.src.Addr(), c.src.Port()+uint16(i))
+				s := segment{Src: src, Dst: c.fe, Proto: c.proto}
+				v, out := send(t, dataOut, s)
+				if v != tcRedirect || out.Src != src || out.TTL != 64 {
+					t.Fatalf("%s: host to %s: verdict %d, sent as %s TTL %d; want redirected from %s, TTL 64", c.name, c.fe, v, out, out.TTL, src)
+				}
+				seen[out.Dst]++
+				if v, again := send(t, dataOut, s); v != tcRedirect || again.Dst != out.Dst {
+					t.Fatalf("%s: the flow's next packet: verdict %d, sent to %s; want its backend %s", c.name, v, again.Dst, out.Dst)
+				}
+				reply := segment{Src: out.Dst, Dst: src, Proto: c.proto}
+				hook, want := dataIn, uint32(tcNext) // a remote backend's reply, at the data interface
+				if c.local {
+					// The redirect into a local backend's veth meets its ingress policy; the
+					// reply meets the backend's egress hook.
+					if v, at := send(t, toWEP, out); v != tcOK || at != out {
+						t.Fatalf("%s: into the local backend: verdict %d, as %s", c.name, v, at)
+					}
+					hook, want = fromWEP, tcOK
+				}
+				if v, back := send(t, hook, reply); v != want || back.Src != c.fe || back.Dst != src {
+					t.Fatalf("%s: reply %s: verdict %d, as %s; want %d (to the stack) from %s to %s", c.name, reply, v, back, want, c.fe, src)
+				}
+			}
+			for _, b := range c.backends {
+				if seen[b] == 0 {
+					t.Errorf("%s: 40 host flows to %s reached %v; want every backend of %v", c.name, c.fe, seen, c.backends)
+				}
+			}
+		}
+
+		c := segment{Src: ap("192.168.5.1:41000"), Dst: ap("10.96.0.12:80"), Proto: 6}
+		in := c.build()
+		opts := &ebpf.RunOptions{Data: in, DataOut: make([]byte, len(in)+128)}
+		if v, err := dataOut.Run(opts); err != nil || v != tcRedirect {
+			t.Errorf("host to a frontend without backends: verdict %d (%v), want redirect (reject back in)", v, err)
+		} else {
+			checkUnreachable(t, c, in, opts.DataOut)
+		}
+		for _, s := range []segment{
+			{Src: ap("192.168.5.1:41001"), Dst: ap("10.0.0.5:8080"), Proto: 6}, // a backend directly
+			{Src: ap("192.168.5.1:41002"), Dst: ap("10.96.0.10:81"), Proto: 6}, // another port
+		} {
+			if v, out := send(t, dataOut, s); v != tcNext || out.Src != s.Src || out.Dst != s.Dst || out.TTL != 64 {
+				t.Errorf("not a frontend: %s: verdict %d, sent as %s; want untouched", s, v, out)
+			}
+		}
+	})
+}
