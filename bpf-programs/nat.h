@@ -17,6 +17,7 @@
 // - felis_data_in (TC ingress of the node's data interfaces): traffic from outside to any
 //   frontend is DNATed; a remote backend of a frontend that does not keep the client address
 //   gets the node's address as source; replies are reverse-NATed.
+// - felis_data_out (TC egress of the data interfaces, hostnat.h): the host's own connections.
 // Hairpin (a pod reaching itself through a service) gets the frontend address as source, so
 // the reply leaves the pod and is reverse-NATed at its interface.
 // A packet whose rewritten source is a node address is forwarded with bpf_fib_lookup and a
