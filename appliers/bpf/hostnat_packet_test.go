@@ -133,6 +133,16 @@ func TestPacketsHostClientServices(t *testing.T) {
 			}
 		}
 	}
+	// A 4,000-byte UDP datagram leaves the host as three fragments: each must be DNATed
+	// (the later ones as their first) and the fragmented echo must come back from the
+	// ClusterIP, or nobody reassembles it.
+	for _, dst := range []netip.AddrPort{netip.MustParseAddrPort("10.96.0.70:80"), netip.MustParseAddrPort("[fd00:96::70]:80")} {
+		for range 4 { // both backends, most likely
+			if err := bigUDP(node.Namespace, dst, 4000); err != nil {
+				t.Errorf("node1 to the ClusterIP %s, a 4,000-byte UDP datagram: %v", dst, err)
+			}
+		}
+	}
 	if r := node.Probe(netns.TCP, netip.MustParseAddrPort("10.96.0.71:80")); r.Outcome != netns.Refused {
 		t.Errorf("node1 to a ClusterIP without endpoints: %s; want refused", r)
 	}

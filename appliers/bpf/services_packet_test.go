@@ -147,7 +147,7 @@ func TestPacketsServices(t *testing.T) {
 	// echo comes back as three: every fragment must be DNATed on the way in and come from
 	// the ClusterIP on the way back, or the backend or the client cannot reassemble it.
 	for _, dst := range []netip.AddrPort{cip, netip.MustParseAddrPort("[fd00:96::50]:80")} {
-		if err := bigUDP(pods["client"], dst, 4000); err != nil {
+		if err := bigUDP(pods["client"].Namespace, dst, 4000); err != nil {
 			t.Errorf("client to the ClusterIP %s, a 4,000-byte UDP datagram: %v", dst, err)
 		}
 	}
@@ -201,9 +201,9 @@ func TestPacketsServices(t *testing.T) {
 	}
 }
 
-// bigUDP sends a size-byte UDP datagram from the pod to dst and waits for its echo (three
-// tries, a second each).
-func bigUDP(p *netns.Pod, dst netip.AddrPort, size int) error {
+// bigUDP sends a size-byte UDP datagram from the namespace (a pod, a node) to dst and waits
+// for its echo (three tries, a second each).
+func bigUDP(p *netns.Namespace, dst netip.AddrPort, size int) error {
 	want := make([]byte, size)
 	_, _ = rand.Read(want)
 	return p.Do(func() error {
