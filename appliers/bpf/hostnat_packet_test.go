@@ -10,6 +10,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
 
 	"github.com/felis-dev/felis/snapshot"
 	"github.com/felis-dev/felis/tools/netns"
@@ -24,7 +25,14 @@ import (
 // endpoints refuses node1's connection (the ICMP port unreachable is sent back into the host).
 // node2's own connections to the ClusterIP are not NATed (no felis there): they time out,
 // which shows the answers on node1 come from felis. Cleanup removes felis_data_out from eth0.
+// Run with TCX links and with clsact cls_bpf filters.
 func TestPacketsHostClientServices(t *testing.T) {
+	for _, clsact := range []bool{false, true} {
+		t.Run(map[bool]string{false: "tcx", true: "clsact"}[clsact], func(t *testing.T) { hostClientServices(t, clsact) })
+	}
+}
+
+func hostClientServices(t *testing.T, clsact bool) {
 	_, dir := openTest(t)
 	h := netns.New(t)
 	u, err := h.NewUnderlay("underlay")
@@ -95,13 +103,17 @@ func TestPacketsHostClientServices(t *testing.T) {
 	var d *Dataplane
 	if err := node.Do(func() error {
 		var err error
-		if d, err = Open(Options{PinDir: dir + "/host"}); err != nil {
+		if d, err = Open(Options{PinDir: dir + "/host", Clsact: clsact}); err != nil {
 			return err
 		}
 		res, err := d.Sync(context.Background(), snap, true)
-		if err == nil && (res.Counts["data-out-link-attach"] != 1 || res.Counts["data-link-attach"] != 1) {
-			t.Errorf("sync attached the service programs to %d / %d data interfaces (in / out), want 1 / 1 (eth0): %v",
-				res.Counts["data-link-attach"], res.Counts["data-out-link-attach"], res.Ops)
+		in, out := "data-link-attach", "data-out-link-attach"
+		if clsact {
+			in, out = "data-filter-replace", "data-out-filter-replace"
+		}
+		if err == nil && (res.Counts[in] != 1 || res.Counts[out] != 1) {
+			t.Errorf("sync attached the service programs to %d / %d data interfaces (%s / %s), want 1 / 1 (eth0): %v",
+				res.Counts[in], res.Counts[out], in, out, res.Ops)
 		}
 		return err
 	}); err != nil {
@@ -167,6 +179,14 @@ func TestPacketsHostClientServices(t *testing.T) {
 			for _, p := range res.Programs {
 				if isFelisProgram(p.ID) {
 					left = append(left, fmt.Sprint(at, p.ID))
+				}
+			}
+		}
+		for _, parent := range []uint32{netlink.HANDLE_MIN_INGRESS, netlink.HANDLE_MIN_EGRESS} {
+			fs, _ := netlink.FilterList(l, parent) // an error: no clsact qdisc, nothing left
+			for _, f := range fs {
+				if bf, ok := f.(*netlink.BpfFilter); ok && bf.Handle == clsactDataHandle {
+					left = append(left, fmt.Sprintf("clsact %x filter %s", parent, bf.Name))
 				}
 			}
 		}
