@@ -173,6 +173,9 @@ struct nat {
 	__u8 tail[8];        // the ICMPv6 pseudo-header's length and next header
 	struct frag_key fk;  // a fragment's datagram at this hook (off the stack)
 	struct frag_nat fn;  // a first fragment's decision being recorded
+	struct pkt in;       // an ICMP error's embedded packet
+	__u32 in_l3;         // ... and the offset of its IP header
+	struct nat_key ik;   // ... and the key of the entry its reply would match
 };
 
 // Actions on a packet.
@@ -181,6 +184,7 @@ struct nat {
 #define NA_FWD 2   // a known flow: DNAT done; after policy SNAT if to.src differs
 #define NA_REPLY 3 // a reply: after policy rewrite source and destination from to
 #define NA_PASS 4  // a later fragment of a datagram nat_to_wep passed (already reverse-NATed)
+#define NA_ICMP 5  // an ICMP error about a NATed flow: after policy translate it (nat_icmp_out)
 
 // scratch holds the NAT state: it does not fit beside police()'s on the 512-byte stack.
 struct {
@@ -323,7 +327,11 @@ static __always_inline struct nat_val *nat_lookup(struct nat_key *k, __u64 now)
 
 static __always_inline __u32 csum_off(struct nat *n)
 {
-	return n->l4off + (n->p.proto == 6 ? 16 : 6);
+	if (n->p.proto == 6)
+		return n->l4off + 16;
+	if (n->p.proto == 17)
+		return n->l4off + 6;
+	return n->l4off + 2; // ICMPv6 (an ICMP error being translated)
 }
 
 // rewrite_addr replaces the source (src=1) or destination address, fixing the IPv4 header
@@ -343,7 +351,8 @@ static __always_inline int rewrite_addr(struct __sk_buff *skb, struct nat *n, in
 		off = n->l3off + (src ? 12 : 16);
 		if (bpf_l3_csum_replace(skb, n->l3off + 10, o, w, 4) < 0)
 			return -1;
-		if (n->p.frag != FRAG_LATER &&
+		// ICMPv4's checksum has no pseudo-header.
+		if (n->p.frag != FRAG_LATER && n->p.proto != 1 &&
 		    bpf_l4_csum_replace(skb, csum_off(n), o, w, BPF_F_PSEUDO_HDR | mangled | 4) < 0)
 			return -1;
 		return bpf_skb_store_bytes(skb, off, &w, 4, 0);
@@ -476,6 +485,157 @@ static __always_inline __u16 csum_fold(__s64 sum)
 	x = (x & 0xffff) + (x >> 16);
 	x = (x & 0xffff) + (x >> 16);
 	return (__u16)~x;
+}
+
+// nat_icmp_in notes an ICMP error about a NATed flow (the packet it embeds is one of the
+// flow's packets as the error's sender saw it, translated): the entry the embedded packet's
+// reply would match — for an error about a DNATed request (client -> backend), the flow's
+// reply entry; for an error about a reverse-NATed reply (frontend -> client), its forward
+// entry — gives the translation back, as conntrack's NAT translates related errors. Only a
+// TCP or UDP packet behind an IPv4 header without options or a bare IPv6 header is
+// translated. Policy decides on the error as it arrived (conntrack holds the flow in that
+// form at this hook); nat_out translates it. At a pod's TC egress (to_wep) an error already
+// translated at a local backend's interface quotes the client's own packet (its forward
+// entry's key): it passes as related, as the flow's replies do; returns 1 then.
+static __always_inline int nat_icmp_in(struct __sk_buff *skb, struct nat *n, int to_wep)
+{
+	if (!n->parsed || n->action != NA_NONE || n->p.frag != FRAG_NONE || !icmp_error(&n->p))
+		return 0;
+	__builtin_memset(&n->in, 0, sizeof(n->in));
+	n->in_l3 = n->p.l4off + 8;
+	int r = n->p.family == FAMILY_V4 ? parse_ip4(skb, n->in_l3, &n->in) : parse_ip6(skb, n->in_l3, &n->in);
+	if (r < 0 || n->in.family != n->p.family || n->in.frag != FRAG_NONE || parse_l4(skb, &n->in) < 0)
+		return 0;
+	if ((n->in.proto != 6 && n->in.proto != 17) ||
+	    n->in.l4off != n->in_l3 + (n->p.family == FAMILY_V4 ? 20 : 40))
+		return 0;
+	struct nat_key *k = &n->ik;
+	struct nat_val *v;
+	__u64 now = bpf_ktime_get_ns();
+	if (to_wep) {
+		nat_key_of(k, &n->in);
+		k->pad = 0;
+		v = bpf_map_lookup_elem(&fnat_v1, k);
+		if (v && !(v->flags & NE_REV) && now - v->last_seen <= NAT_TIMEOUT_NS)
+			return 1;
+	}
+	k->family = n->in.family;
+	k->proto = n->in.proto;
+	k->sport = n->in.dport;
+	k->dport = n->in.sport;
+	k->pad = 0;
+	__builtin_memcpy(k->src, n->in.dst, 16);
+	__builtin_memcpy(k->dst, n->in.src, 16);
+	// Not refreshed: an error does not keep its flow alive.
+	v = bpf_map_lookup_elem(&fnat_v1, k);
+	if (!v || now - v->last_seen > NAT_TIMEOUT_NS)
+		return 0;
+	n->to = *v;
+	n->redirect = (v->flags & NE_REDIRECT) != 0;
+	n->action = NA_ICMP;
+	return 0;
+}
+
+// csum_adjust returns a 16-bit checksum field (as stored) updated by a bpf_csum_diff of the
+// data it covers.
+static __always_inline __u16 csum_adjust(__u16 check, __s64 diff)
+{
+	__u64 sum = (__u16)~check;
+	sum += (__u32)diff;
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	return csum_fold((__s64)sum);
+}
+
+// nat_icmp_out translates an ICMP error nat_icmp_in noted, with n->to the entry found: the
+// embedded packet gets the entry's rewrite reversed (source = to.dst:to.dport, destination
+// = to.src:to.sport; its IPv4 header checksum and its L4 checksum, when present, updated),
+// the ICMP checksum follows every changed byte, and the outer addresses that were the
+// embedded packet's (the error's sender is the flow's peer; its destination the flow's
+// other end) get the same translation — a router's address stays. For a redirect, n->to is
+// left holding the outer addresses.
+static __always_inline int nat_icmp_out(struct __sk_buff *skb, struct nat *n)
+{
+	__u8 *old = n->buf, *new = n->buf + 48;
+	__u32 icmp_csum = n->p.l4off + 2;
+	__u32 l4 = n->p.family == FAMILY_V4 ? 20 : 40;
+	// Byte stores and scratch, not locals: this is inlined beside police(), whose stack is
+	// at its limit.
+	__s64 diff;
+	if (n->p.family == FAMILY_V4) {
+		if (bpf_skb_load_bytes(skb, n->in_l3, old, 28) < 0)
+			return -1;
+		__builtin_memcpy(new, old, 28);
+		__builtin_memcpy(new + 12, n->to.dst, 4);
+		__builtin_memcpy(new + 16, n->to.src, 4);
+		new[20] = n->to.dport >> 8;
+		new[21] = n->to.dport;
+		new[22] = n->to.sport >> 8;
+		new[23] = n->to.sport;
+		// Pseudo-header addresses and ports, for the embedded L4 checksum.
+		diff = bpf_csum_diff((__be32 *)(old + 12), 12, (__be32 *)(new + 12), 12, 0);
+		new[10] = 0;
+		new[11] = 0;
+		__u16 c = csum_fold(bpf_csum_diff(0, 0, (__be32 *)new, 20, 0));
+		new[10] = c; // as stored: the low byte first
+		new[11] = c >> 8;
+	} else {
+		if (bpf_skb_load_bytes(skb, n->in_l3, old, 48) < 0)
+			return -1;
+		__builtin_memcpy(new, old, 48);
+		__builtin_memcpy(new + 8, n->to.dst, 16);
+		__builtin_memcpy(new + 24, n->to.src, 16);
+		new[40] = n->to.dport >> 8;
+		new[41] = n->to.dport;
+		new[42] = n->to.sport >> 8;
+		new[43] = n->to.sport;
+		diff = bpf_csum_diff((__be32 *)(old + 8), 36, (__be32 *)(new + 8), 36, 0);
+	}
+	if (diff < 0)
+		return -1;
+	if (n->in.proto == 17) {
+		__u16 c = old[l4 + 6] | (__u16)old[l4 + 7] << 8;
+		if (c || n->p.family == FAMILY_V6) { // a zero IPv4 UDP checksum stays zero
+			c = csum_adjust(c, diff);
+			if (!c)
+				c = 0xffff;
+			new[l4 + 6] = c;
+			new[l4 + 7] = c >> 8;
+		}
+	} else {
+		// TCP's checksum is past the 8 bytes an error must quote: fixed when quoted.
+		__u32 off = n->in_l3 + l4 + 16;
+		__u8 *t = n->tail;
+		if (bpf_skb_load_bytes(skb, off, t, 2) == 0) {
+			__u16 o = t[0] | (__u16)t[1] << 8;
+			__u16 c = csum_adjust(o, diff);
+			t[2] = c;
+			t[3] = c >> 8;
+			if (bpf_l4_csum_replace(skb, icmp_csum, o, c, 2) < 0 ||
+			    bpf_skb_store_bytes(skb, off, t + 2, 2, 0) < 0)
+				return -1;
+		}
+	}
+	__u32 len = n->p.family == FAMILY_V4 ? 28 : 48;
+	diff = bpf_csum_diff((__be32 *)old, 48, (__be32 *)new, 48, 0);
+	if (len == 28)
+		diff = bpf_csum_diff((__be32 *)old, 28, (__be32 *)new, 28, 0);
+	if (diff < 0 || bpf_l4_csum_replace(skb, icmp_csum, 0, diff, 0) < 0)
+		return -1;
+	if (len == 28) {
+		if (bpf_skb_store_bytes(skb, n->in_l3, new, 28, 0) < 0)
+			return -1;
+	} else if (bpf_skb_store_bytes(skb, n->in_l3, new, 48, 0) < 0) {
+		return -1;
+	}
+	// The outer header: the embedded packet's old addresses become the translated ones.
+	if (!addr_eq(n->p.src, n->in.dst))
+		__builtin_memcpy(n->to.src, n->p.src, 16);
+	if (!addr_eq(n->p.dst, n->in.src))
+		__builtin_memcpy(n->to.dst, n->p.dst, 16);
+	if (rewrite_addr(skb, n, 1, n->p.src, n->to.src) < 0)
+		return -1;
+	return rewrite_addr(skb, n, 0, n->p.dst, n->to.dst);
 }
 
 // nat_reject turns a packet to a frontend without backends into an ICMP port unreachable
@@ -633,6 +793,11 @@ static __always_inline int nat_out(struct __sk_buff *skb, struct nat *n, int ver
 		nat_frag_record(n, n->action);
 	if (n->action == NA_NONE)
 		return verdict;
+	if (n->action == NA_ICMP) {
+		if (nat_icmp_out(skb, n) < 0)
+			return TC_ACT_SHOT;
+		return n->redirect ? nat_redirect(skb, n) : verdict;
+	}
 	if (n->action == NA_NEW && n->p.frag != FRAG_LATER) {
 		struct nat_key k = {};
 		nat_key_of(&k, &n->p);
@@ -667,7 +832,10 @@ static __always_inline int nat_from_wep(struct __sk_buff *skb, struct nat *n)
 {
 	if (!n || !nat_workload(skb))
 		return NAT_CONTINUE;
-	return nat_in(skb, n, 0);
+	int r = nat_in(skb, n, 0);
+	if (r == NAT_CONTINUE)
+		nat_icmp_in(skb, n, 0);
+	return r;
 }
 
 // nat_to_wep runs before a workload's ingress policy: a reply rewritten at its backend's
@@ -678,8 +846,14 @@ static __always_inline int nat_to_wep(struct __sk_buff *skb, struct nat *n)
 	if (!n || !nat_workload(skb))
 		return NAT_CONTINUE;
 	int r = nat_parse(skb, n, 0);
-	if (r < 0)
+	if (r < 0) {
+		if (nat_icmp_in(skb, n, 1)) {
+			count(skb->ifindex, DIR_TO_WEP, C_RELATED);
+			return TC_ACT_OK;
+		}
+		n->redirect = 0; // going to the pod
 		return NAT_CONTINUE;
+	}
 	if (r > 0) { // a later fragment: as its first fragment
 		if (n->action == NA_PASS) {
 			count(skb->ifindex, DIR_TO_WEP, C_FRAGMENT);
@@ -729,7 +903,9 @@ int felis_data_in(struct __sk_buff *skb)
 	if (!n)
 		return TC_ACT_UNSPEC;
 	int r = nat_in(skb, n, 1);
-	if (r == NAT_CONTINUE)
+	if (r == NAT_CONTINUE) {
+		nat_icmp_in(skb, n, 0);
 		r = nat_out(skb, n, TC_ACT_OK);
+	}
 	return r == TC_ACT_OK ? TC_ACT_UNSPEC : r;
 }

@@ -195,3 +195,153 @@ func TestServiceNATFragments(t *testing.T) {
 		})
 	}
 }
+
+// icmpErrorFrame builds an ICMP (IPv4) or ICMPv6 error from src to dst of type typ and code with
+// the 4 bytes after the checksum (an MTU, say) and quoting quoted, checksums valid.
+func icmpErrorFrame(src, dst netip.Addr, typ, code uint8, rest uint32, quoted []byte) []byte {
+	msg := make([]byte, 8, 8+len(quoted))
+	msg[0], msg[1] = typ, code
+	binary.BigEndian.PutUint32(msg[4:], rest)
+	msg = append(msg, quoted...)
+	b := make([]byte, 14)
+	if src.Is4() {
+		binary.BigEndian.PutUint16(b[12:], 0x0800)
+		binary.BigEndian.PutUint16(msg[2:], ^uint16(csum(0, msg)))
+		h := make([]byte, 20)
+		h[0] = 0x45
+		binary.BigEndian.PutUint16(h[2:], uint16(20+len(msg)))
+		h[8], h[9] = 64, 1
+		copy(h[12:], src.AsSlice())
+		copy(h[16:], dst.AsSlice())
+		binary.BigEndian.PutUint16(h[10:], ^uint16(csum(0, h)))
+		b = append(b, h...)
+	} else {
+		binary.BigEndian.PutUint16(b[12:], 0x86dd)
+		binary.BigEndian.PutUint16(msg[2:], ^uint16(csum(pseudo(src, dst, 58, len(msg)), msg)))
+		h := make([]byte, 40)
+		h[0] = 0x60
+		binary.BigEndian.PutUint16(h[4:], uint16(len(msg)))
+		h[6], h[7] = 58, 64
+		copy(h[8:], src.AsSlice())
+		copy(h[24:], dst.AsSlice())
+		b = append(b, h...)
+	}
+	return append(b, msg...)
+}
+
+// runBytes runs prog on frame and returns the verdict and the frame as it left.
+func runBytes(t *testing.T, prog *ebpf.Program, frame []byte) (uint32, []byte) {
+	t.Helper()
+	buf := make([]byte, len(frame)+64)
+	opts := &ebpf.RunOptions{Data: frame, DataOut: buf}
+	v, err := prog.Run(opts)
+	if err != nil {
+		t.Fatalf("BPF_PROG_TEST_RUN: %v", err)
+	}
+	return v, opts.DataOut
+}
+
+// TestServiceNATICMPErrors: an ICMP error about a flow a client opened to a ClusterIP, sent
+// by the backend (or a router on the way) about the DNATed packet, reaches the client
+// translated as conntrack's NAT translates it: the outer source is the frontend when the
+// backend sent it (a router's address stays), the quoted packet is the client's own packet
+// again (addresses, ports, IPv4 header checksum, the L4 checksum when quoted), and the
+// outer IPv4 header checksum and the ICMP / ICMPv6 checksum (pseudo-header included) are
+// valid: each output is compared byte for byte with the error built from the client's
+// packet; the error as a local backend's interface translated it passes the client's
+// interface unchanged. IPv4 UDP (fragmentation needed, whole datagram quoted; time exceeded from a
+// router), IPv4 TCP (port unreachable quoting 8 bytes of TCP), IPv6 TCP (packet too big,
+// whole segment quoted; time exceeded from a router quoting 8 bytes).
+func TestServiceNATICMPErrors(t *testing.T) {
+	d, _ := openTest(t)
+	toWEP, fromWEP := d.Programs()
+	mustSync(t, d, serviceSnapshot(), true)
+	router4, router6 := netip.MustParseAddr("10.9.9.1"), netip.MustParseAddr("2001:db8::1")
+	for _, c := range []struct {
+		name      string
+		req       segment
+		typ, code uint8
+		rest      uint32
+		quote     int // bytes of the packet quoted (0: all)
+		router    bool
+	}{
+		{name: "v4 UDP fragmentation needed from the backend", req: segment{Src: ap("10.0.0.1:5400"), Dst: ap("10.96.0.53:53"), Proto: 17}, typ: 3, code: 4, rest: 1400},
+		{name: "v4 UDP zero checksum, port unreachable from the backend", req: segment{Src: ap("10.0.0.1:5403"), Dst: ap("10.96.0.53:53"), Proto: 17, ZeroUDPChecksum: true}, typ: 3, code: 3},
+		{name: "v4 UDP time exceeded from a router", req: segment{Src: ap("10.0.0.1:5404"), Dst: ap("10.96.0.53:53"), Proto: 17}, typ: 11, router: true},
+		{name: "v4 TCP port unreachable quoting 8 bytes", req: segment{Src: ap("10.0.0.1:5401"), Dst: ap("10.96.0.10:80"), Proto: 6}, typ: 3, code: 3, quote: 28},
+		{name: "v6 TCP packet too big from the backend", req: segment{Src: ap("[fd00::1]:5402"), Dst: ap("[fd00:96::10]:80"), Proto: 6}, typ: 2, rest: 1280},
+		{name: "v6 TCP time exceeded from a router, 8 bytes", req: segment{Src: ap("[fd00::1]:5405"), Dst: ap("[fd00:96::10]:80"), Proto: 6}, typ: 3, quote: 48, router: true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			sent := c.req.build()
+			v, dnat := runBytes(t, fromWEP, sent)
+			backend := parseSegment(t, dnat)
+			if v != tcOK || backend.Dst == c.req.Dst {
+				t.Fatalf("%s: verdict %d, sent as %s; want DNATed", c.req, v, backend)
+			}
+			quote := c.quote
+			if quote == 0 {
+				quote = len(sent) - 14
+			}
+			from, wantFrom := backend.Dst.Addr(), c.req.Dst.Addr()
+			if c.router {
+				from = router4
+				if from6 := c.req.Src.Addr().Is6(); from6 {
+					from = router6
+				}
+				wantFrom = from
+			}
+			in := icmpErrorFrame(from, c.req.Src.Addr(), c.typ, c.code, c.rest, dnat[14:14+quote])
+			want := icmpErrorFrame(wantFrom, c.req.Src.Addr(), c.typ, c.code, c.rest, sent[14:14+quote])
+			v, got := runBytes(t, toWEP, in)
+			if v != tcOK || !slices.Equal(got, want) {
+				t.Errorf("verdict %d, error delivered as\n%x\nwant (verdict %d)\n%x\nsent\n%x", v, got, tcOK, want, in)
+			}
+			// The same error translated at a local backend's interface passes the client's
+			// as it is (conntrack here holds the flow DNATed: it alone would call the error
+			// invalid).
+			if v, got := runBytes(t, toWEP, want); v != tcOK || !slices.Equal(got, want) {
+				t.Errorf("translated error: verdict %d, delivered as\n%x\nwant it passed unchanged", v, got)
+			}
+		})
+	}
+}
+
+// TestServiceNATICMPErrorSNAT: a NodePort flow to a remote backend is SNATed to the node;
+// an error the backend sends the node about it (fragmentation needed) is translated on the
+// data interface back to the client's view — from the NodePort address to the client,
+// quoting the client's own packet — and forwarded like the flow's replies (TTL decremented
+// when redirected; the IPv4 header checksum valid either way).
+func TestServiceNATICMPErrorSNAT(t *testing.T) {
+	d, _ := openTest(t)
+	dataIn := d.objs.FelisDataIn
+	mustSync(t, d, serviceSnapshot(), true)
+	inNetNS(t, func(func(bool)) {
+		c := segment{Src: ap("192.168.5.2:5556"), Dst: ap("192.168.5.1:30081"), Proto: 6}
+		sent := c.build()
+		v, snat := runBytes(t, dataIn, sent)
+		out := parseSegment(t, snat)
+		if v == tcShot || out.Src.Addr() != c.Dst.Addr() || out.Dst != ap("10.1.0.9:8080") {
+			t.Fatalf("NodePort, remote backend: verdict %d, sent as %s; want from the node to 10.1.0.9:8080", v, out)
+		}
+		in := icmpErrorFrame(out.Dst.Addr(), out.Src.Addr(), 3, 4, 1400, snat[14:14+28])
+		want := icmpErrorFrame(c.Dst.Addr(), c.Src.Addr(), 3, 4, 1400, sent[14:14+28])
+		v, got := runBytes(t, dataIn, in)
+		if v == tcShot || len(got) != len(want) {
+			t.Fatalf("error from the backend: verdict %d, %x", v, got)
+		}
+		if c := csum(0, got[14:34]); c != 0xffff {
+			t.Errorf("outer IPv4 header checksum invalid (sum %#x)", c)
+		}
+		if v == tcRedirect && got[14+8] != 63 {
+			t.Errorf("redirected with TTL %d, want 63", got[14+8])
+		}
+		// Compare all but the MAC addresses, the TTL and the header checksum.
+		for _, i := range []int{14 + 8, 14 + 10, 14 + 11} {
+			got[i], want[i] = 0, 0
+		}
+		if !slices.Equal(got[12:], want[12:]) {
+			t.Errorf("error delivered as\n%x\nwant\n%x", got[12:], want[12:])
+		}
+	})
+}

@@ -202,6 +202,29 @@ type policyNat struct {
 	Fk       policyFragKey
 	_        [4]byte
 	Fn       policyFragNat
+	In       struct {
+		_         structs.HostLayout
+		Family    uint8
+		Proto     uint8
+		HasIcmp   uint8
+		IcmpType  uint8
+		IcmpCode  uint8
+		_         [1]byte
+		IcmpId    uint16
+		Sport     uint16
+		Dport     uint16
+		Src       [16]uint8
+		Dst       [16]uint8
+		Frag      uint8
+		FragProto uint8
+		TcpFlags  uint8
+		_         [1]byte
+		FragId    uint32
+		L4off     uint32
+	}
+	InL3 uint32
+	Ik   policyNatKey
+	_    [4]byte
 }
 
 type policyNatKey struct {

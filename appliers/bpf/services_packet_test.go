@@ -28,7 +28,8 @@ import (
 // replies came back from the ClusterIP: the client's socket accepts nothing else), a backend
 // reaches itself (hairpin), and node2 reaches both backends through the NodePort (TCP and
 // UDP); a service without endpoints refuses connections from a pod and from outside (ICMP
-// port unreachable). Then the felis state is removed with Cleanup.
+// port unreachable), and a backend's own port unreachable reaches the client translated.
+// Then the felis state is removed with Cleanup.
 func TestPacketsServices(t *testing.T) {
 	_, dir := openTest(t) // root check and a private bpffs
 	h := netns.New(t)
@@ -94,7 +95,14 @@ func TestPacketsServices(t *testing.T) {
 	none := snapshot.Service{ID: "app/none", Frontends: []snapshot.Frontend{
 		{Addr: netip.MustParseAddr("10.96.0.60"), Port: 80, Protocol: 6, Kind: "ClusterIP"},
 		{Addr: node.IPv4, Port: 30090, Protocol: 6, Kind: "NodePort"}}}
-	snap.Services = []snapshot.Service{svc, none}
+	// closed: UDP to a backend port nothing listens on; web-a answers port unreachable.
+	closed := snapshot.Service{ID: "app/closed", Frontends: []snapshot.Frontend{
+		{Addr: netip.MustParseAddr("10.96.0.70"), Port: 80, Protocol: 17, Kind: "ClusterIP"},
+		{Addr: netip.MustParseAddr("fd00:96::70"), Port: 80, Protocol: 17, Kind: "ClusterIP"}}}
+	for _, a := range pods["web-a"].Addrs() {
+		closed.Backends = append(closed.Backends, snapshot.Backend{Addr: a, Port: 9999, Protocol: 17, Node: "node1", Ready: true, Serving: true})
+	}
+	snap.Services = []snapshot.Service{svc, none, closed}
 	snap.Finalize()
 
 	var d *Dataplane
@@ -149,6 +157,14 @@ func TestPacketsServices(t *testing.T) {
 	for _, dst := range []netip.AddrPort{cip, netip.MustParseAddrPort("[fd00:96::50]:80")} {
 		if err := bigUDP(pods["client"].Namespace, dst, 4000); err != nil {
 			t.Errorf("client to the ClusterIP %s, a 4,000-byte UDP datagram: %v", dst, err)
+		}
+	}
+	// The backend's port unreachable reaches the client translated (from the ClusterIP,
+	// quoting the client's datagram), so its connected socket sees the refusal; untranslated,
+	// the kernel matches it to no socket and the probe times out.
+	for _, dst := range []netip.AddrPort{netip.MustParseAddrPort("10.96.0.70:80"), netip.MustParseAddrPort("[fd00:96::70]:80")} {
+		if r := pods["client"].Probe(netns.UDP, dst); r.Outcome != netns.Refused {
+			t.Errorf("client to %s over UDP (the backend's port is closed): %s; want refused", dst, r)
 		}
 	}
 	if got := probe(pods["web-a"].Namespace, netns.TCP, cip, 20); got["web-a"] == 0 {
