@@ -504,7 +504,7 @@ static __always_inline int nat_icmp_in(struct __sk_buff *skb, struct nat *n, int
 	__builtin_memset(&n->in, 0, sizeof(n->in));
 	n->in_l3 = n->p.l4off + 8;
 	int r = n->p.family == FAMILY_V4 ? parse_ip4(skb, n->in_l3, &n->in) : parse_ip6(skb, n->in_l3, &n->in);
-	if (r < 0 || n->in.family != n->p.family || n->in.frag != FRAG_NONE || parse_l4(skb, &n->in) < 0)
+	if (r < 0 || n->in.family != n->p.family || n->in.frag == FRAG_LATER || parse_l4(skb, &n->in) < 0)
 		return 0;
 	if ((n->in.proto != 6 && n->in.proto != 17) ||
 	    n->in.l4off != n->in_l3 + (n->p.family == FAMILY_V4 ? 20 : 40))
