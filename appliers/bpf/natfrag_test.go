@@ -345,3 +345,38 @@ func TestServiceNATICMPErrorSNAT(t *testing.T) {
 		}
 	})
 }
+
+// TestServiceNATFragmentsSNAT: a fragmented datagram from outside to a NodePort whose
+// backend is on another node (`felis_data_in`): every fragment leaves SNATed to the node and
+// DNATed to the backend, and every fragment of the backend's fragmented reply goes back from
+// the NodePort to the client (checksums checked on reassembly; TTLs decremented when
+// redirected).
+func TestServiceNATFragmentsSNAT(t *testing.T) {
+	d, _ := openTest(t)
+	dataIn := d.objs.FelisDataIn
+	mustSync(t, d, serviceSnapshot(), true)
+	inNetNS(t, func(func(bool)) {
+		through := func(frames [][]byte) [][]byte {
+			t.Helper()
+			var out [][]byte
+			for i, f := range frames {
+				v, b := runBytes(t, dataIn, f)
+				if v == tcShot {
+					t.Fatalf("fragment %d of %d dropped", i, len(frames))
+				}
+				out = append(out, b)
+			}
+			return out
+		}
+		req := datagram{ap("192.168.5.2:5557"), ap("192.168.5.1:30081"), 6}
+		got, _ := reassemble(t, through(req.fragments(300, 150)))
+		if got.Src.Addr() != req.Dst.Addr() || got.Dst != ap("10.1.0.9:8080") {
+			t.Fatalf("request left as %v; want from the node to 10.1.0.9:8080", got)
+		}
+		reply := datagram{got.Dst, got.Src, 6}
+		back, _ := reassemble(t, through(reply.fragments(301, 150)))
+		if want := (datagram{req.Dst, req.Src, 6}); back != want {
+			t.Errorf("reply delivered as %v, want %v", back, want)
+		}
+	})
+}
