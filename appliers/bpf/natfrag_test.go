@@ -5,11 +5,15 @@ package bpf
 import (
 	"encoding/binary"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
+
+	"github.com/felis-dev/felis/snapshot"
 )
 
 // datagram is a TCP or UDP datagram cut into fragments, as a test sends it and reads it back.
@@ -377,6 +381,51 @@ func TestServiceNATFragmentsSNAT(t *testing.T) {
 		back, _ := reassemble(t, through(reply.fragments(301, 150)))
 		if want := (datagram{req.Dst, req.Src, 6}); back != want {
 			t.Errorf("reply delivered as %v, want %v", back, want)
+		}
+	})
+}
+
+// TestServiceNATFragmentsOnHostEndpoint: the same through a host endpoint's program (eth0,
+// whose normal policy denies everything: NAT flows are known there): a fragmented datagram
+// to a NodePort with a local backend leaves with every fragment DNATed, and one to a
+// NodePort with a remote backend with every fragment SNATed and DNATed; the later
+// fragments pass the fragment check under their translated addresses.
+func TestServiceNATFragmentsOnHostEndpoint(t *testing.T) {
+	d, _ := openTest(t)
+	_, fromWEP := d.Programs()
+	s := serviceSnapshot()
+	s.Endpoints = nil
+	s.Policies = []snapshot.Policy{{ID: "host", Tier: "default"}}
+	s.HostEndpoints = []snapshot.HostEndpoint{{ID: "h", Interface: "eth0",
+		Normal: snapshot.HostDirections{Ingress: tier("default", snapshot.Deny, "host"), Egress: tier("default", snapshot.Deny, "host")}}}
+	s.Finalize()
+	inNetNS(t, func(func(bool)) {
+		d0, err := netlink.LinkByName("d0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: d0.Attrs().Index, Dst: &net.IPNet{IP: net.IP{10, 0, 0, 0}, Mask: net.CIDRMask(8, 32)}, Gw: net.IP{192, 168, 5, 2}}); err != nil {
+			t.Fatal(err)
+		}
+		mustSync(t, d, s, true)
+		for i, c := range []struct {
+			req  datagram
+			want datagram
+		}{
+			{datagram{ap("192.168.5.2:5560"), ap("192.168.5.1:30080"), 6}, datagram{ap("192.168.5.2:5560"), ap("10.0.0.1:8080"), 6}},
+			{datagram{ap("192.168.5.2:5561"), ap("192.168.5.1:30081"), 6}, datagram{ap("192.168.5.1:5561"), ap("10.1.0.9:8080"), 6}},
+		} {
+			var out [][]byte
+			for j, f := range c.req.fragments(uint32(400+i), 150) {
+				v, b := runBytes(t, fromWEP, f)
+				if v == tcShot {
+					t.Fatalf("%v: fragment %d dropped", c.req, j)
+				}
+				out = append(out, b)
+			}
+			if got, _ := reassemble(t, out); got != c.want {
+				t.Errorf("%v left as %v, want %v", c.req, got, c.want)
+			}
 		}
 	})
 }
