@@ -59,7 +59,7 @@ static __always_inline int nat_host_out(struct __sk_buff *skb, struct nat *n)
 	if (r > 0) { // a later fragment: its first fragment's rewrite (addresses only)
 		if (n->action != NA_FWD)
 			return TC_ACT_UNSPEC;
-		if (rewrite_dst(skb, n) < 0)
+		if (rewrite_dst(skb, n) < 0 || rewrite_src(skb, n) < 0)
 			return TC_ACT_SHOT;
 		return host_redirect(skb, n);
 	}
@@ -96,10 +96,18 @@ static __always_inline int nat_host_out(struct __sk_buff *skb, struct nat *n)
 		struct nat_key rk = {.family = n->p.family, .proto = n->p.proto, .sport = n->to.dport, .dport = n->to.sport};
 		__builtin_memcpy(rk.src, n->to.dst, 16);
 		__builtin_memcpy(rk.dst, n->to.src, 16);
+		// Another flow from this source port may already reach the same backend (the same
+		// socket to two frontends sharing it, a NodePort flow SNATed to this address): its
+		// reply would be taken for this one's. This flow then gets another source port, as
+		// the SNAT path does; the reply entry restores the socket's.
+		for (int i = 0; i < 4 && nat_lookup(&rk, now); i++) {
+			rk.dport = SNAT_PORT_MIN + bpf_get_prandom_u32() % (65536 - SNAT_PORT_MIN);
+			n->to.sport = rk.dport;
+		}
 		bpf_map_update_elem(&fnat_v1, &k, &n->to, BPF_ANY);
 		bpf_map_update_elem(&fnat_v1, &rk, &n->back, BPF_ANY);
 	}
-	if (rewrite_dst(skb, n) < 0)
+	if (rewrite_dst(skb, n) < 0 || rewrite_src(skb, n) < 0) // the source: its port, if remapped
 		return TC_ACT_SHOT;
 	n->redirect = 1;
 	nat_frag_record(n, NA_FWD); // a first fragment: its later ones follow (no-op otherwise)

@@ -18,7 +18,8 @@ import (
 // interface), in a private netns where the node is 192.168.5.1 and fd00:5::1 and the backends
 // are routed via the underlay. A packet the host sends to a ClusterIP is DNATed to a backend
 // (TCP, UDP, IPv6; valid checksums; its TTL kept: the host's own packet, not forwarded) and
-// redirected; the flow keeps its backend; new flows reach every backend; the reply is
+// redirected; the flow keeps its backend; new flows reach every backend; a source port
+// already used towards the same backend is remapped (and restored on the reply); the reply is
 // reverse-NATed to come from the ClusterIP wherever it first meets felis (a local backend's
 // felis_from_wep, felis_data_in for a remote one) and passed on to the stack, not
 // redirected; a frontend without backends answers with an ICMP port unreachable sent back in;
@@ -81,6 +82,30 @@ func TestServiceNATFromHost(t *testing.T) {
 				if seen[b] == 0 {
 					t.Errorf("%s: 40 host flows to %s reached %v; want every backend of %v", c.name, c.fe, seen, c.backends)
 				}
+			}
+		}
+
+		// One source port to two frontends sharing a backend (self: 10.96.0.11:80 and np:
+		// 192.168.5.1:30080, both 10.0.0.1:8080): the second flow's reply would be the
+		// first's, so it gets another source port, and each reply goes back to its own
+		// frontend and the socket's port.
+		src := ap("192.168.5.1:2000") // below the remapped range
+		first := segment{Src: src, Dst: ap("10.96.0.11:80"), Proto: 6}
+		second := segment{Src: src, Dst: ap("192.168.5.1:30080"), Proto: 6}
+		_, out1 := send(t, dataOut, first)
+		v, out2 := send(t, dataOut, second)
+		if out1.Src != src || out2.Dst != out1.Dst || out2.Src.Addr() != src.Addr() || out2.Src.Port() < 32768 || v != tcRedirect {
+			t.Fatalf("two flows from %s to frontends sharing a backend: sent as %s and %s (verdict %d); want the second from another port >= 32768", src, out1, out2, v)
+		}
+		if _, again := send(t, dataOut, second); again.Src != out2.Src {
+			t.Errorf("the second flow's next packet left from %s, want %s (its remapped port)", again.Src, out2.Src)
+		}
+		for _, c := range []struct {
+			out segment
+			fe  netip.AddrPort
+		}{{out1, first.Dst}, {out2, second.Dst}} {
+			if v, back := send(t, dataIn, segment{Src: c.out.Dst, Dst: c.out.Src, Proto: 6}); v != tcNext || back.Src != c.fe || back.Dst != src {
+				t.Errorf("reply to %s: verdict %d, as %s; want from %s to %s", c.out.Src, v, back, c.fe, src)
 			}
 		}
 
