@@ -57,14 +57,14 @@ type Renderer struct {
 	oneTable bool
 	gen      uint64 // map diffs run, to find the services that went
 	// last lists the services the last Render had, sorted by ID, for diffSorted; valid
-	// (lastOK) only after a Render that succeeded, for lastNode.
-	last     []renderedService
-	lastNode string
-	lastOK   bool
-	entries  map[string]*serviceEntry // by service ID
-	chains   []Chain                  // every service's chains, by table and name
-	sets     []Set                    // every service's affinity sets, by table and name
-	elems    []frontendElement        // every service's map elements, by key then owner
+	// (lastOK) only after a Render that succeeded, for lastScope.
+	last      []renderedService
+	lastScope string
+	lastOK    bool
+	entries   map[string]*serviceEntry // by service ID
+	chains    []Chain                  // every service's chains, by table and name
+	sets      []Set                    // every service's affinity sets, by table and name
+	elems     []frontendElement        // every service's map elements, by key then owner
 	// frontends holds each table's and family's frontend map elements as last handed out,
 	// nil after a rebuild: while no service changes, every Render returns the same (never
 	// written) slices, which lets Plan see an unchanged map at once; a few changed services
@@ -80,11 +80,11 @@ type shardFamily struct {
 
 // serviceEntry is what one service rendered to.
 type serviceEntry struct {
-	hash, node string // what the rendering depends on: the service's content hash and the node
-	gen        uint64 // the last render that had this service
-	chains     []Chain
-	sets       []Set
-	elems      []frontendElement
+	hash, scope string // what the rendering depends on: the service's content hash and its scope (serviceScope)
+	gen         uint64 // the last render that had this service
+	chains      []Chain
+	sets        []Set
+	elems       []frontendElement
 }
 
 // frontendElement is a frontend map element with the service that wants it: when two
@@ -149,7 +149,7 @@ func (r *Renderer) services(snap *snapshot.Snapshot) error {
 			r.last = append(r.last, renderedService{snap.Services[i].ID, snap.Services[i].Hash})
 		}
 	}
-	r.lastNode, r.lastOK = snap.Node, true
+	r.lastScope, r.lastOK = serviceScope(snap), true
 	return nil
 }
 
@@ -162,7 +162,7 @@ type renderedService struct{ id, hash string }
 // with the last Render's (both sorted by ID, as Finalize sorts them), without a map lookup
 // per service; ok is false when it cannot (another node, an unsorted snapshot, no last).
 func (r *Renderer) diffSorted(snap *snapshot.Snapshot) (changed []*snapshot.Service, gone []string, ok bool) {
-	if !r.lastOK || snap.Node != r.lastNode {
+	if !r.lastOK || serviceScope(snap) != r.lastScope {
 		return nil, nil, false
 	}
 	svcs, last := snap.Services, r.last
@@ -192,10 +192,11 @@ func (r *Renderer) diffSorted(snap *snapshot.Snapshot) (changed []*snapshot.Serv
 // diffByMap finds the changed and gone services through the entries map.
 func (r *Renderer) diffByMap(snap *snapshot.Snapshot) (changed []*snapshot.Service, gone []string) {
 	r.gen++
+	scope := serviceScope(snap)
 	for i := range snap.Services {
 		s := &snap.Services[i]
 		e := r.entries[s.ID]
-		if e == nil || e.hash != s.Hash || e.node != snap.Node || s.Hash == "" {
+		if e == nil || e.hash != s.Hash || e.scope != scope || s.Hash == "" {
 			changed = append(changed, s)
 		} else {
 			e.gen = r.gen
@@ -214,8 +215,9 @@ func (r *Renderer) diffByMap(snap *snapshot.Snapshot) (changed []*snapshot.Servi
 // apply renders the changed services and updates the entries and sorted lists.
 func (r *Renderer) apply(snap *snapshot.Snapshot, changed []*snapshot.Service, gone []string) error {
 	fresh := make([]*serviceEntry, len(changed))
+	prefixes := workloadPrefixes(snap)
 	for i, s := range changed {
-		e, err := renderService(s, snap.Node, r.oneTable)
+		e, err := renderService(s, snap.Node, prefixes, r.oneTable)
 		if err != nil {
 			r.frontends = nil
 			return err
@@ -452,20 +454,41 @@ func mergeByName[T any](a, b []T, key func(*T) (TableID, string)) ([]T, error) {
 
 // serviceBuilder renders one service.
 type serviceBuilder struct {
-	table  TableID // the service's table
-	s      *snapshot.Service
-	node   string
-	chains map[string]bool
-	out    serviceEntry
+	table    TableID // the service's table
+	s        *snapshot.Service
+	node     string
+	prefixes []string // workload interface name prefixes: a local pod's packets come in on one
+	chains   map[string]bool
+	out      serviceEntry
+}
+
+// workloadPrefixes are the workload interface name prefixes service chains match local pods
+// by (the policy chains' default when the configuration names none).
+func workloadPrefixes(snap *snapshot.Snapshot) []string {
+	if len(snap.Config.InterfacePrefixes) == 0 {
+		return []string{"cali"}
+	}
+	return snap.Config.InterfacePrefixes
+}
+
+// serviceScope is what, beside a service's own content, its rendering depends on: the node
+// (which backends are local) and the workload interface prefixes (which clients are local
+// pods). A change re-renders every service.
+func serviceScope(snap *snapshot.Snapshot) string {
+	return scopeOf(snap.Node, workloadPrefixes(snap))
+}
+
+func scopeOf(node string, prefixes []string) string {
+	return node + "\x00" + strings.Join(prefixes, "\x00")
 }
 
 // renderService renders one service's chains (hashed), affinity sets and map elements.
-func renderService(s *snapshot.Service, node string, oneTable bool) (*serviceEntry, error) {
-	sb := &serviceBuilder{table: ServicesTable, s: s, node: node, chains: map[string]bool{}}
+func renderService(s *snapshot.Service, node string, prefixes []string, oneTable bool) (*serviceEntry, error) {
+	sb := &serviceBuilder{table: ServicesTable, s: s, node: node, prefixes: prefixes, chains: map[string]bool{}}
 	if !oneTable {
 		sb.table = ServiceTable(s.ID)
 	}
-	sb.out.hash, sb.out.node = s.Hash, node
+	sb.out.hash, sb.out.scope = s.Hash, scopeOf(node, prefixes)
 	for _, f := range s.Frontends {
 		if !f.Addr.IsValid() || f.Port == 0 {
 			return nil, fmt.Errorf("service %s: frontend %s/%d/%d: invalid address or port", s.ID, f.Addr, f.Protocol, f.Port)
@@ -495,30 +518,62 @@ func (sb *serviceBuilder) addChain(c Chain) {
 }
 
 // frontendChains renders the chains a frontend needs and returns the one its map element
-// jumps to: the cluster-wide chain, the local-endpoints chain, or (external frontends that
-// do not keep the client address) a chain that marks for masquerade first.
+// jumps to: the load-balancing chain (a ClusterIP; with internalTrafficPolicy Local the
+// local-endpoints one), a chain that marks for masquerade first (external frontends that
+// do not keep the client address), or, for an external frontend with
+// externalTrafficPolicy Local, kube-proxy's short-circuit: local pods (by workload
+// interface) and the node itself (by source address) go to the cluster-wide chain, the
+// node's own connections masqueraded as kube-proxy does (their source is a node address,
+// often the frontend's own); every other client only to the local endpoints, with its
+// address kept.
 func (sb *serviceBuilder) frontendChains(f snapshot.Frontend, sp servicePort) (string, error) {
 	external := f.Kind != "ClusterIP"
 	lb := "svc-" + sp.name
 	if f.LocalOnly {
 		lb += "-local"
 	}
-	if !sb.chains[lb] {
-		if err := sb.balanceChain(f, sp, lb); err != nil {
+	if err := sb.ensureBalance(f, sp, lb); err != nil {
+		return "", err
+	}
+	if !external {
+		return lb, nil
+	}
+	cluster := "svc-" + sp.name
+	if f.LocalOnly {
+		clusterWide := f
+		clusterWide.LocalOnly = false
+		if err := sb.ensureBalance(clusterWide, sp, cluster); err != nil {
 			return "", err
 		}
-	}
-	if !external || f.LocalOnly {
-		return lb, nil
+		ext := "svc-" + sp.name + "-local-ext"
+		if !sb.chains[ext] {
+			var rules []Rule
+			for _, p := range sb.prefixes {
+				rules = append(rules, Rule{Stmts: []Stmt{IfName{Name: p, Prefix: true}, Verdict{Kind: "goto", Chain: cluster}}})
+			}
+			rules = append(rules,
+				Rule{Stmts: []Stmt{LocalAddr{Src: true}, MarkSet{Bits: MasqMark}, Verdict{Kind: "goto", Chain: cluster}}},
+				Rule{Stmts: []Stmt{Verdict{Kind: "goto", Chain: lb}}})
+			sb.addChain(Chain{Name: ext, Level: LevelEndpoint, Rules: rules})
+		}
+		return ext, nil
 	}
 	ext := "svc-" + sp.name + "-ext"
 	if !sb.chains[ext] {
 		sb.addChain(Chain{Name: ext, Level: LevelEndpoint, Rules: []Rule{
 			{Stmts: []Stmt{MarkSet{Bits: MasqMark}}},
-			{Stmts: []Stmt{Verdict{Kind: "goto", Chain: lb}}},
+			{Stmts: []Stmt{Verdict{Kind: "goto", Chain: cluster}}},
 		}})
 	}
 	return ext, nil
+}
+
+// ensureBalance renders (once) the load-balancing chain name over frontend f's backends.
+func (sb *serviceBuilder) ensureBalance(f snapshot.Frontend, sp servicePort, name string) error {
+	if sb.chains[name] {
+		return nil
+	}
+	return sb.balanceChain(f, sp, name)
 }
 
 // balanceChain renders a service port's load-balancing chain over the frontend's backends,

@@ -76,15 +76,17 @@ func TestRenderServicesSemantics(t *testing.T) {
 			[]string{"ip saddr @aff-300-sep-app/web/http/tcp/4/10.0.1.1_8080 goto sep-app/web/http/tcp/4/10.0.1.1_8080",
 				"numgen random mod 2 == 0 goto sep-", "update @aff-300-sep-", "dnat ip to 10.0.1.1:8080", "dnat ip to 10.0.2.1:8080",
 				"ip saddr 10.0.2.1 meta mark set meta mark | 0x02000000"}, []string{"10.0.2.2"}},
-		// externalTrafficPolicy Local: only the local backend, no masquerade mark.
-		{"nodeport local", 4, "192.168.1.10", 6, 30080, []string{"svc-app/shop//tcp/4-local:", "10.0.1.5:8080"}, []string{"10.0.2.5", "-ext:", "numgen"}},
+		// externalTrafficPolicy Local: kube-proxy's short-circuit chain (what each client
+		// reaches through it: TestRenderServicesLocalShortCircuit).
+		{"nodeport local", 4, "192.168.1.10", 6, 30080, []string{"svc-app/shop//tcp/4-local-ext:", "svc-app/shop//tcp/4-local:"}, nil},
 		// Cluster policy NodePort: mark for masquerade, then the cluster chain.
 		{"nodeport cluster", 4, "192.168.1.10", 6, 30379, []string{"meta mark set meta mark | 0x02000000", "goto svc-app/cache//tcp/4"}, nil},
 		{"ipv6 cluster ip", 6, "fd00:96::30", 6, 6379, []string{"[fd00:10::6]:6379"}, nil},
 		{"no backends", 4, "10.96.0.40", 6, 80, []string{"reject"}, []string{"numgen", "drop"}},
-		// Local policy, backends only on other nodes: dropped, as kube-proxy does (not
-		// rejected: the service has endpoints); its ClusterIP reaches the remote backend.
-		{"nodeport local without local backends", 4, "192.168.1.10", 6, 30090, []string{"-local:", "drop"}, []string{"reject", "10.0.2.7", "numgen"}},
+		// Local policy, backends only on other nodes: outside clients are dropped, as
+		// kube-proxy does (not rejected: the service has endpoints); its ClusterIP reaches
+		// the remote backend.
+		{"nodeport local without local backends", 4, "192.168.1.10", 6, 30090, []string{"-local:\ndrop"}, []string{"reject", "numgen"}},
 		{"cluster ip, remote backend only", 4, "10.96.0.50", 6, 80, []string{"10.0.2.7:8080"}, []string{"reject", "drop"}},
 	}
 	for _, tc := range tests {
@@ -145,8 +147,9 @@ func TestRenderServicesSemantics(t *testing.T) {
 
 // TestRendererEqualsRender drives a Renderer through random service changes (backends come
 // and go, affinity flips, services appear and vanish, two services claim one frontend key,
-// the node changes) and checks every result against a fresh Render. Most steps change a few
-// services (the renderer patches its lists); a node change re-renders everything.
+// the node or the workload interface prefixes change) and checks every result against a
+// fresh Render. Most steps change a few services (the renderer patches its lists); a node or
+// prefix change re-renders everything.
 func TestRendererEqualsRender(t *testing.T) {
 	r := render.NewRenderer()
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -187,9 +190,16 @@ func TestRendererEqualsRender(t *testing.T) {
 		slices.Reverse(svcs)
 		slices.SortStableFunc(svcs, func(a, b snapshot.Service) int { return strings.Compare(a.ID, b.ID) })
 		snap.Services = slices.CompactFunc(svcs, func(a, b snapshot.Service) bool { return a.ID == b.ID })
-		if rng.IntN(25) == 0 {
+		switch rng.IntN(25) {
+		case 0:
 			snap.Node = map[string]string{"node-1": "node-2", "node-2": "node-1"}[snap.Node]
-		} else {
+		case 1: // the workload prefixes the Local short-circuit chains match
+			if len(snap.Config.InterfacePrefixes) == 0 {
+				snap.Config.InterfacePrefixes = []string{"tap", "cali"}
+			} else {
+				snap.Config.InterfacePrefixes = nil
+			}
+		default:
 			patched++
 		}
 		snap.Finalize()
