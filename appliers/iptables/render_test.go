@@ -307,6 +307,27 @@ func TestServicesTranslation(t *testing.T) {
 			t.Errorf("chains %s marked packets (-want +got):\n%s", what, diff)
 		}
 	}
+	// externalTrafficPolicy Local: kube-proxy's short-circuit. Local pods (by interface) and
+	// the node itself (by source address type, masqueraded) go to the cluster-wide chain,
+	// everyone else to the local endpoints' chain.
+	for svc, local := range map[string]string{"shop": "svc-app/shop//tcp/4-local", "remote": "svc-app/remote//tcp/4-local"} {
+		cluster := ChainName("svc-app/" + svc + "//tcp/4")
+		want := []string{
+			"-i cali+ -g " + cluster,
+			"-m addrtype --src-type LOCAL -j MARK --set-xmark 0x2000000/0x2000000",
+			"-m addrtype --src-type LOCAL -g " + cluster,
+			"-g " + ChainName(local),
+		}
+		var got []string
+		for _, c := range rs.Chains {
+			if c.Table == "nat" && c.Chain == ChainName(local+"-ext") {
+				got = append(got, c.Rules...)
+			}
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("%s's Local NodePort chain (-want +got):\n%s", svc, diff)
+		}
+	}
 	joined := rs.String()
 	for _, want := range []string{"-j DNAT --to-destination 10.0.1.1:8080", "-m statistic --mode random --probability 0.50000000000",
 		"-m recent --name felis-aff-", "--rcheck --seconds 300 --reap --rsource", "-j DNAT --to-destination [fd00:10::6]:6379",
