@@ -77,9 +77,11 @@ static __always_inline int nat_host_out(struct __sk_buff *skb, struct nat *n)
 		struct fe_val *fe = bpf_map_lookup_elem(&fsvc_v1, &fk);
 		if (!fe)
 			return TC_ACT_UNSPEC;
-		if (fe->count == 0) // no backend: refuse (ICMP back into the host), or drop
+		__u32 base; // the node is a client inside it: Local frontends short-circuit
+		__u32 cnt = fe_range(fe, 0, &base);
+		if (cnt == 0) // no backend: refuse (ICMP back into the host), or drop
 			return (fe->flags & FE_REJECT) ? nat_reject(skb, n, NAT_REJECT_HOST) : TC_ACT_SHOT;
-		if (choose(n, fe, now) < 0)
+		if (choose(n, fe, base, cnt, now) < 0)
 			return TC_ACT_SHOT;
 		__builtin_memcpy(n->to.src, n->p.src, 16);
 		n->to.sport = n->p.sport;

@@ -30,6 +30,8 @@
 #define FE_AFFINITY 1 // ClientIP session affinity (timeout in affinity)
 #define FE_SNAT 2     // from outside to a remote backend: source becomes snat (the node)
 #define FE_REJECT 4   // no backend: answer a new flow with ICMP port unreachable (else drop)
+#define FE_LOCAL 8    // externalTrafficPolicy Local: only clients from outside the node are held
+                      // to the count local backends; a local pod gets the cluster ones after them
 
 // Backend flags.
 #define BE_LOCAL 1 // the backend runs on this node
@@ -53,7 +55,7 @@ struct fe_val {
 	__u32 count;
 	__u32 flags;
 	__u32 affinity; // seconds
-	__u32 pad;
+	__u32 cluster;  // FE_LOCAL: the cluster-wide backends, at indices count .. count+cluster-1
 	__u8 snat[16];
 };
 
@@ -449,9 +451,24 @@ static __always_inline int nat_redirect(struct __sk_buff *skb, struct nat *n)
 	return bpf_redirect(f.ifindex, 0);
 }
 
-// choose picks the backend of a new flow into n->to.dst/dport: the client's affinity entry
-// while it is fresh and its backend still in the group, else a random one.
-static __always_inline int choose(struct nat *n, struct fe_val *fe, __u64 now)
+// fe_range is the part of a frontend's backend group a client draws from: all of it, except
+// that externalTrafficPolicy Local (FE_LOCAL) holds only clients from outside the node to
+// the local backends (the first count); a client inside it (a pod, the node itself) gets the
+// cluster-wide ones after them, as kube-proxy short-circuits it. Returns how many, from *base.
+static __always_inline __u32 fe_range(struct fe_val *fe, int external, __u32 *base)
+{
+	if ((fe->flags & FE_LOCAL) && !external) {
+		*base = fe->count;
+		return fe->cluster;
+	}
+	*base = 0;
+	return fe->count;
+}
+
+// choose picks the backend of a new flow, among the group's cnt backends from index base,
+// into n->to.dst/dport: the client's affinity entry while it is fresh and its backend still
+// in that range, else a random one.
+static __always_inline int choose(struct nat *n, struct fe_val *fe, __u32 base, __u32 cnt, __u64 now)
 {
 	struct be_key bk = {.group = fe->group};
 	struct be_val *be = 0;
@@ -459,13 +476,13 @@ static __always_inline int choose(struct nat *n, struct fe_val *fe, __u64 now)
 	__builtin_memcpy(ak.client, n->p.src, 16);
 	if (fe->flags & FE_AFFINITY) {
 		struct aff_val *a = bpf_map_lookup_elem(&faff_v1, &ak);
-		if (a && now - a->last_seen <= (__u64)fe->affinity * 1000000000ULL && a->index < fe->count) {
+		if (a && now - a->last_seen <= (__u64)fe->affinity * 1000000000ULL && a->index >= base && a->index - base < cnt) {
 			bk.index = a->index;
 			be = bpf_map_lookup_elem(&fbe_v1, &bk);
 		}
 	}
 	if (!be) {
-		bk.index = bpf_get_prandom_u32() % fe->count;
+		bk.index = base + bpf_get_prandom_u32() % cnt;
 		be = bpf_map_lookup_elem(&fbe_v1, &bk);
 		if (!be)
 			return -1;
@@ -745,9 +762,11 @@ static __always_inline int nat_in(struct __sk_buff *skb, struct nat *n, int exte
 	struct fe_val *fe = bpf_map_lookup_elem(&fsvc_v1, &fk);
 	if (!fe)
 		return NAT_CONTINUE;
-	if (fe->count == 0) // no backend serves the frontend
+	__u32 base;
+	__u32 cnt = fe_range(fe, external, &base);
+	if (cnt == 0) // no backend serves the frontend (for this client)
 		return (fe->flags & FE_REJECT) ? nat_reject(skb, n, external) : TC_ACT_SHOT;
-	int local = choose(n, fe, now);
+	int local = choose(n, fe, base, cnt, now);
 	if (local < 0)
 		return TC_ACT_SHOT;
 	n->action = NA_NEW;

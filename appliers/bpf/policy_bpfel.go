@@ -99,7 +99,7 @@ type policyFeVal struct {
 	Count    uint32
 	Flags    uint32
 	Affinity uint32
-	Pad      uint32
+	Cluster  uint32
 	Snat     [16]uint8
 }
 

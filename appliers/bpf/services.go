@@ -65,7 +65,11 @@ func (p *servicePlan) strings() []string {
 	}
 	for i, k := range p.fePut {
 		v := p.feVal[i]
-		out = append(out, fmt.Sprintf("frontend-put %s group %016x count %d flags %d affinity %d", k, v.Group, v.Count, v.Flags, v.Affinity))
+		line := fmt.Sprintf("frontend-put %s group %016x count %d flags %d affinity %d", k, v.Group, v.Count, v.Flags, v.Affinity)
+		if v.Flags&render.FrontendLocal != 0 {
+			line += fmt.Sprintf(" cluster %d", v.Cluster)
+		}
+		out = append(out, line)
 	}
 	for _, k := range p.feDel {
 		out = append(out, "frontend-del "+k.String())
@@ -273,7 +277,7 @@ func (d *Dataplane) observeServices() (*services, error) {
 	it := d.objs.FsvcV1.Iterate()
 	for it.Next(&fk, &fv) {
 		o.fronts[render.FrontendKey{Family: fk.Family, Protocol: fk.Proto, Port: fk.Port, Addr: fk.Addr}] =
-			render.Frontend{Group: fv.Group, Count: fv.Count, Flags: fv.Flags, Affinity: fv.Affinity, SNAT: fv.Snat}
+			render.Frontend{Group: fv.Group, Count: fv.Count, Flags: fv.Flags, Affinity: fv.Affinity, Cluster: fv.Cluster, SNAT: fv.Snat}
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("reading map fsvc_v1: %w", err)
@@ -466,7 +470,7 @@ func (d *Dataplane) applyServices(p *servicePlan, res *appliers.Result) error {
 	if len(p.fePut) > 0 {
 		vals := make([]policyFeVal, len(p.feVal))
 		for i, v := range p.feVal {
-			vals[i] = policyFeVal{Group: v.Group, Count: v.Count, Flags: v.Flags, Affinity: v.Affinity, Snat: v.SNAT}
+			vals[i] = policyFeVal{Group: v.Group, Count: v.Count, Flags: v.Flags, Affinity: v.Affinity, Cluster: v.Cluster, Snat: v.SNAT}
 		}
 		if err := update(d.objs.FsvcV1, feKeys(p.fePut), vals); err != nil {
 			return fmt.Errorf("writing %d frontends to map fsvc_v1: %w", len(p.fePut), err)

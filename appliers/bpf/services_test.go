@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/google/go-cmp/cmp"
 	"github.com/vishvananda/netlink"
 
 	"github.com/felis-dev/felis/snapshot"
@@ -440,6 +442,66 @@ func TestServiceNATFromOutside(t *testing.T) {
 		}
 		if v, out := send(t, dataIn, segment{Src: client, Dst: ap("192.168.5.1:22"), Proto: 6}); v != tcNext || out.Dst != ap("192.168.5.1:22") {
 			t.Errorf("not a frontend: verdict %d, sent as %s; want untouched", v, out)
+		}
+	})
+}
+
+// TestServiceNATLocalShortCircuit: externalTrafficPolicy Local as kube-proxy has it. A pod
+// reaching a Local NodePort on a node without local backends is DNATed to the remote
+// backend, keeping its own address, and its reply is reverse-NATed; with local and remote
+// backends its flows reach all of them; from outside the same NodePorts reach only the local
+// backend (client address kept), or are dropped when there is none.
+func TestServiceNATLocalShortCircuit(t *testing.T) {
+	d, _ := openTest(t)
+	toWEP, fromWEP := d.Programs()
+	dataIn := d.objs.FelisDataIn
+	snap := serviceSnapshot()
+	be := func(addr, node string) snapshot.Backend {
+		return snapshot.Backend{Addr: netip.MustParseAddr(addr), Port: 8080, Protocol: 6, Node: node, Ready: true, Serving: true}
+	}
+	snap.Services = append(snap.Services, snapshot.Service{ID: "ns/local-mixed",
+		Frontends: []snapshot.Frontend{{Addr: netip.MustParseAddr("192.168.5.1"), Port: 30083, Protocol: 6, Kind: "NodePort", LocalOnly: true}},
+		Backends:  []snapshot.Backend{be("10.0.0.5", "n"), be("10.1.0.9", "other"), be("10.1.0.10", "other")}})
+	snap.Finalize()
+	mustSync(t, d, snap, true)
+
+	// The pod on a node without local backends: the remote one, no SNAT, no redirect.
+	c := segment{Src: ap("10.0.0.1:44000"), Dst: ap("192.168.5.1:30082"), Proto: 6}
+	v, out := send(t, fromWEP, c)
+	if v != tcOK || out.Src != c.Src || out.Dst != ap("10.1.0.9:8080") {
+		t.Fatalf("pod to a Local NodePort without local backends: verdict %d, sent as %s; want passed from %s to the remote 10.1.0.9:8080", v, out, c.Src)
+	}
+	if v, back := send(t, toWEP, segment{Src: out.Dst, Dst: c.Src, Proto: 6}); v != tcOK || back.Src != c.Dst || back.Dst != c.Src {
+		t.Fatalf("reply from the remote backend: verdict %d, delivered as %s; want from %s to %s", v, back, c.Dst, c.Src)
+	}
+	seen := map[netip.AddrPort]int{}
+	for port := uint16(44100); port < 44160; port++ {
+		c := segment{Src: netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), port), Dst: ap("192.168.5.1:30083"), Proto: 6}
+		v, out := send(t, fromWEP, c)
+		if v != tcOK || out.Src != c.Src {
+			t.Fatalf("pod to a Local NodePort: verdict %d, sent as %s", v, out)
+		}
+		seen[out.Dst]++
+	}
+	var reached []string
+	for a := range maps.Keys(seen) {
+		reached = append(reached, a.String())
+	}
+	slices.Sort(reached)
+	if diff := cmp.Diff([]string{"10.0.0.5:8080", "10.1.0.10:8080", "10.1.0.9:8080"}, reached); diff != "" {
+		t.Errorf("60 flows from a pod to a Local NodePort reached %v; want every backend of the cluster (-want +got):\n%s", seen, diff)
+	}
+
+	inNetNS(t, func(func(bool)) {
+		for port := uint16(5600); port < 5620; port++ {
+			client := netip.AddrPortFrom(netip.MustParseAddr("192.168.5.2"), port)
+			v, out := send(t, dataIn, segment{Src: client, Dst: ap("192.168.5.1:30083"), Proto: 6})
+			if v != tcNext || out.Src != client || out.Dst != ap("10.0.0.5:8080") {
+				t.Fatalf("from outside to a Local NodePort: verdict %d, sent as %s; want passed on from the client to the local 10.0.0.5:8080 only", v, out)
+			}
+		}
+		if v, _ := send(t, dataIn, segment{Src: ap("192.168.5.2:5700"), Dst: ap("192.168.5.1:30082"), Proto: 6}); v != tcShot {
+			t.Errorf("from outside to a Local NodePort without local backends: verdict %d, want drop", v)
 		}
 	})
 }

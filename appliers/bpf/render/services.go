@@ -14,7 +14,11 @@ const (
 	FrontendAffinity uint32 = 1 // ClientIP session affinity
 	FrontendSNAT     uint32 = 2 // from outside to a remote backend: the node's address becomes the source
 	FrontendReject   uint32 = 4 // no backend: new flows get an ICMP port unreachable (else they are dropped)
-	BackendLocal     uint8  = 1 // the backend runs on this node
+	// FrontendLocal marks an external frontend with externalTrafficPolicy Local: clients from
+	// outside the node get the group's first Count backends (the local ones), a local pod
+	// the Cluster backends after them (kube-proxy's short-circuit).
+	FrontendLocal uint32 = 8
+	BackendLocal  uint8  = 1 // the backend runs on this node
 )
 
 // FrontendKey is one service frontend (struct fe_key in nat.h).
@@ -31,13 +35,15 @@ func (k FrontendKey) String() string {
 }
 
 // Frontend is what a frontend balances over (struct fe_val in nat.h): a backend group and
-// its size (0: no backend, packets are dropped), flags, the affinity timeout in seconds and
-// the address external traffic to a remote backend is SNATed to.
+// its size (0: no backend, packets are dropped), flags, the affinity timeout in seconds, the
+// number of cluster-wide backends a FrontendLocal frontend's group holds after its Count
+// local ones, and the address external traffic to a remote backend is SNATed to.
 type Frontend struct {
 	Group    uint64
 	Count    uint32
 	Flags    uint32
 	Affinity uint32
+	Cluster  uint32
 	SNAT     [16]byte
 }
 
@@ -76,13 +82,16 @@ func NodeAddrsOf(s *snapshot.Snapshot) NodeAddrs {
 
 // Service renders one service for node: per frontend a backend group of the backends
 // snapshot.BackendsFor picks (the nftables renderer's choice), identified by a 64-bit hash
-// of (service, port name, protocol, family, local-only), so IDs survive restarts. SCTP
-// frontends are not rendered (a port rewrite would need the packet's CRC32c recomputed):
-// the warning says so.
+// of (service, port name, protocol, family, local-only), so IDs survive restarts. An
+// external frontend with externalTrafficPolicy Local gets a group of its own holding the
+// local choice, then the cluster-wide one (FrontendLocal, Cluster): outside clients get the
+// first, local pods the second, as kube-proxy short-circuits them. SCTP frontends are not
+// rendered (a port rewrite would need the packet's CRC32c recomputed): the warning says so.
 func Service(s *snapshot.Service, node string, addrs NodeAddrs) (ServiceEntries, []string, error) {
 	out := ServiceEntries{Frontends: map[FrontendKey]Frontend{}, Backends: map[BackendKey]Backend{}}
 	var warns []string
-	groups := map[uint64]uint32{} // group → backend count, rendered once
+	type sizes struct{ local, cluster uint32 }
+	groups := map[uint64]sizes{} // group → backend counts, rendered once
 	for _, f := range s.Frontends {
 		if !f.Addr.IsValid() || f.Port == 0 {
 			return ServiceEntries{}, nil, fmt.Errorf("service %s: frontend %s/%d/%d: invalid address or port", s.ID, f.Addr, f.Protocol, f.Port)
@@ -96,28 +105,50 @@ func Service(s *snapshot.Service, node string, addrs NodeAddrs) (ServiceEntries,
 		if addr.Is4() {
 			fam = 4
 		}
-		group := groupID(fmt.Sprintf("%s/%s/%d/%d/%t", s.ID, f.PortName, f.Protocol, fam, f.LocalOnly))
+		external := f.Kind != "ClusterIP"
+		cluster := f
+		cluster.LocalOnly = false
+		name := fmt.Sprintf("%s/%s/%d/%d/%t", s.ID, f.PortName, f.Protocol, fam, f.LocalOnly)
+		if external && f.LocalOnly {
+			name += "/external"
+		}
+		group := groupID(name)
 		n, ok := groups[group]
 		if !ok {
-			for _, b := range s.BackendsFor(f, node) {
-				if !b.Addr.IsValid() || b.Port == 0 {
-					return ServiceEntries{}, nil, fmt.Errorf("service %s: backend %s:%d: invalid address or port", s.ID, b.Addr, b.Port)
+			var index uint32
+			add := func(bs []snapshot.Backend) (uint32, error) {
+				for _, b := range bs {
+					if !b.Addr.IsValid() || b.Port == 0 {
+						return 0, fmt.Errorf("service %s: backend %s:%d: invalid address or port", s.ID, b.Addr, b.Port)
+					}
+					be := Backend{Addr: addrBytes(b.Addr.Unmap()), Port: b.Port, Family: fam}
+					if b.Node == node {
+						be.Flags |= BackendLocal
+					}
+					out.Backends[BackendKey{Group: group, Index: index}] = be
+					index++
 				}
-				be := Backend{Addr: addrBytes(b.Addr.Unmap()), Port: b.Port, Family: fam}
-				if b.Node == node {
-					be.Flags |= BackendLocal
+				return uint32(len(bs)), nil
+			}
+			var err error
+			if n.local, err = add(s.BackendsFor(f, node)); err != nil {
+				return ServiceEntries{}, nil, err
+			}
+			if external && f.LocalOnly {
+				if n.cluster, err = add(s.BackendsFor(cluster, node)); err != nil {
+					return ServiceEntries{}, nil, err
 				}
-				out.Backends[BackendKey{Group: group, Index: n}] = be
-				n++
 			}
 			groups[group] = n
 		}
-		fe := Frontend{Group: group, Count: n}
-		if n == 0 {
+		fe := Frontend{Group: group, Count: n.local}
+		if external && f.LocalOnly {
+			fe.Flags |= FrontendLocal
+			fe.Cluster = n.cluster
+		}
+		if n.local == 0 {
 			// As the nftables renderer (and kube-proxy): reject, but drop for a Local
 			// frontend without local backends while the service has some elsewhere.
-			cluster := f
-			cluster.LocalOnly = false
 			if !f.LocalOnly || len(s.BackendsFor(cluster, node)) == 0 {
 				fe.Flags |= FrontendReject
 			}
@@ -126,7 +157,7 @@ func Service(s *snapshot.Service, node string, addrs NodeAddrs) (ServiceEntries,
 			fe.Flags |= FrontendAffinity
 			fe.Affinity = uint32(s.AffinitySeconds)
 		}
-		if f.Kind != "ClusterIP" && !f.LocalOnly {
+		if external && !f.LocalOnly {
 			snat := addrs.V4
 			if fam == 6 {
 				snat = addrs.V6

@@ -48,6 +48,25 @@ func TestService(t *testing.T) {
 	if npLocal.Group == np.Group || npLocal.Count != 1 || npLocal.Flags&FrontendSNAT != 0 {
 		t.Errorf("Local NodePort %+v: want its own group of the one local ready backend, no SNAT", npLocal)
 	}
+	// kube-proxy's short-circuit: after the local choice, the group holds the cluster-wide
+	// one, which local pods get.
+	if npLocal.Flags&FrontendLocal == 0 || npLocal.Cluster != 2 {
+		t.Errorf("Local NodePort %+v: want FrontendLocal and the 2 ready cluster-wide backends after the local one", npLocal)
+	}
+	if lb := out.Frontends[key("10.96.0.9", 80)]; lb.Group != npLocal.Group || lb.Flags&FrontendLocal == 0 {
+		t.Errorf("Local load-balancer IP %+v: want the Local NodePort's group %016x, FrontendLocal", lb, npLocal.Group)
+	}
+	for i, want := range map[uint32]string{1: "10.0.0.2", 2: "10.0.0.3"} {
+		if b := out.Backends[BackendKey{Group: npLocal.Group, Index: i}]; b.Addr != addrBytes(a(want)) || (b.Flags == BackendLocal) != (want == "10.0.0.2") {
+			t.Errorf("Local group's backend %d %+v; want %s (local only for 10.0.0.2)", i, b, want)
+		}
+	}
+	if len(out.Backends) != 2+3 {
+		t.Errorf("%d backends, want 2 (cluster group) + 3 (Local group: 1 local, 2 cluster-wide)", len(out.Backends))
+	}
+	if cip.Flags&FrontendLocal != 0 || np.Flags&FrontendLocal != 0 || np.Cluster != 0 {
+		t.Errorf("ClusterIP %+v, Cluster NodePort %+v: FrontendLocal on a frontend without externalTrafficPolicy Local", cip, np)
+	}
 	if b := out.Backends[BackendKey{Group: npLocal.Group}]; b.Addr != addrBytes(a("10.0.0.2")) || b.Flags != BackendLocal || b.Port != 8080 {
 		t.Errorf("Local group's backend %+v; want 10.0.0.2:8080, local", b)
 	}
@@ -64,13 +83,17 @@ func TestService(t *testing.T) {
 	}
 	s.Backends = []snapshot.Backend{be("10.0.0.3", "other", true, true)}
 	out, _, _ = Service(s, "n", NodeAddrs{})
-	if f := out.Frontends[key("192.168.5.1", 30081)]; f.Count != 0 || f.Flags&FrontendReject != 0 {
+	f := out.Frontends[key("192.168.5.1", 30081)]
+	if f.Count != 0 || f.Flags&FrontendReject != 0 {
 		t.Errorf("Local frontend, backends only elsewhere: %+v; want count 0 without reject (drop)", f)
+	}
+	if b := out.Backends[BackendKey{Group: f.Group}]; f.Cluster != 1 || b.Addr != addrBytes(a("10.0.0.3")) {
+		t.Errorf("Local frontend, backends only elsewhere: %+v, first backend %+v; want the remote 10.0.0.3 for local pods", f, b)
 	}
 	s.Backends = nil
 	out, _, _ = Service(s, "n", NodeAddrs{})
 	for k, f := range out.Frontends {
-		if f.Count != 0 || f.Flags&FrontendReject == 0 {
+		if f.Count != 0 || f.Cluster != 0 || f.Flags&FrontendReject == 0 {
 			t.Errorf("service without backends, frontend %s: %+v; want count 0 and reject", k, f)
 		}
 	}
