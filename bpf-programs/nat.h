@@ -32,6 +32,8 @@
 #define FE_REJECT 4   // no backend: answer a new flow with ICMP port unreachable (else drop)
 #define FE_LOCAL 8    // externalTrafficPolicy Local: only clients from outside the node are held
                       // to the count local backends; a local pod gets the cluster ones after them
+#define FE_NODE 16    // the frontend is a node address (NodePort): replies rewritten to come from
+                      // it are forwarded by fib lookup (the input route check drops local sources)
 
 // Backend flags.
 #define BE_LOCAL 1 // the backend runs on this node
@@ -781,8 +783,9 @@ static __always_inline int nat_in(struct __sk_buff *skb, struct nat *n, int exte
 	}
 	// The reply entry: from the backend to the (new) source, rewritten back to the client
 	// from the frontend. Replies to an external client leave through the node with a node
-	// address as source, so they are redirected.
-	n->back.flags = NE_REV | (external ? NE_REDIRECT : 0);
+	// address as source, so they are redirected; so are replies to a pod from a frontend that
+	// is a node address.
+	n->back.flags = NE_REV | ((external || (fe->flags & FE_NODE)) ? NE_REDIRECT : 0);
 	n->back.last_seen = now;
 	__builtin_memcpy(n->back.src, n->p.dst, 16);
 	__builtin_memcpy(n->back.dst, n->p.src, 16);

@@ -493,6 +493,27 @@ func TestServiceNATLocalShortCircuit(t *testing.T) {
 	}
 
 	inNetNS(t, func(func(bool)) {
+		// The pods' block routed through the namespace's veth, so replies can be forwarded.
+		d0, err := netlink.LinkByName("d0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: d0.Attrs().Index, Dst: &net.IPNet{IP: net.IPv4(10, 0, 0, 0), Mask: net.CIDRMask(24, 32)}}); err != nil {
+			t.Fatal(err)
+		}
+		// A reply rewritten to come from the NodePort (a node address) would be dropped by the
+		// input route check as a martian: it is forwarded by fib lookup (here from a remote
+		// backend, reverse-NATed on the data interface; a local backend's at its workload
+		// takes the same nat_out path, covered by the FV).
+		c := segment{Src: ap("10.0.0.1:44200"), Dst: ap("192.168.5.1:30082"), Proto: 6}
+		if v, out := send(t, fromWEP, c); v != tcOK || out.Dst != ap("10.1.0.9:8080") {
+			t.Fatalf("pod to a Local NodePort without local backends: verdict %d, sent as %s", v, out)
+		}
+		v, back := send(t, dataIn, segment{Src: ap("10.1.0.9:8080"), Dst: c.Src, Proto: 6})
+		if v != tcRedirect || back.Src != c.Dst || back.Dst != c.Src || back.TTL != 63 {
+			t.Errorf("remote backend's reply on the data interface: verdict %d, sent as %s TTL %d; want redirected (TTL 63) from %s to %s", v, back, back.TTL, c.Dst, c.Src)
+		}
+
 		for port := uint16(5600); port < 5620; port++ {
 			client := netip.AddrPortFrom(netip.MustParseAddr("192.168.5.2"), port)
 			v, out := send(t, dataIn, segment{Src: client, Dst: ap("192.168.5.1:30083"), Proto: 6})

@@ -468,6 +468,30 @@ var _ = Describe("felis agent load-balances services across two nodes", Label("s
 				expectServed(servedBy(outside, local, 10, c.backends), "web-1a")
 			})
 
+			It("short-circuits externalTrafficPolicy Local for pods: node2's pod reaches every backend through node2's Local NodePort, and node1's when node2 has none ready, keeping its address; outside clients are still dropped", func() {
+				client2 := c.pods["client2"]
+				local2 := netip.AddrPortFrom(c.nodes[1].IPv4, mnLocalNodePort)
+				// kube-proxy sends a pod's connection to an external frontend to the cluster
+				// chain: every backend, not only the node's own.
+				expectServed(servedBy(client2.Namespace, local2, 40, c.backends), mnBackends...)
+
+				By("node2's backends not ready")
+				c.programmed(2, func() {
+					c.write("services.yaml", c.servicesYAML(map[string]endpointState{"web-2a": notReady, "web-2b": notReady})...)
+				})
+				before := c.sources()
+				expectServed(servedBy(client2.Namespace, local2, 20, c.backends), "web-1a")
+				lb := netip.AddrPortFrom(netip.MustParseAddr(mnLocalLoadBalancerIP), 80)
+				expectServed(servedBy(client2.Namespace, lb, 10, c.backends), "web-1a")
+				from := c.sourcesSince(before, "web-1a")
+				Expect(from).To(HaveLen(1), "sources seen by web-1a")
+				Expect(from).To(HaveKey(client2.IPv4), "web-1a should see the pod's own address (no masquerade for pod traffic)")
+
+				By("a client outside the cluster is still held to node2's (absent) local backends")
+				r := c.outside.Probe(netns.TCP, local2)
+				Expect(r.Outcome).To(Equal(netns.Timeout), "outside to node2's Local NodePort without local endpoints: %s", r)
+			})
+
 			It("sends no new connection from node1's pods to a backend on node2 that went not-ready", func() {
 				client := c.pods["client"].Namespace
 				cip := netip.AddrPortFrom(netip.MustParseAddr(mnClusterIP), 80)
@@ -523,6 +547,19 @@ var _ = Describe("felis agent load-balances services across two nodes", Label("s
 				internal := netip.AddrPortFrom(netip.MustParseAddr(mnInternalClusterIP), 80)
 				expectServed(servedBy(c.nodes[1].Namespace, internal, 30, c.backends), "web-2a", "web-2b")
 			})
+
+			It("short-circuits externalTrafficPolicy Local for the node itself: node2 reaches node1's backend through its own Local NodePort when it has none ready, masqueraded", append(hostDecorations, func() {
+				c.programmed(2, func() {
+					c.write("services.yaml", c.servicesYAML(map[string]endpointState{"web-2a": notReady, "web-2b": notReady})...)
+				})
+				before := c.sources()
+				expectServed(servedBy(c.nodes[1].Namespace, netip.AddrPortFrom(c.nodes[1].IPv4, mnLocalNodePort), 20, c.backends), "web-1a")
+				// Masqueraded as it leaves through vxlan.calico: the tunnel address, not the
+				// node's underlay address the connection started from.
+				from := c.sourcesSince(before, "web-1a")
+				Expect(from).To(HaveLen(1), "sources seen by web-1a")
+				Expect(from).To(HaveKey(c.block(2).Addr()), "web-1a should see node2's tunnel address (masquerade)")
+			})...)
 
 			It("balances a UDP port across nodes, and reaches backends through node2's NodePort from a pod and, without encapsulation, through node1's from the underlay", func() {
 				client := c.pods["client"].Namespace

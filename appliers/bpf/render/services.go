@@ -18,7 +18,10 @@ const (
 	// outside the node get the group's first Count backends (the local ones), a local pod
 	// the Cluster backends after them (kube-proxy's short-circuit).
 	FrontendLocal uint32 = 8
-	BackendLocal  uint8  = 1 // the backend runs on this node
+	// FrontendNode marks a frontend on a node address (NodePort): a pod's replies from it are
+	// forwarded by fib lookup, as the stack drops packets arriving with a local source.
+	FrontendNode uint32 = 16
+	BackendLocal uint8  = 1 // the backend runs on this node
 )
 
 // FrontendKey is one service frontend (struct fe_key in nat.h).
@@ -145,6 +148,9 @@ func Service(s *snapshot.Service, node string, addrs NodeAddrs) (ServiceEntries,
 		if external && f.LocalOnly {
 			fe.Flags |= FrontendLocal
 			fe.Cluster = n.cluster
+		}
+		if f.Kind == "NodePort" {
+			fe.Flags |= FrontendNode
 		}
 		if n.local == 0 {
 			// As the nftables renderer (and kube-proxy): reject, but drop for a Local

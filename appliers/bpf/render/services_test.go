@@ -42,8 +42,11 @@ func TestService(t *testing.T) {
 	if cip.Group != np.Group || cip.Count != 2 || cip.Flags != FrontendAffinity || cip.Affinity != 30 {
 		t.Errorf("ClusterIP %+v, NodePort %+v: want one group of the 2 ready backends, affinity 30 s, no SNAT on the ClusterIP", cip, np)
 	}
-	if np.Flags != FrontendAffinity|FrontendSNAT || np.SNAT != addrBytes(a("192.168.5.1")) {
-		t.Errorf("Cluster NodePort %+v: want SNAT to the node address", np)
+	if np.Flags != FrontendAffinity|FrontendSNAT|FrontendNode || np.SNAT != addrBytes(a("192.168.5.1")) {
+		t.Errorf("Cluster NodePort %+v: want SNAT to the node address, a node-address frontend", np)
+	}
+	if lb := out.Frontends[key("10.96.0.9", 80)]; npLocal.Flags&FrontendNode == 0 || lb.Flags&FrontendNode != 0 || cip.Flags&FrontendNode != 0 {
+		t.Errorf("NodePort %+v, load-balancer IP %+v, ClusterIP %+v: want FrontendNode on the NodePorts only", npLocal, lb, cip)
 	}
 	if npLocal.Group == np.Group || npLocal.Count != 1 || npLocal.Flags&FrontendSNAT != 0 {
 		t.Errorf("Local NodePort %+v: want its own group of the one local ready backend, no SNAT", npLocal)
