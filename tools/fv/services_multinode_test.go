@@ -548,7 +548,24 @@ var _ = Describe("felis agent load-balances services across two nodes", Label("s
 				expectServed(servedBy(c.nodes[1].Namespace, internal, 30, c.backends), "web-2a", "web-2b")
 			})
 
-			It("short-circuits externalTrafficPolicy Local for the node itself: node2 reaches node1's backend through its own Local NodePort when it has none ready, masqueraded", append(hostDecorations, func() {
+			It("short-circuits externalTrafficPolicy Local for the node itself: node2 reaches node1's backend through the Local load-balancer IP when it has none ready", func() {
+				c.programmed(2, func() {
+					c.write("services.yaml", c.servicesYAML(map[string]endpointState{"web-2a": notReady, "web-2b": notReady})...)
+				})
+				before := c.sources()
+				expectServed(servedBy(c.nodes[1].Namespace, netip.AddrPortFrom(netip.MustParseAddr(mnLocalLoadBalancerIP), 80), 20, c.backends), "web-1a")
+				// nftables and iptables masquerade (to the VXLAN device's address), as
+				// kube-proxy does; bpf keeps the address the kernel chose (the underlay one).
+				c.expectSNATedBy(c.sourcesSince(before, "web-1a"), 2, "web-1a")
+			})
+
+			// Known gap of the bpf dataplane: the node's connections to its own address go
+			// through lo, where no felis program runs (appliers/bpf README, gaps).
+			var ownNodePort []any
+			if dp == "bpf" {
+				ownNodePort = append(ownNodePort, Label(knownBug))
+			}
+			It("short-circuits externalTrafficPolicy Local for the node itself: node2 reaches node1's backend through its own Local NodePort when it has none ready, masqueraded", append(ownNodePort, func() {
 				c.programmed(2, func() {
 					c.write("services.yaml", c.servicesYAML(map[string]endpointState{"web-2a": notReady, "web-2b": notReady})...)
 				})
