@@ -459,6 +459,12 @@ func TestServiceNATLocalShortCircuit(t *testing.T) {
 	be := func(addr, node string) snapshot.Backend {
 		return snapshot.Backend{Addr: netip.MustParseAddr(addr), Port: 8080, Protocol: 6, Node: node, Ready: true, Serving: true}
 	}
+	for i := range snap.Services {
+		if snap.Services[i].ID == "ns/local-elsewhere" { // and a Local load-balancer IP
+			snap.Services[i].Frontends = append(snap.Services[i].Frontends,
+				snapshot.Frontend{Addr: netip.MustParseAddr("198.51.100.7"), Port: 80, Protocol: 6, Kind: "LoadBalancer", LocalOnly: true})
+		}
+	}
 	snap.Services = append(snap.Services, snapshot.Service{ID: "ns/local-mixed",
 		Frontends: []snapshot.Frontend{{Addr: netip.MustParseAddr("192.168.5.1"), Port: 30083, Protocol: 6, Kind: "NodePort", LocalOnly: true}},
 		Backends:  []snapshot.Backend{be("10.0.0.5", "n"), be("10.1.0.9", "other"), be("10.1.0.10", "other")}})
@@ -498,8 +504,20 @@ func TestServiceNATLocalShortCircuit(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: d0.Attrs().Index, Dst: &net.IPNet{IP: net.IPv4(10, 0, 0, 0), Mask: net.CIDRMask(24, 32)}}); err != nil {
-			t.Fatal(err)
+		for _, dst := range []*net.IPNet{{IP: net.IPv4(10, 0, 0, 0), Mask: net.CIDRMask(24, 32)}, {IP: net.IPv4(10, 1, 0, 0), Mask: net.CIDRMask(16, 32)}} {
+			if err := netlink.RouteAdd(&netlink.Route{LinkIndex: d0.Attrs().Index, Dst: dst}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// The node itself (felis_data_out) is a client inside the node too: the Local
+		// load-balancer IP without local backends takes it to the remote one, its address
+		// kept; a client from outside is dropped there.
+		host := segment{Src: ap("192.168.5.1:44600"), Dst: ap("198.51.100.7:80"), Proto: 6}
+		if v, out := send(t, d.objs.FelisDataOut, host); v != tcRedirect || out.Src != host.Src || out.Dst != ap("10.1.0.9:8080") {
+			t.Errorf("the node to a Local load-balancer IP without local backends: verdict %d, sent as %s; want redirected from %s to the remote 10.1.0.9:8080", v, out, host.Src)
+		}
+		if v, _ := send(t, dataIn, segment{Src: ap("192.168.5.2:5800"), Dst: ap("198.51.100.7:80"), Proto: 6}); v != tcShot {
+			t.Errorf("from outside to a Local load-balancer IP without local backends: verdict %d, want drop", v)
 		}
 		// A reply rewritten to come from the NodePort (a node address) would be dropped by the
 		// input route check as a martian: it is forwarded by fib lookup (here from a remote
