@@ -18,8 +18,9 @@ const (
 	// outside the node get the group's first Count backends (the local ones), a local pod
 	// the Cluster backends after them (kube-proxy's short-circuit).
 	FrontendLocal uint32 = 8
-	// FrontendNode marks a frontend on a node address (NodePort): a pod's replies from it are
-	// forwarded by fib lookup, as the stack drops packets arriving with a local source.
+	// FrontendNode marks a frontend on a node address (a NodePort, or an external or
+	// load-balancer IP equal to Config.NodeIPv4/6): a pod's replies from it are forwarded by
+	// fib lookup, as the stack drops packets arriving with a local source.
 	FrontendNode uint32 = 16
 	BackendLocal uint8  = 1 // the backend runs on this node
 )
@@ -149,7 +150,10 @@ func Service(s *snapshot.Service, node string, addrs NodeAddrs) (ServiceEntries,
 			fe.Flags |= FrontendLocal
 			fe.Cluster = n.cluster
 		}
-		if f.Kind == "NodePort" {
+		// A node-address frontend: a NodePort, or an external / load-balancer IP that is
+		// one of the node's configured addresses (a pod's reply from it must be forwarded,
+		// not handed to the stack, whose input route check drops a local source).
+		if f.Kind == "NodePort" || (addrs.V4.IsValid() && addr == addrs.V4) || (addrs.V6.IsValid() && addr == addrs.V6) {
 			fe.Flags |= FrontendNode
 		}
 		if n.local == 0 {

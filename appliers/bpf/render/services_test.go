@@ -2,6 +2,7 @@ package render
 
 import (
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -98,6 +99,47 @@ func TestService(t *testing.T) {
 	for k, f := range out.Frontends {
 		if f.Count != 0 || f.Cluster != 0 || f.Flags&FrontendReject == 0 {
 			t.Errorf("service without backends, frontend %s: %+v; want count 0 and reject", k, f)
+		}
+	}
+}
+
+// TestServiceNodeAddressFrontend: an external or load-balancer IP that is one of the node's
+// configured addresses is a node-address frontend (FrontendNode), as a NodePort is; one
+// that is not, or a ClusterIP, is not; without configured addresses nothing but NodePorts.
+func TestServiceNodeAddressFrontend(t *testing.T) {
+	a := netip.MustParseAddr
+	fe := func(addr string, port uint16, kind string) snapshot.Frontend {
+		return snapshot.Frontend{Addr: a(addr), Port: port, Protocol: 17, Kind: kind, PortName: "dns"}
+	}
+	s := &snapshot.Service{ID: "ns/dns",
+		Frontends: []snapshot.Frontend{fe("192.168.5.1", 53, "ExternalIP"), fe("192.168.5.2", 53, "ExternalIP"),
+			fe("fd00::5:1", 53, "LoadBalancer"), fe("fd00::5:2", 53, "LoadBalancer"), fe("10.96.0.10", 53, "ClusterIP"),
+			fe("::ffff:192.168.5.1", 54, "LoadBalancer")},
+		Backends: []snapshot.Backend{{Addr: a("10.0.0.1"), Port: 5353, Protocol: 17, PortName: "dns", Node: "n", Ready: true, Serving: true},
+			{Addr: a("fd00:1::1"), Port: 5353, Protocol: 17, PortName: "dns", Node: "n", Ready: true, Serving: true}}}
+	for _, tc := range []struct {
+		addrs NodeAddrs
+		node  []string // frontends (addr/port) expected with FrontendNode
+	}{
+		{NodeAddrs{V4: a("192.168.5.1"), V6: a("fd00::5:1")}, []string{"192.168.5.1/53", "fd00::5:1/53", "192.168.5.1/54"}},
+		{NodeAddrs{}, nil},
+	} {
+		out, _, err := Service(s, "n", tc.addrs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(out.Frontends) != 6 {
+			t.Fatalf("%d frontends, want 6: %v", len(out.Frontends), out.Frontends)
+		}
+		want := map[string]bool{}
+		for _, n := range tc.node {
+			want[n] = true
+		}
+		for k, f := range out.Frontends {
+			name := addrOf(k.Family, k.Addr).String() + "/" + strconv.Itoa(int(k.Port))
+			if got := f.Flags&FrontendNode != 0; got != want[name] {
+				t.Errorf("node addresses %+v: frontend %s flags %d: FrontendNode %t, want %t", tc.addrs, name, f.Flags, got, want[name])
+			}
 		}
 	}
 }
