@@ -88,8 +88,12 @@ static __always_inline int nat_host_out(struct __sk_buff *skb, struct nat *n)
 		n->to.flags = 0;
 		n->to.last_seen = now;
 		// The reply, from the backend to the host, is rewritten back to come from the
-		// frontend; the stack delivers it (no redirect).
+		// frontend; the stack delivers it (no redirect). Through lo (a frontend on a node
+		// address) the rewritten reply has a local source, which the input route check
+		// drops on any other interface: it is handed to lo's ingress (NE_LOOP).
 		n->back.flags = NE_REV;
+		if (skb->ifindex == LOOPBACK_IFINDEX)
+			n->back.flags |= NE_REDIRECT | NE_LOOP;
 		n->back.last_seen = now;
 		__builtin_memcpy(n->back.src, n->p.dst, 16);
 		__builtin_memcpy(n->back.dst, n->p.src, 16);
@@ -116,14 +120,16 @@ static __always_inline int nat_host_out(struct __sk_buff *skb, struct nat *n)
 	return host_redirect(skb, n);
 }
 
-// felis_data_out runs on TC egress of the node's data interfaces: the host's own connections
-// to service frontends. On a host endpoint's interface it does nothing (not NATed there yet).
+// felis_data_out runs on TC egress of the node's data interfaces and of lo: the host's own
+// connections to service frontends (on lo: to a frontend on one of its own addresses, a
+// NodePort or an external IP assigned to it). On a host endpoint's interface it does nothing
+// (not NATed there yet), except on lo: a `*` host endpoint's program there does no NAT.
 SEC("tc")
 int felis_data_out(struct __sk_buff *skb)
 {
 	__u32 ifindex = skb->ifindex;
 	struct endpoint *ep = bpf_map_lookup_elem(&feps_v2, &ifindex);
-	if (ep && (ep->flags & EP_HOST))
+	if (ep && (ep->flags & EP_HOST) && ifindex != LOOPBACK_IFINDEX)
 		return TC_ACT_UNSPEC;
 	struct nat *n = nat_scratch();
 	if (!n)

@@ -41,6 +41,10 @@
 // NAT entry flags.
 #define NE_REV 1      // a reply-direction entry
 #define NE_REDIRECT 2 // rewritten packets of this flow are forwarded by fib lookup + redirect
+#define NE_LOOP 4     // a reply to the node's own flow through lo (a frontend on a node address):
+                      // handed to lo's ingress after the rewrite (with NE_REDIRECT)
+
+#define LOOPBACK_IFINDEX 1 // lo, in every network namespace
 
 #define NAT_TIMEOUT_NS (600ULL * 1000000000ULL)
 #define SNAT_PORT_MIN 32768
@@ -426,6 +430,15 @@ static __always_inline int dec_ttl(struct __sk_buff *skb, struct nat *n)
 // which drops packets arriving with a local source address).
 static __always_inline int nat_redirect(struct __sk_buff *skb, struct nat *n)
 {
+	if (n->to.flags & NE_LOOP) {
+		// The node's own flow through lo: the reply, now from the frontend (a node
+		// address) to the node, is delivered as if it had come over lo. Zero MACs, as lo
+		// carries them (anything else would be PACKET_OTHERHOST there).
+		__u8 zero[12] = {};
+		if (bpf_skb_store_bytes(skb, 0, zero, 12, 0) < 0)
+			return TC_ACT_SHOT;
+		return bpf_redirect(LOOPBACK_IFINDEX, BPF_F_INGRESS);
+	}
 	struct bpf_fib_lookup f = {};
 	f.ifindex = skb->ifindex;
 	f.l4_protocol = n->p.proto;

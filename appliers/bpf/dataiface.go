@@ -85,6 +85,11 @@ func (d *Dataplane) attachData(st *render.State, res *appliers.Result) error {
 		}
 		want[name] = l.Attrs().Index
 	}
+	// lo carries the host's packets to its own addresses: felis_data_out on its egress NATs
+	// those to a frontend there (no felis_data_in: nothing arrives on lo from outside).
+	if lo, err := netlink.LinkByName("lo"); err == nil {
+		want["lo"] = lo.Attrs().Index
+	}
 	for _, name := range slices.Sorted(func(yield func(string) bool) {
 		for n := range want {
 			if !yield(n) {
@@ -97,6 +102,17 @@ func (d *Dataplane) attachData(st *render.State, res *appliers.Result) error {
 			continue
 		} else if ok {
 			a.close()
+		}
+		if name == "lo" {
+			if err := enableLoAcceptLocal(); err != nil {
+				return err
+			}
+			out, err := d.attachDataHook(name, idx, loOut, res)
+			if err != nil {
+				return err
+			}
+			d.data[name] = attachedData{ifindex: idx, out: out}
+			continue
 		}
 		in, err := d.attachDataHook(name, idx, dataIn, res)
 		if err != nil {

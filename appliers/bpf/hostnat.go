@@ -5,7 +5,9 @@ package bpf
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -34,7 +36,31 @@ var (
 		parent: netlink.HANDLE_MIN_INGRESS, prog: func(o *policyObjects) *ebpf.Program { return o.FelisDataIn }}
 	dataOut = dataHook{name: "out-data", count: "data-out", pinDir: dataOutLinksDir, attach: ebpf.AttachTCXEgress,
 		parent: netlink.HANDLE_MIN_EGRESS, prog: func(o *policyObjects) *ebpf.Program { return o.FelisDataOut }}
+	// loOut is felis_data_out on lo's egress: the host reaching a frontend on one of its own
+	// addresses (its NodePort, an external IP assigned to it), whose packets go over lo.
+	// Counted apart from the data interfaces ("lo-out-…").
+	loOut = dataHook{name: "out-lo", count: "lo-out", pinDir: dataOutLinksDir, attach: ebpf.AttachTCXEgress,
+		parent: netlink.HANDLE_MIN_EGRESS, prog: func(o *policyObjects) *ebpf.Program { return o.FelisDataOut }}
 )
+
+// loAcceptLocal is the sysctl that lets lo take the host's own replies felis_data_out's
+// flows over lo get back (reverse-NATed at a backend's interface and redirected into lo's
+// ingress): their source is a node address, which the IPv4 input route check drops as a
+// martian source unless accept_local is set on the receiving interface. Written through
+// the calling thread's network namespace.
+const loAcceptLocal = "/proc/sys/net/ipv4/conf/lo/accept_local"
+
+// enableLoAcceptLocal sets accept_local on lo (see loAcceptLocal), if not set already.
+func enableLoAcceptLocal() error {
+	b, err := os.ReadFile(loAcceptLocal)
+	if err == nil && strings.TrimSpace(string(b)) == "1" {
+		return nil
+	}
+	if err := os.WriteFile(loAcceptLocal, []byte("1\n"), 0o644); err != nil {
+		return fmt.Errorf("setting %s: %w", loAcceptLocal, err)
+	}
+	return nil
+}
 
 // attachDataHook attaches the hook's program to the interface, first in its TCX chain, and
 // pins the link (adopting a pinned link of an earlier run), or, without TCX, replaces
