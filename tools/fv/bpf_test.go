@@ -126,7 +126,7 @@ var _ = Describe("felis agent against real packets, dataplane bpf", Label("bpf")
 		c := e.cycles()[0]
 		Expect(c.Full).To(BeTrue(), c.Line)
 		Expect(c.Ops).To(BeZero(), c.Line)
-		Expect(c.Counts).To(Equal(map[string]int{"link-adopt": 2 * len(ns1Pods), "data-link-adopt": 2, "data-out-link-adopt": 2}), c.Line) // the service programs on eth0 and eth0p (data interfaces)
+		Expect(c.Counts).To(Equal(map[string]int{"link-adopt": 2 * len(ns1Pods), "data-link-adopt": 2, "data-out-link-adopt": 2, "lo-out-link-adopt": 1}), c.Line) // the service programs on eth0 and eth0p (data interfaces) and lo's egress
 		expectVerdicts(flows, e.expectPacketsAgree(flows), want)
 	})
 
