@@ -6,6 +6,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -23,7 +24,9 @@ import (
 // reverse-NATed to come from the ClusterIP wherever it first meets felis (a local backend's
 // felis_from_wep, felis_data_in for a remote one) and passed on to the stack, not
 // redirected; a frontend without backends answers with an ICMP port unreachable sent back in;
-// packets to no frontend leave untouched.
+// packets to no frontend leave untouched. On lo (the host to a NodePort on its own address),
+// the same DNAT and redirect; the reply, reverse-NATed at the backend's hook, is redirected
+// into lo's ingress with zeroed MACs instead.
 func TestServiceNATFromHost(t *testing.T) {
 	d, _ := openTest(t)
 	toWEP, fromWEP := d.Programs()
@@ -34,7 +37,7 @@ func TestServiceNATFromHost(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, r := range []struct{ dst, via string }{{"10.0.0.0/24", "192.168.5.2"}, {"fd00::/64", "fd00:5::2"}} {
+		for _, r := range []struct{ dst, via string }{{"10.0.0.0/24", "192.168.5.2"}, {"10.1.0.0/16", "192.168.5.2"}, {"fd00::/64", "fd00:5::2"}} {
 			_, dst, _ := net.ParseCIDR(r.dst)
 			if err := netlink.RouteAdd(&netlink.Route{LinkIndex: d1.Attrs().Index, Dst: dst, Gw: net.ParseIP(r.via)}); err != nil {
 				t.Fatalf("route %s via %s: %v", r.dst, r.via, err)
@@ -56,12 +59,12 @@ func TestServiceNATFromHost(t *testing.T) {
 			for i := range 40 {
 				src := netip.AddrPortFrom(c.src.Addr(), c.src.Port()+uint16(i))
 				s := segment{Src: src, Dst: c.fe, Proto: c.proto}
-				v, out := send(t, dataOut, s)
+				v, out := sendOn(t, dataOut, s, d1.Attrs().Index)
 				if v != tcRedirect || out.Src != src || out.TTL != 64 {
 					t.Fatalf("%s: host to %s: verdict %d, sent as %s TTL %d; want redirected from %s, TTL 64", c.name, c.fe, v, out, out.TTL, src)
 				}
 				seen[out.Dst]++
-				if v, again := send(t, dataOut, s); v != tcRedirect || again.Dst != out.Dst {
+				if v, again := sendOn(t, dataOut, s, d1.Attrs().Index); v != tcRedirect || again.Dst != out.Dst {
 					t.Fatalf("%s: the flow's next packet: verdict %d, sent to %s; want its backend %s", c.name, v, again.Dst, out.Dst)
 				}
 				reply := segment{Src: out.Dst, Dst: src, Proto: c.proto}
@@ -92,12 +95,12 @@ func TestServiceNATFromHost(t *testing.T) {
 		src := ap("192.168.5.1:2000") // below the remapped range
 		first := segment{Src: src, Dst: ap("10.96.0.11:80"), Proto: 6}
 		second := segment{Src: src, Dst: ap("192.168.5.1:30080"), Proto: 6}
-		_, out1 := send(t, dataOut, first)
-		v, out2 := send(t, dataOut, second)
+		_, out1 := sendOn(t, dataOut, first, d1.Attrs().Index)
+		v, out2 := sendOn(t, dataOut, second, d1.Attrs().Index)
 		if out1.Src != src || out2.Dst != out1.Dst || out2.Src.Addr() != src.Addr() || out2.Src.Port() < 32768 || v != tcRedirect {
 			t.Fatalf("two flows from %s to frontends sharing a backend: sent as %s and %s (verdict %d); want the second from another port >= 32768", src, out1, out2, v)
 		}
-		if _, again := send(t, dataOut, second); again.Src != out2.Src {
+		if _, again := sendOn(t, dataOut, second, d1.Attrs().Index); again.Src != out2.Src {
 			t.Errorf("the second flow's next packet left from %s, want %s (its remapped port)", again.Src, out2.Src)
 		}
 		for _, c := range []struct {
@@ -109,9 +112,62 @@ func TestServiceNATFromHost(t *testing.T) {
 			}
 		}
 
+		// On lo (ifindex 1): the host reaching a NodePort on its own address. The packet is
+		// DNATed and redirected as on a data interface; the reply, reverse-NATed where it
+		// first meets felis (a local backend's felis_from_wep, felis_data_in for a remote
+		// one), is redirected into lo's ingress with zeroed MACs (from a node address, the
+		// input route check of any other interface would drop it), not handed to the stack.
+		for _, c := range []struct {
+			name   string
+			fe, be netip.AddrPort
+			local  bool
+		}{
+			{"its own NodePort, a local backend", ap("192.168.5.1:30080"), ap("10.0.0.1:8080"), true},
+			{"its own NodePort, a remote backend", ap("192.168.5.1:30081"), ap("10.1.0.9:8080"), false},
+		} {
+			src := ap("192.168.5.1:42000")
+			s := segment{Src: src, Dst: c.fe, Proto: 6}
+			v, out := sendOn(t, dataOut, s, 1)
+			if v != tcRedirect || out.Src != src || out.Dst != c.be || out.TTL != 64 {
+				t.Fatalf("lo: the host to %s %s: verdict %d, sent as %s TTL %d; want redirected to %s from %s, TTL 64", c.name, c.fe, v, out, out.TTL, c.be, src)
+			}
+			reply := segment{Src: c.be, Dst: src, Proto: 6}
+			hook := dataIn
+			if c.local {
+				if v, at := send(t, toWEP, out); v != tcOK || at != out {
+					t.Fatalf("lo: %s: into the local backend: verdict %d, as %s", c.name, v, at)
+				}
+				hook = fromWEP
+			}
+			in := reply.build()
+			opts := &ebpf.RunOptions{Data: in, DataOut: make([]byte, len(in)+64)}
+			v, err := hook.Run(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			back := parseSegment(t, opts.DataOut)
+			if v != tcRedirect || back.Src != c.fe || back.Dst != src {
+				t.Errorf("lo: %s: reply %s: verdict %d, as %s; want redirected (into lo) from %s to %s", c.name, reply, v, back, c.fe, src)
+			}
+			if mac := opts.DataOut[:12]; !slices.Equal(mac, make([]byte, 12)) {
+				t.Errorf("lo: %s: reply's MACs %x, want zero (lo's)", c.name, mac)
+			}
+			if v, again := sendOn(t, dataOut, s, 1); v != tcRedirect || again.Dst != c.be {
+				t.Errorf("lo: %s: the flow's next packet: verdict %d, sent to %s; want its backend %s", c.name, v, again.Dst, c.be)
+			}
+		}
+		// The same flow leaving a data interface (a ClusterIP) is not a lo flow: its reply goes
+		// to the stack (checked above); and a packet to a node address that is no frontend
+		// leaves lo untouched.
+		if v, out := sendOn(t, dataOut, segment{Src: ap("192.168.5.1:42001"), Dst: ap("192.168.5.1:22"), Proto: 6}, 1); v != tcNext || out.Dst != ap("192.168.5.1:22") {
+			t.Errorf("lo: the host to its own port 22 (no frontend): verdict %d, as %s; want untouched", v, out)
+		}
+
 		c := segment{Src: ap("192.168.5.1:41000"), Dst: ap("10.96.0.12:80"), Proto: 6}
 		in := c.build()
-		opts := &ebpf.RunOptions{Data: in, DataOut: make([]byte, len(in)+128)}
+		var ctx [11]uint32 // __sk_buff.ifindex: on d0, not lo
+		ctx[10] = uint32(d1.Attrs().Index)
+		opts := &ebpf.RunOptions{Data: in, DataOut: make([]byte, len(in)+128), Context: ctx}
 		if v, err := dataOut.Run(opts); err != nil || v != tcRedirect {
 			t.Errorf("host to a frontend without backends: verdict %d (%v), want redirect (reject back in)", v, err)
 		} else {
@@ -121,7 +177,7 @@ func TestServiceNATFromHost(t *testing.T) {
 			{Src: ap("192.168.5.1:41001"), Dst: ap("10.0.0.5:8080"), Proto: 6}, // a backend directly
 			{Src: ap("192.168.5.1:41002"), Dst: ap("10.96.0.10:81"), Proto: 6}, // another port
 		} {
-			if v, out := send(t, dataOut, s); v != tcNext || out.Src != s.Src || out.Dst != s.Dst || out.TTL != 64 {
+			if v, out := sendOn(t, dataOut, s, d1.Attrs().Index); v != tcNext || out.Src != s.Src || out.Dst != s.Dst || out.TTL != 64 {
 				t.Errorf("not a frontend: %s: verdict %d, sent as %s; want untouched", s, v, out)
 			}
 		}

@@ -156,6 +156,22 @@ func send(t *testing.T, prog *ebpf.Program, s segment) (uint32, segment) {
 	return ret, parseSegment(t, opts.DataOut)
 }
 
+// sendOn is send with the packet on the interface ifindex (the context's __sk_buff.ifindex, at
+// byte 40; BPF_PROG_TEST_RUN puts a packet without one on lo).
+func sendOn(t *testing.T, prog *ebpf.Program, s segment, ifindex int) (uint32, segment) {
+	t.Helper()
+	in := s.build()
+	out := make([]byte, len(in)+64)
+	var ctx [11]uint32
+	ctx[10] = uint32(ifindex)
+	opts := &ebpf.RunOptions{Data: in, DataOut: out, Context: ctx}
+	ret, err := prog.Run(opts)
+	if err != nil {
+		t.Fatalf("BPF_PROG_TEST_RUN on ifindex %d: %v", ifindex, err)
+	}
+	return ret, parseSegment(t, opts.DataOut)
+}
+
 // tcRedirect is TC_ACT_REDIRECT.
 const tcRedirect = 7
 
@@ -513,7 +529,7 @@ func TestServiceNATLocalShortCircuit(t *testing.T) {
 		// load-balancer IP without local backends takes it to the remote one, its address
 		// kept; a client from outside is dropped there.
 		host := segment{Src: ap("192.168.5.1:44600"), Dst: ap("198.51.100.7:80"), Proto: 6}
-		if v, out := send(t, d.objs.FelisDataOut, host); v != tcRedirect || out.Src != host.Src || out.Dst != ap("10.1.0.9:8080") {
+		if v, out := sendOn(t, d.objs.FelisDataOut, host, d0.Attrs().Index); v != tcRedirect || out.Src != host.Src || out.Dst != ap("10.1.0.9:8080") {
 			t.Errorf("the node to a Local load-balancer IP without local backends: verdict %d, sent as %s; want redirected from %s to the remote 10.1.0.9:8080", v, out, host.Src)
 		}
 		if v, _ := send(t, dataIn, segment{Src: ap("192.168.5.2:5800"), Dst: ap("198.51.100.7:80"), Proto: 6}); v != tcShot {
