@@ -478,7 +478,9 @@ func TestServiceNATLocalShortCircuit(t *testing.T) {
 	for i := range snap.Services {
 		if snap.Services[i].ID == "ns/local-elsewhere" { // and a Local load-balancer IP
 			snap.Services[i].Frontends = append(snap.Services[i].Frontends,
-				snapshot.Frontend{Addr: netip.MustParseAddr("198.51.100.7"), Port: 80, Protocol: 6, Kind: "LoadBalancer", LocalOnly: true})
+				snapshot.Frontend{Addr: netip.MustParseAddr("198.51.100.7"), Port: 80, Protocol: 6, Kind: "LoadBalancer", LocalOnly: true},
+				// An external IP that is the node's own address: FE_NODE, as a NodePort.
+				snapshot.Frontend{Addr: netip.MustParseAddr("192.168.5.1"), Port: 8090, Protocol: 6, Kind: "ExternalIP", LocalOnly: true})
 		}
 	}
 	snap.Services = append(snap.Services, snapshot.Service{ID: "ns/local-mixed",
@@ -546,6 +548,16 @@ func TestServiceNATLocalShortCircuit(t *testing.T) {
 		v, back := send(t, dataIn, segment{Src: ap("10.1.0.9:8080"), Dst: c.Src, Proto: 6})
 		if v != tcRedirect || back.Src != c.Dst || back.Dst != c.Src || back.TTL != 63 {
 			t.Errorf("remote backend's reply on the data interface: verdict %d, sent as %s TTL %d; want redirected (TTL 63) from %s to %s", v, back, back.TTL, c.Dst, c.Src)
+		}
+		// The same through an external IP that is the node's address (FE_NODE from the
+		// configured NodeIPv4): without the flag the reply went to the stack (a martian).
+		c = segment{Src: ap("10.0.0.1:44201"), Dst: ap("192.168.5.1:8090"), Proto: 6}
+		if v, out := send(t, fromWEP, c); v != tcOK || out.Dst != ap("10.1.0.9:8080") {
+			t.Fatalf("pod to an external IP on the node's address: verdict %d, sent as %s", v, out)
+		}
+		v, back = send(t, dataIn, segment{Src: ap("10.1.0.9:8080"), Dst: c.Src, Proto: 6})
+		if v != tcRedirect || back.Src != c.Dst || back.Dst != c.Src || back.TTL != 63 {
+			t.Errorf("remote backend's reply to a pod through an external IP on the node's address: verdict %d, sent as %s TTL %d; want redirected (TTL 63) from %s to %s", v, back, back.TTL, c.Dst, c.Src)
 		}
 
 		for port := uint16(5600); port < 5620; port++ {
