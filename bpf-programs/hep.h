@@ -95,8 +95,8 @@ static __always_inline int hep_nat_flow(struct pkt *p, __u64 now)
 
 // hep_nat_in runs service NAT on a packet arriving at a host endpoint (the entry program's
 // nat_out finishes it) and points p at the translated destination. Not on lo (a `*` host
-// endpoint's): the host's own traffic to a service is not translated there (nftables does it
-// in nat output, which the bpf dataplane has no equivalent of yet).
+// endpoint's): the host's own traffic to a service is translated on lo's egress by
+// felis_data_out (hostnat.h), ahead of this program in lo's TCX chain.
 static __always_inline int hep_nat_in(struct __sk_buff *skb, struct endpoint *ep, struct pkt *p)
 {
 	if (ep->flags & EP_HOST_NO_NORMAL)

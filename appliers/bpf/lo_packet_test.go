@@ -7,6 +7,9 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
 	"github.com/felis-dev/felis/snapshot"
 	"github.com/felis-dev/felis/tools/netns"
 )
@@ -19,15 +22,20 @@ import (
 // node is a client inside the cluster: the cluster-wide backends, both serve, as
 // kube-proxy's short-circuit) and an external IP equal to its own address (both serve).
 // Every exchange completes, so each reply came back from the frontend (reverse-NATed at
-// web-a's veth or at eth0 and handed to lo's ingress). Without the lo program the same
-// probes are refused (nothing listens on the node). Run with TCX links and with clsact.
+// web-a's veth or at eth0 and handed to lo's ingress). Before felis runs the same
+// probes fail (nothing listens on the node). Run with TCX links and with clsact, and with
+// TCX under a `*` host endpoint allowing everything (its program on lo and eth0 too).
 func TestPacketsHostOwnAddressServices(t *testing.T) {
 	for _, clsact := range []bool{false, true} {
-		t.Run(map[bool]string{false: "tcx", true: "clsact"}[clsact], func(t *testing.T) { hostOwnAddressServices(t, clsact) })
+		t.Run(map[bool]string{false: "tcx", true: "clsact"}[clsact], func(t *testing.T) { hostOwnAddressServices(t, clsact, false) })
 	}
+	// A `*` host endpoint (allowing everything) puts its program on lo and eth0 too: with
+	// TCX felis_data_out runs first on lo (head of the chain), and the remote backend's reply
+	// is reverse-NATed by the host endpoint's program on eth0.
+	t.Run("tcx with a * host endpoint", func(t *testing.T) { hostOwnAddressServices(t, false, true) })
 }
 
-func hostOwnAddressServices(t *testing.T, clsact bool) {
+func hostOwnAddressServices(t *testing.T, clsact, hostEP bool) {
 	_, dir := openTest(t)
 	h := netns.New(t)
 	u, err := h.NewUnderlay("underlay")
@@ -79,6 +87,11 @@ func hostOwnAddressServices(t *testing.T, clsact bool) {
 		Endpoints: []snapshot.Endpoint{{ID: "app/web-a", Interface: webA.HostInterface,
 			Addrs:   []netip.Prefix{netip.PrefixFrom(webA.IPv4, 32), netip.PrefixFrom(webA.IPv6, 128)},
 			Ingress: snapshot.Direction{Profiles: []string{"all"}}, Egress: snapshot.Direction{Profiles: []string{"all"}}}}}
+	if hostEP {
+		all := snapshot.Direction{Profiles: []string{"all"}}
+		snap.HostEndpoints = []snapshot.HostEndpoint{{ID: "node1", Interface: "*",
+			Normal: snapshot.HostDirections{Ingress: all, Egress: all}, Forward: snapshot.HostDirections{Ingress: all, Egress: all}}}
+	}
 	frontends := map[string]uint16{"NodePort": 30080, "NodePort Local": 30081, "ExternalIP": 81}
 	var svcs []snapshot.Service
 	for _, local := range []bool{false, true} {
@@ -130,6 +143,22 @@ func hostOwnAddressServices(t *testing.T, clsact bool) {
 		}
 		if err == nil && res.Counts[out] != 1 {
 			t.Errorf("sync attached felis_data_out to lo %d times (%s), want 1: %v", res.Counts[out], out, res.Ops)
+		}
+		if err == nil && hostEP && !clsact {
+			// felis_data_out first on lo's egress, then the host endpoint's program.
+			q, qerr := link.QueryPrograms(link.QueryOptions{Target: 1, Attach: ebpf.AttachTCXEgress})
+			if qerr != nil {
+				return qerr
+			}
+			var felis int
+			for _, p := range q.Programs {
+				if isFelisProgram(p.ID) {
+					felis++
+				}
+			}
+			if felis != 2 {
+				t.Errorf("lo's TCX egress chain holds %d felis programs, want 2 (felis_data_out, the host endpoint's)", felis)
+			}
 		}
 		return err
 	}); err != nil {
