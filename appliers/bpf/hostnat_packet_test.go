@@ -34,56 +34,7 @@ func TestPacketsHostClientServices(t *testing.T) {
 
 func hostClientServices(t *testing.T, clsact bool) {
 	_, dir := openTest(t)
-	h := netns.New(t)
-	u, err := h.NewUnderlay("underlay")
-	if err != nil {
-		t.Fatal(err)
-	}
-	node, err := u.NewNode("node1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	node2, err := u.NewNode("node2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	webA, err := node.NewPod(netns.PodOptions{Namespace: "app", Name: "web-a", IPv4: netip.MustParseAddr("10.65.0.10"),
-		IPv6: netip.MustParseAddr("fd00:65::10")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	webB, err := node2.NewPod(netns.PodOptions{Namespace: "app", Name: "web-b", IPv4: netip.MustParseAddr("10.65.1.10"),
-		IPv6: netip.MustParseAddr("fd00:65:1::10")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := node.AddRoute(netip.MustParsePrefix("10.65.1.0/24"), node2.IPv4); err != nil {
-		t.Fatal(err)
-	}
-	if err := node.AddRoute(netip.MustParsePrefix("fd00:65:1::/64"), node2.IPv6); err != nil {
-		t.Fatal(err)
-	}
-	listeners := map[string][2]*netns.Listener{}
-	for name, p := range map[string]*netns.Pod{"web-a": webA, "web-b": webB} {
-		tcp, err := p.Listen(netns.TCP, 8080)
-		if err != nil {
-			t.Fatal(err)
-		}
-		udp, err := p.Listen(netns.UDP, 8080)
-		if err != nil {
-			t.Fatal(err)
-		}
-		listeners[name] = [2]*netns.Listener{tcp, udp}
-	}
-
-	all := []snapshot.Rule{{Action: snapshot.Allow}}
-	snap := &snapshot.Snapshot{Node: "node1",
-		Config: snapshot.Config{DefaultEndpointToHostAction: snapshot.Allow, NodeIPv4: netip.PrefixFrom(node.IPv4, 24),
-			NodeIPv6: netip.PrefixFrom(node.IPv6, 64)},
-		Profiles: []snapshot.Profile{{ID: "all", Inbound: all, Outbound: all}},
-		Endpoints: []snapshot.Endpoint{{ID: "app/web-a", Interface: webA.HostInterface,
-			Addrs:   []netip.Prefix{netip.PrefixFrom(webA.IPv4, 32), netip.PrefixFrom(webA.IPv6, 128)},
-			Ingress: snapshot.Direction{Profiles: []string{"all"}}, Egress: snapshot.Direction{Profiles: []string{"all"}}}}}
+	node, node2, webA, webB, listeners, snap := twoNodeBackends(t)
 	svc := snapshot.Service{ID: "app/web"}
 	for _, proto := range []uint8{6, 17} {
 		svc.Frontends = append(svc.Frontends,
@@ -197,4 +148,63 @@ func hostClientServices(t *testing.T, clsact bool) {
 	if len(left) > 0 {
 		t.Errorf("felis programs %v still on eth0 after Cleanup", left)
 	}
+}
+
+// twoNodeBackends builds the topology the host-client service tests share: node1 and node2 on
+// one underlay, backend web-a on node1 and web-b on node2 (TCP and UDP listeners on 8080, IPv4
+// and IPv6), node1 routing web-b's prefixes to node2 over the underlay, and node1's snapshot
+// with web-a as its only endpoint (allow-all profile, to-host Allow, node addresses set).
+func twoNodeBackends(t *testing.T) (node, node2 *netns.Node, webA, webB *netns.Pod, listeners map[string][2]*netns.Listener, snap *snapshot.Snapshot) {
+	t.Helper()
+	h := netns.New(t)
+	u, err := h.NewUnderlay("underlay")
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, err = u.NewNode("node1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	node2, err = u.NewNode("node2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	webA, err = node.NewPod(netns.PodOptions{Namespace: "app", Name: "web-a", IPv4: netip.MustParseAddr("10.65.0.10"),
+		IPv6: netip.MustParseAddr("fd00:65::10")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	webB, err = node2.NewPod(netns.PodOptions{Namespace: "app", Name: "web-b", IPv4: netip.MustParseAddr("10.65.1.10"),
+		IPv6: netip.MustParseAddr("fd00:65:1::10")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := node.AddRoute(netip.MustParsePrefix("10.65.1.0/24"), node2.IPv4); err != nil {
+		t.Fatal(err)
+	}
+	if err := node.AddRoute(netip.MustParsePrefix("fd00:65:1::/64"), node2.IPv6); err != nil {
+		t.Fatal(err)
+	}
+	listeners = map[string][2]*netns.Listener{}
+	for name, p := range map[string]*netns.Pod{"web-a": webA, "web-b": webB} {
+		tcp, err := p.Listen(netns.TCP, 8080)
+		if err != nil {
+			t.Fatal(err)
+		}
+		udp, err := p.Listen(netns.UDP, 8080)
+		if err != nil {
+			t.Fatal(err)
+		}
+		listeners[name] = [2]*netns.Listener{tcp, udp}
+	}
+
+	all := []snapshot.Rule{{Action: snapshot.Allow}}
+	snap = &snapshot.Snapshot{Node: "node1",
+		Config: snapshot.Config{DefaultEndpointToHostAction: snapshot.Allow, NodeIPv4: netip.PrefixFrom(node.IPv4, 24),
+			NodeIPv6: netip.PrefixFrom(node.IPv6, 64)},
+		Profiles: []snapshot.Profile{{ID: "all", Inbound: all, Outbound: all}},
+		Endpoints: []snapshot.Endpoint{{ID: "app/web-a", Interface: webA.HostInterface,
+			Addrs:   []netip.Prefix{netip.PrefixFrom(webA.IPv4, 32), netip.PrefixFrom(webA.IPv6, 128)},
+			Ingress: snapshot.Direction{Profiles: []string{"all"}}, Egress: snapshot.Direction{Profiles: []string{"all"}}}}}
+	return node, node2, webA, webB, listeners, snap
 }
