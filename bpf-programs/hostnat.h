@@ -19,20 +19,7 @@
 static __always_inline int host_redirect(struct __sk_buff *skb, struct nat *n)
 {
 	struct bpf_fib_lookup f = {};
-	f.ifindex = skb->ifindex;
-	f.l4_protocol = n->p.proto;
-	f.sport = bpf_htons(n->to.sport);
-	f.dport = bpf_htons(n->to.dport);
-	if (n->p.family == FAMILY_V4) {
-		f.family = AF_INET;
-		f.tot_len = skb->len - ETH_HLEN;
-		__builtin_memcpy(&f.ipv4_src, n->to.src, 4);
-		__builtin_memcpy(&f.ipv4_dst, n->to.dst, 4);
-	} else {
-		f.family = AF_INET6;
-		__builtin_memcpy(f.ipv6_src, n->to.src, 16);
-		__builtin_memcpy(f.ipv6_dst, n->to.dst, 16);
-	}
+	nat_fib_fill(&f, skb, n);
 	// Without BPF_FIB_LOOKUP_OUTPUT: an output lookup would be bound to this interface.
 	long r = bpf_fib_lookup(skb, &f, sizeof(f), 0);
 	if (r == BPF_FIB_LKUP_RET_NO_NEIGH)

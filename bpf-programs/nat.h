@@ -426,6 +426,26 @@ static __always_inline int dec_ttl(struct __sk_buff *skb, struct nat *n)
 	return bpf_skb_store_bytes(skb, off, &next, 1, 0);
 }
 
+// nat_fib_fill fills a fib lookup for the translated packet n describes (its new addresses
+// and ports), arriving on skb's interface.
+static __always_inline void nat_fib_fill(struct bpf_fib_lookup *fl, struct __sk_buff *skb, struct nat *n)
+{
+	fl->ifindex = skb->ifindex;
+	fl->l4_protocol = n->p.proto;
+	fl->sport = bpf_htons(n->to.sport);
+	fl->dport = bpf_htons(n->to.dport);
+	if (n->p.family == FAMILY_V4) {
+		fl->family = AF_INET;
+		fl->tot_len = skb->len - ETH_HLEN;
+		__builtin_memcpy(&fl->ipv4_src, n->to.src, 4);
+		__builtin_memcpy(&fl->ipv4_dst, n->to.dst, 4);
+	} else {
+		fl->family = AF_INET6;
+		__builtin_memcpy(fl->ipv6_src, n->to.src, 16);
+		__builtin_memcpy(fl->ipv6_dst, n->to.dst, 16);
+	}
+}
+
 // nat_redirect forwards a rewritten packet by a fib lookup (bypassing the input route check,
 // which drops packets arriving with a local source address).
 static __always_inline int nat_redirect(struct __sk_buff *skb, struct nat *n)
@@ -440,20 +460,7 @@ static __always_inline int nat_redirect(struct __sk_buff *skb, struct nat *n)
 		return bpf_redirect(LOOPBACK_IFINDEX, BPF_F_INGRESS);
 	}
 	struct bpf_fib_lookup f = {};
-	f.ifindex = skb->ifindex;
-	f.l4_protocol = n->p.proto;
-	f.sport = bpf_htons(n->to.sport);
-	f.dport = bpf_htons(n->to.dport);
-	if (n->p.family == FAMILY_V4) {
-		f.family = AF_INET;
-		f.tot_len = skb->len - ETH_HLEN;
-		__builtin_memcpy(&f.ipv4_src, n->to.src, 4);
-		__builtin_memcpy(&f.ipv4_dst, n->to.dst, 4);
-	} else {
-		f.family = AF_INET6;
-		__builtin_memcpy(f.ipv6_src, n->to.src, 16);
-		__builtin_memcpy(f.ipv6_dst, n->to.dst, 16);
-	}
+	nat_fib_fill(&f, skb, n);
 	long r = bpf_fib_lookup(skb, &f, sizeof(f), 0);
 	if (r != BPF_FIB_LKUP_RET_SUCCESS && r != BPF_FIB_LKUP_RET_NO_NEIGH)
 		return TC_ACT_OK; // the stack decides (a local destination, say)
