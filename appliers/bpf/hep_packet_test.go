@@ -39,19 +39,7 @@ func TestPacketsHostEndpointStages(t *testing.T) {
 }
 
 func hostEndpointStagePackets(t *testing.T, dataplane, pins string) {
-	h := netns.New(t)
-	u, err := h.NewUnderlay("u")
-	if err != nil {
-		t.Fatal(err)
-	}
-	node, err := u.NewNode("node1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer, err := u.NewNode("node2")
-	if err != nil {
-		t.Fatal(err)
-	}
+	node, peer := underlayNodes(t)
 	pod, err := node.NewPod(netns.PodOptions{Namespace: "ns", Name: "a",
 		IPv4: netip.MustParseAddr("10.65.0.2"), IPv6: netip.MustParseAddr("fd00:65::2")})
 	if err != nil {
@@ -225,19 +213,7 @@ func TestPacketsHostEndpointNodePort(t *testing.T) {
 }
 
 func hostEndpointNodePortPackets(t *testing.T, dataplane, pins string) {
-	h := netns.New(t)
-	u, err := h.NewUnderlay("u")
-	if err != nil {
-		t.Fatal(err)
-	}
-	node, err := u.NewNode("node1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer, err := u.NewNode("node2")
-	if err != nil {
-		t.Fatal(err)
-	}
+	node, peer := underlayNodes(t)
 	pod, err := node.NewPod(netns.PodOptions{Namespace: "ns", Name: "web", IPv4: netip.MustParseAddr("10.65.0.10")})
 	if err != nil {
 		t.Fatal(err)

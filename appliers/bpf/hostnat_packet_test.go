@@ -101,7 +101,7 @@ func hostClientServices(t *testing.T, clsact bool) {
 	// ClusterIP, or nobody reassembles it.
 	for _, dst := range []netip.AddrPort{netip.MustParseAddrPort("10.96.0.70:80"), netip.MustParseAddrPort("[fd00:96::70]:80")} {
 		for range 4 { // both backends, most likely
-			if err := bigUDP(node.Namespace, dst, 4000); err != nil {
+			if err := node.EchoUDP(dst, 4000); err != nil {
 				t.Errorf("node1 to the ClusterIP %s, a 4,000-byte UDP datagram: %v", dst, err)
 			}
 		}
@@ -156,20 +156,8 @@ func hostClientServices(t *testing.T, clsact bool) {
 // with web-a as its only endpoint (allow-all profile, to-host Allow, node addresses set).
 func twoNodeBackends(t *testing.T) (node, node2 *netns.Node, webA, webB *netns.Pod, listeners map[string][2]*netns.Listener, snap *snapshot.Snapshot) {
 	t.Helper()
-	h := netns.New(t)
-	u, err := h.NewUnderlay("underlay")
-	if err != nil {
-		t.Fatal(err)
-	}
-	node, err = u.NewNode("node1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	node2, err = u.NewNode("node2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	webA, err = node.NewPod(netns.PodOptions{Namespace: "app", Name: "web-a", IPv4: netip.MustParseAddr("10.65.0.10"),
+	node, node2 = underlayNodes(t)
+	webA, err := node.NewPod(netns.PodOptions{Namespace: "app", Name: "web-a", IPv4: netip.MustParseAddr("10.65.0.10"),
 		IPv6: netip.MustParseAddr("fd00:65::10")})
 	if err != nil {
 		t.Fatal(err)
@@ -207,4 +195,21 @@ func twoNodeBackends(t *testing.T) (node, node2 *netns.Node, webA, webB *netns.P
 			Addrs:   []netip.Prefix{netip.PrefixFrom(webA.IPv4, 32), netip.PrefixFrom(webA.IPv6, 128)},
 			Ingress: snapshot.Direction{Profiles: []string{"all"}}, Egress: snapshot.Direction{Profiles: []string{"all"}}}}}
 	return node, node2, webA, webB, listeners, snap
+}
+
+// underlayNodes builds two node namespaces, node1 and node2, on one underlay in a harness the
+// test removes when it ends.
+func underlayNodes(t *testing.T) (node1, node2 *netns.Node) {
+	t.Helper()
+	u, err := netns.New(t).NewUnderlay("underlay")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if node1, err = u.NewNode("node1"); err != nil {
+		t.Fatal(err)
+	}
+	if node2, err = u.NewNode("node2"); err != nil {
+		t.Fatal(err)
+	}
+	return node1, node2
 }

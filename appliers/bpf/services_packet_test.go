@@ -3,14 +3,10 @@
 package bpf
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
 	"fmt"
-	"net"
 	"net/netip"
 	"testing"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -32,19 +28,7 @@ import (
 // Then the felis state is removed with Cleanup.
 func TestPacketsServices(t *testing.T) {
 	_, dir := openTest(t) // root check and a private bpffs
-	h := netns.New(t)
-	u, err := h.NewUnderlay("underlay")
-	if err != nil {
-		t.Fatal(err)
-	}
-	node, err := u.NewNode("node1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	outside, err := u.NewNode("node2")
-	if err != nil {
-		t.Fatal(err)
-	}
+	node, outside := underlayNodes(t)
 	pods := map[string]*netns.Pod{}
 	for i, name := range []string{"client", "web-a", "web-b"} {
 		p, err := node.NewPod(netns.PodOptions{Namespace: "app", Name: name, IPv4: netip.AddrFrom4([4]byte{10, 65, 0, byte(10 + i)}),
@@ -155,7 +139,7 @@ func TestPacketsServices(t *testing.T) {
 	// echo comes back as three: every fragment must be DNATed on the way in and come from
 	// the ClusterIP on the way back, or the backend or the client cannot reassemble it.
 	for _, dst := range []netip.AddrPort{cip, netip.MustParseAddrPort("[fd00:96::50]:80")} {
-		if err := bigUDP(pods["client"].Namespace, dst, 4000); err != nil {
+		if err := pods["client"].EchoUDP(dst, 4000); err != nil {
 			t.Errorf("client to the ClusterIP %s, a 4,000-byte UDP datagram: %v", dst, err)
 		}
 	}
@@ -215,35 +199,4 @@ func TestPacketsServices(t *testing.T) {
 	if len(left) > 0 {
 		t.Errorf("felis programs %v still on eth0 after Cleanup", left)
 	}
-}
-
-// bigUDP sends a size-byte UDP datagram from the namespace (a pod, a node) to dst and waits
-// for its echo (three tries, a second each).
-func bigUDP(p *netns.Namespace, dst netip.AddrPort, size int) error {
-	want := make([]byte, size)
-	_, _ = rand.Read(want)
-	return p.Do(func() error {
-		conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst))
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		got := make([]byte, 64*1024)
-		err = fmt.Errorf("no echo")
-		for range 3 {
-			_ = conn.SetDeadline(time.Now().Add(time.Second))
-			if _, werr := conn.Write(want); werr != nil {
-				return werr
-			}
-			n, rerr := conn.Read(got)
-			if rerr == nil && bytes.Equal(got[:n], want) {
-				return nil
-			}
-			err = rerr
-			if rerr == nil {
-				err = fmt.Errorf("echo of %d bytes, want the %d sent", n, size)
-			}
-		}
-		return err
-	})
 }

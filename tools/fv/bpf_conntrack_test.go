@@ -41,10 +41,10 @@ var _ = Describe("bpf conntrack and packet parsing against real packets", Label(
 			server := netip.AddrPortFrom(e.addr("ns1/server", family), 8080)
 			// 4,000 bytes leave the pod as three fragments (MTU 1500); the echo comes back
 			// fragmented too (the reply's first fragment passes by conntrack).
-			Expect(bigUDP(e.pod("ns1/other"), server, 4000)).To(Succeed(), "IPv%d other -> server (allowed), 4,000 bytes", family)
-			Expect(bigUDP(e.pod("ns1/other"), server, 100)).To(Succeed(), "IPv%d other -> server (allowed), 100 bytes", family)
-			Expect(bigUDP(e.pod("ns1/client"), server, 4000)).NotTo(Succeed(), "IPv%d client -> server (denied), 4,000 bytes", family)
-			Expect(bigUDP(e.pod("ns1/client"), server, 100)).NotTo(Succeed(), "IPv%d client -> server (denied), 100 bytes", family)
+			Expect(e.pod("ns1/other").EchoUDP(server, 4000)).To(Succeed(), "IPv%d other -> server (allowed), 4,000 bytes", family)
+			Expect(e.pod("ns1/other").EchoUDP(server, 100)).To(Succeed(), "IPv%d other -> server (allowed), 100 bytes", family)
+			Expect(e.pod("ns1/client").EchoUDP(server, 4000)).NotTo(Succeed(), "IPv%d client -> server (denied), 4,000 bytes", family)
+			Expect(e.pod("ns1/client").EchoUDP(server, 100)).NotTo(Succeed(), "IPv%d client -> server (denied), 100 bytes", family)
 		}
 	})
 
@@ -101,35 +101,4 @@ func echoOn(c net.Conn) error {
 		return fmt.Errorf("echo %x, want %x", got, want)
 	}
 	return nil
-}
-
-// bigUDP sends one datagram of size random bytes from the pod to the echo server at dst and
-// expects it back whole (three tries, so one lost datagram does not read as a drop).
-func bigUDP(p *netns.Pod, dst netip.AddrPort, size int) error {
-	want := make([]byte, size)
-	_, _ = rand.Read(want)
-	return p.Do(func() error {
-		conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst))
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		got := make([]byte, 64*1024)
-		var lastErr error
-		for range 3 {
-			_ = conn.SetDeadline(time.Now().Add(time.Second))
-			if _, err := conn.Write(want); err != nil {
-				return err
-			}
-			n, err := conn.Read(got)
-			if err == nil && bytes.Equal(got[:n], want) {
-				return nil
-			}
-			lastErr = err
-			if err == nil {
-				lastErr = fmt.Errorf("echo of %d bytes, want the %d sent", n, size)
-			}
-		}
-		return lastErr
-	})
 }

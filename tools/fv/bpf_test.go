@@ -84,23 +84,7 @@ var _ = Describe("felis agent against real packets, dataplane bpf", Label("bpf")
 
 	It("changes only set members when a label flips", func() {
 		e := newEnv("bpf", false)
-		e.addPods(ports, ns1Pods...)
-		e.writeCluster(ns1)
-		e.writePods()
-		e.write("policy.yaml", serverFromClient)
-		e.startAgent()
-		flows := e.flowsAmong(ports)
-		expectVerdicts(flows, e.expectPacketsAgree(flows), []want{{"ns1/other", "ns1/server", tcp8080, deny}})
-
-		By("labelling ns1/other app=client")
-		n := len(e.cycles())
-		spec := e.specs["ns1/other"]
-		spec.Labels = labels("app", "client")
-		e.specs["ns1/other"] = spec
-		e.writePods()
-		c := e.waitCycle(n, func(c cycle) bool { return c.Ops > 0 })
-		Expect(c.Counts).To(Equal(map[string]int{"set-add": 2}), "one member per family; %s", c.Line)
-		expectVerdicts(flows, e.expectPacketsAgree(flows), []want{{"ns1/other", "ns1/server", tcp8080, allow}})
+		expectLabelFlipIsTwoSetAdds(e)
 	})
 
 	It("keeps enforcing while the agent is down, and a restarted agent adopts maps and links with no operation", func() {

@@ -312,3 +312,27 @@ func parseLogLine(line string) map[string]string {
 }
 
 func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
+
+// expectLabelFlipIsTwoSetAdds runs ns1's pods with ns1/server admitting only app=client, then
+// labels ns1/other app=client: the cycle that follows must be exactly one set member added per
+// family (the dataplane's "set-add" count), and the packets must follow.
+func expectLabelFlipIsTwoSetAdds(e *env) {
+	ports := []port{tcp8080, udp8080}
+	e.addPods(ports, ns1Pods...)
+	e.writeCluster(ns1)
+	e.writePods()
+	e.write("policy.yaml", serverFromClient)
+	e.startAgent()
+	flows := e.flowsAmong(ports)
+	expectVerdicts(flows, e.expectPacketsAgree(flows), []want{{"ns1/other", "ns1/server", tcp8080, deny}})
+
+	By("labelling ns1/other app=client")
+	n := len(e.cycles())
+	spec := e.specs["ns1/other"]
+	spec.Labels = labels("app", "client")
+	e.specs["ns1/other"] = spec
+	e.writePods()
+	c := e.waitCycle(n, func(c cycle) bool { return c.Ops > 0 })
+	Expect(c.Counts).To(Equal(map[string]int{"set-add": 2}), "one member per family; %s", c.Line)
+	expectVerdicts(flows, e.expectPacketsAgree(flows), []want{{"ns1/other", "ns1/server", tcp8080, allow}})
+}

@@ -72,15 +72,7 @@ func TestHostEndpointByExpectedIPs(t *testing.T) {
 			port := netip.AddrPortFrom(node.IPv4, 7070)
 			eventually := func(what string, cond func() error) {
 				t.Helper()
-				deadline := time.Now().Add(20 * time.Second)
-				var err error
-				for time.Now().Before(deadline) {
-					if err = cond(); err == nil {
-						return
-					}
-					time.Sleep(300 * time.Millisecond)
-				}
-				t.Fatalf("%s: %v", what, err)
+				pollUntil(t, 20*time.Second, 300*time.Millisecond, what, cond)
 			}
 			// No interface carries the address: the host endpoint governs nothing.
 			time.Sleep(2 * time.Second) // the agent's first cycles

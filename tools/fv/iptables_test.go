@@ -71,23 +71,7 @@ var _ = Describe("felis agent against real packets, dataplane iptables", Label("
 			It("changes only ipset members when a label flips", func() {
 				e := newEnv("iptables", false)
 				e.dumpOnFailure(backend)
-				e.addPods(ports, ns1Pods...)
-				e.writeCluster(ns1)
-				e.writePods()
-				e.write("policy.yaml", serverFromClient)
-				e.startAgent()
-				flows := e.flowsAmong(ports)
-				expectVerdicts(flows, e.expectPacketsAgree(flows), []want{{"ns1/other", "ns1/server", tcp8080, deny}})
-
-				By("labelling ns1/other app=client")
-				n := len(e.cycles())
-				spec := e.specs["ns1/other"]
-				spec.Labels = labels("app", "client")
-				e.specs["ns1/other"] = spec
-				e.writePods()
-				c := e.waitCycle(n, func(c cycle) bool { return c.Ops > 0 })
-				Expect(c.Counts).To(Equal(map[string]int{"set-add": 2}), "one member per family; %s", c.Line)
-				expectVerdicts(flows, e.expectPacketsAgree(flows), []want{{"ns1/other", "ns1/server", tcp8080, allow}})
+				expectLabelFlipIsTwoSetAdds(e)
 			})
 		})
 	}

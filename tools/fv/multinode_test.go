@@ -102,15 +102,7 @@ func TestMultiNode(t *testing.T) {
 	dst := func(p *netns.Pod, port uint16) netip.AddrPort { return netip.AddrPortFrom(p.IPv4, port) }
 	eventually := func(what string, cond func() error) {
 		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
-		var err error
-		for time.Now().Before(deadline) {
-			if err = cond(); err == nil {
-				return
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-		t.Fatalf("%s: %v", what, err)
+		pollUntil(t, 15*time.Second, 200*time.Millisecond, what, cond)
 	}
 	routes := func(n *nodeInfo, args ...string) string {
 		out, err := n.node.Exec(context.Background(), "ip", append([]string{"-4", "route", "show", "proto", "80"}, args...)...)
@@ -406,15 +398,7 @@ func TestMultiNodeVXLANUnderHostEndpoints(t *testing.T) {
 			}
 			eventually := func(what string, cond func() error) {
 				t.Helper()
-				deadline := time.Now().Add(15 * time.Second)
-				var err error
-				for time.Now().Before(deadline) {
-					if err = cond(); err == nil {
-						return
-					}
-					time.Sleep(200 * time.Millisecond)
-				}
-				t.Fatalf("%s: %v", what, err)
+				pollUntil(t, 15*time.Second, 200*time.Millisecond, what, cond)
 			}
 			eventually("the pods reach each other across the nodes", func() error {
 				for i, from := range pods {
@@ -435,4 +419,19 @@ func TestMultiNodeVXLANUnderHostEndpoints(t *testing.T) {
 			}
 		})
 	}
+}
+
+// pollUntil calls cond every interval until it returns nil, and fails the test with what and
+// cond's last error if that has not happened within the given time.
+func pollUntil(t *testing.T, within, interval time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = cond(); err == nil {
+			return
+		}
+		time.Sleep(interval)
+	}
+	t.Fatalf("%s: %v", what, err)
 }

@@ -4,6 +4,7 @@ package netns
 
 import (
 	"bytes"
+	crand "crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -379,4 +380,37 @@ func (l *Listener) serveUDP(pc net.PacketConn) {
 		l.count(from)
 		_, _ = pc.WriteTo(buf[:n], from)
 	}
+}
+
+// EchoUDP sends one datagram of size random bytes from inside the namespace to the echo
+// server at dst and returns nil once it comes back whole; it tries three times, a second each,
+// so one lost datagram does not read as a drop. Sizes above the path MTU exercise
+// fragmentation.
+func (n *Namespace) EchoUDP(dst netip.AddrPort, size int) error {
+	want := make([]byte, size)
+	_, _ = crand.Read(want)
+	return n.Do(func() error {
+		conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst))
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		got := make([]byte, 64*1024)
+		err = errors.New("no echo")
+		for range 3 {
+			_ = conn.SetDeadline(time.Now().Add(time.Second))
+			if _, werr := conn.Write(want); werr != nil {
+				return werr
+			}
+			n, rerr := conn.Read(got)
+			if rerr == nil && bytes.Equal(got[:n], want) {
+				return nil
+			}
+			err = rerr
+			if rerr == nil {
+				err = fmt.Errorf("echo of %d bytes, want the %d sent", n, size)
+			}
+		}
+		return err
+	})
 }
