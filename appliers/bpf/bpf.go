@@ -744,6 +744,23 @@ func (d *Dataplane) apply(p plan, res *appliers.Result) error {
 	return nil
 }
 
+// mapDelta appends to puts and vals the entries of want that have lacks or holds with another
+// value, and to dels the keys of have that want lacks: the map operations from have to want.
+func mapDelta[K, V comparable](want, have map[K]V, puts []K, vals []V, dels []K) ([]K, []V, []K) {
+	for k, v := range want {
+		if h, ok := have[k]; !ok || h != v {
+			puts = append(puts, k)
+			vals = append(vals, v)
+		}
+	}
+	for k := range have {
+		if _, ok := want[k]; !ok {
+			dels = append(dels, k)
+		}
+	}
+	return puts, vals, dels
+}
+
 // update writes keys/values in batches where the map type supports it, else one by one.
 func update[K, V any](m *ebpf.Map, keys []K, vals []V) error {
 	const chunk = 65536

@@ -5,6 +5,7 @@ package bpf
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -298,39 +299,18 @@ func (d *Dataplane) observeServices() (*services, error) {
 // diffServices compares a whole desired state with the maps' contents.
 func diffServices(want, have *services) servicePlan {
 	var p servicePlan
-	haveBe := map[render.BackendKey]render.Backend{}
-	for _, r := range have.rendered {
-		for k, v := range r.Backends {
-			haveBe[k] = v
-		}
-	}
-	wantBe := map[render.BackendKey]struct{}{}
-	for _, r := range want.rendered {
-		for k, v := range r.Backends {
-			wantBe[k] = struct{}{}
-			if h, ok := haveBe[k]; !ok || h != v {
-				p.bePut = append(p.bePut, k)
-				p.beVal = append(p.beVal, v)
-			}
-		}
-	}
-	for k, v := range want.fronts {
-		if h, ok := have.fronts[k]; !ok || h != v {
-			p.fePut = append(p.fePut, k)
-			p.feVal = append(p.feVal, v)
-		}
-	}
-	for k := range have.fronts {
-		if _, ok := want.fronts[k]; !ok {
-			p.feDel = append(p.feDel, k)
-		}
-	}
-	for k := range haveBe {
-		if _, ok := wantBe[k]; !ok {
-			p.beDel = append(p.beDel, k)
-		}
-	}
+	p.bePut, p.beVal, p.beDel = mapDelta(allBackends(want), allBackends(have), nil, nil, nil)
+	p.fePut, p.feVal, p.feDel = mapDelta(want.fronts, have.fronts, nil, nil, nil)
 	return p
+}
+
+// allBackends is every rendered service's backend entries in one map.
+func allBackends(s *services) map[render.BackendKey]render.Backend {
+	all := map[render.BackendKey]render.Backend{}
+	for _, r := range s.rendered {
+		maps.Copy(all, r.Backends)
+	}
+	return all
 }
 
 // update renders the services that changed since s was committed and returns the new state
@@ -389,17 +369,7 @@ func (s *services) update(snap *snapshot.Snapshot, res *appliers.Result) (*servi
 		} else {
 			delete(next.rendered, id)
 		}
-		for k, v := range cur.Backends {
-			if h, ok := prev.Backends[k]; !ok || h != v {
-				p.bePut = append(p.bePut, k)
-				p.beVal = append(p.beVal, v)
-			}
-		}
-		for k := range prev.Backends {
-			if _, ok := cur.Backends[k]; !ok {
-				p.beDel = append(p.beDel, k)
-			}
-		}
+		p.bePut, p.beVal, p.beDel = mapDelta(cur.Backends, prev.Backends, p.bePut, p.beVal, p.beDel)
 		p.staleUDP = append(p.staleUDP, staleUDP(prev.ServiceEntries, cur.ServiceEntries)...)
 		for k := range prev.Frontends {
 			if _, ok := cur.Frontends[k]; !ok {
